@@ -1,0 +1,202 @@
+"""The self-describing feature payload that travels from device to server.
+
+Layout (little-endian, 13-byte header, then the coder's body; docs/protocol.md is the reference):
+
+    offset size field
+    0      2    magic  b"AG"
+    2      1    version (1)
+    3      1    coder id (0 raw, 1 zstd, 2 ans)
+    4      1    levels - 1 (number of centroids minus one)
+    5      2    channels_total  remote channels of the model (C - k)
+    7      2    channels_sent   leading remote channels present; the receiver zero-fills the rest
+    9      2    height
+    11     2    width
+    13     ...  body: channels_sent x height x width centroid indices, channel-major, coded
+
+A sender under a byte budget drops the least important (trailing) remote channels; training orders
+remote channels by importance and teaches the remote NN to live with the truncation.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+
+from .coders import CODER_BY_ID, CODER_NAMES, make_coder
+from .errors import PayloadError
+from .quantize import dequantize, quantize, validate_centroids
+
+MAGIC = b"AG"
+VERSION = 1
+_HEADER = struct.Struct("<2sBBBHHHH")
+HEADER_SIZE = _HEADER.size
+
+
+@dataclass(frozen=True)
+class PayloadHeader:
+    version: int
+    coder: str
+    levels: int
+    channels_total: int
+    channels_sent: int
+    height: int
+    width: int
+
+
+def parse_header(payload: bytes) -> PayloadHeader:
+    """Read and sanity-check the header alone (no model needed)."""
+    if not isinstance(payload, (bytes, bytearray, memoryview)):
+        raise PayloadError(f"payload must be bytes, got {type(payload).__name__}")
+    if len(payload) < HEADER_SIZE:
+        raise PayloadError(f"truncated payload: {len(payload)} bytes, the header alone is {HEADER_SIZE}")
+    magic, version, coder_id, levels_m1, total, sent, height, width = _HEADER.unpack_from(payload)
+    if magic != MAGIC:
+        raise PayloadError(f"bad magic {bytes(magic)!r}, expected {MAGIC!r}: not an AgileNN feature payload")
+    if version != VERSION:
+        raise PayloadError(f"unsupported payload version {version} (this build reads version {VERSION})")
+    if coder_id not in CODER_BY_ID:
+        raise PayloadError(f"unknown coder id {coder_id} (known: {sorted(CODER_BY_ID)})")
+    if sent > total:
+        raise PayloadError(f"payload claims {sent} channels sent of only {total}")
+    return PayloadHeader(version, CODER_BY_ID[coder_id], levels_m1 + 1, total, sent, height, width)
+
+
+@dataclass(frozen=True)
+class DecodedFeatures:
+    features: np.ndarray  # float32 [channels_total, height, width], zero-filled past channels_sent
+    indices: np.ndarray  # uint8 [channels_sent, height, width]
+    header: PayloadHeader
+
+
+class FeatureCodec:
+    """Quantize + code remote features for one model (its centroids, shapes and symbol tables).
+
+    Both ends build it from the same manifest, so every size a decoder needs is known before it
+    reads a single payload byte, and a payload that disagrees with the model is rejected.
+    """
+
+    def __init__(
+        self,
+        centroids,
+        channels: int,
+        height: int,
+        width: int,
+        symbol_probabilities=None,
+        default_coder: str = "ans",
+        zstd_level: int = 19,
+    ):
+        self.centroids = validate_centroids(centroids)
+        self.levels = int(self.centroids.size)
+        if not (0 < channels < 1 << 16 and 0 < height < 1 << 16 and 0 < width < 1 << 16):
+            raise ValueError(f"feature shape {(channels, height, width)} does not fit the payload header")
+        self.shape = (int(channels), int(height), int(width))
+        self.probabilities = None
+        if symbol_probabilities is not None:
+            p = np.asarray(symbol_probabilities, dtype=np.float64)
+            if p.shape != (channels, self.levels):
+                raise ValueError(f"symbol_probabilities must be [{channels}, {self.levels}], got {list(p.shape)}")
+            if not np.all(np.isfinite(p)) or np.any(p < 0) or np.any(p.sum(axis=1) <= 0):
+                raise ValueError("symbol_probabilities must be finite, non-negative, with a positive sum per channel")
+            self.probabilities = p / p.sum(axis=1, keepdims=True)
+        if default_coder not in CODER_NAMES:
+            raise ValueError(f"unknown coder {default_coder!r}; choose one of {', '.join(CODER_NAMES)}")
+        self.default_coder = default_coder
+        self._coders = {name: make_coder(name, zstd_level) for name in CODER_NAMES if name != "ans" or self.probabilities is not None}
+
+    @classmethod
+    def from_manifest(cls, manifest: dict) -> "FeatureCodec":
+        feats = manifest["features"]
+        coder = manifest.get("coder", {})
+        return cls(
+            centroids=manifest["quantizer"]["centroids"],
+            channels=feats["channels"] - feats["k"],
+            height=feats["height"],
+            width=feats["width"],
+            symbol_probabilities=coder.get("symbol_probabilities"),
+            default_coder=coder.get("default", "ans"),
+            zstd_level=coder.get("zstd_level", 19),
+        )
+
+    def _coder(self, name: str | None):
+        name = name or self.default_coder
+        if name not in self._coders:
+            raise PayloadError(f"coder {name!r} is not available for this model (no symbol probability tables)"
+                               if name == "ans" else f"unknown coder {name!r}")
+        return self._coders[name]
+
+    # --- sender -----------------------------------------------------------------------------
+    def quantize(self, features: np.ndarray) -> np.ndarray:
+        """Centroid indices of one sample [C, h, w] or a batch [N, C, h, w]."""
+        features = np.asarray(features)
+        if features.shape[-3:] != self.shape or features.ndim not in (3, 4):
+            raise ValueError(f"features must be {list(self.shape)} or [N, *{list(self.shape)}], got {list(features.shape)}")
+        return quantize(features, self.centroids)
+
+    def encode_indices(self, indices: np.ndarray, coder: str | None = None, channels_sent: int | None = None) -> bytes:
+        indices = np.asarray(indices)
+        if indices.shape != self.shape:
+            raise ValueError(f"indices must be {list(self.shape)}, got {list(indices.shape)}")
+        total, height, width = self.shape
+        sent = total if channels_sent is None else int(channels_sent)
+        if not 0 <= sent <= total:
+            raise ValueError(f"channels_sent must be in 0..{total}, got {sent}")
+        c = self._coder(coder)
+        symbols = indices[:sent].reshape(sent, height * width).astype(np.uint8)
+        if symbols.size and int(symbols.max()) >= self.levels:
+            raise ValueError(f"index {int(symbols.max())} out of range for {self.levels} levels")
+        body = c.encode(symbols, self.levels, self.probabilities)
+        header = _HEADER.pack(MAGIC, VERSION, c.coder_id, self.levels - 1, total, sent, height, width)
+        return header + body
+
+    def encode(self, features: np.ndarray, coder: str | None = None, channels_sent: int | None = None) -> bytes:
+        return self.encode_indices(self.quantize(features), coder, channels_sent)
+
+    def encode_within(self, indices: np.ndarray, max_bytes: int | None, coder: str | None = None) -> tuple[bytes, int]:
+        """The payload with the most leading channels that fits in max_bytes, and that channel count.
+
+        Channels are dropped from the end (least important first). Even zero channels costs the
+        header, so a budget below HEADER_SIZE is an error.
+        """
+        total = self.shape[0]
+        payload = self.encode_indices(indices, coder, total)
+        if max_bytes is None or len(payload) <= max_bytes:
+            return payload, total
+        if max_bytes < HEADER_SIZE:
+            raise ValueError(f"a byte budget of {max_bytes} is below the {HEADER_SIZE}-byte payload header")
+        # Payload size grows with channels sent, so bisect for the largest count that fits.
+        lo, hi = 0, total - 1  # invariant: lo fits (the header alone), total does not
+        best = self.encode_indices(indices, coder, 0)
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            candidate = self.encode_indices(indices, coder, mid)
+            if len(candidate) <= max_bytes:
+                lo, best = mid, candidate
+            else:
+                hi = mid - 1
+        return best, lo
+
+    # --- receiver ---------------------------------------------------------------------------
+    def decode_indices(self, payload: bytes) -> tuple[np.ndarray, PayloadHeader]:
+        header = parse_header(payload)
+        total, height, width = self.shape
+        if (header.channels_total, header.height, header.width) != self.shape:
+            raise PayloadError(
+                f"payload shape {[header.channels_total, header.height, header.width]} does not match "
+                f"the model's remote features {list(self.shape)}"
+            )
+        if header.levels != self.levels:
+            raise PayloadError(f"payload uses {header.levels} quantization levels, the model {self.levels}")
+        body = bytes(payload[HEADER_SIZE:])
+        symbols = self._coder(header.coder).decode(
+            body, header.channels_sent, height * width, self.levels, self.probabilities
+        )
+        return symbols.reshape(header.channels_sent, height, width), header
+
+    def decode(self, payload: bytes) -> DecodedFeatures:
+        """Dequantized remote features, zero-filled past the channels the sender kept."""
+        indices, header = self.decode_indices(payload)
+        features = np.zeros(self.shape, dtype=np.float32)
+        features[: header.channels_sent] = dequantize(indices, self.centroids)
+        return DecodedFeatures(features, indices, header)

@@ -1,0 +1,47 @@
+"""Torch-side data plumbing: normalisation stats, in-memory tensors, batch augmentation."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .datasets import Dataset
+
+SCALE = 1.0 / 255.0
+
+
+def channel_stats(ds: Dataset) -> tuple[list[float], list[float]]:
+    """Per-channel mean/std of the [0,1]-scaled training images (the manifest's input.mean/std)."""
+    x = ds.images.reshape(-1, ds.images.shape[-1]).astype(np.float64) * SCALE
+    return [float(v) for v in x.mean(0)], [float(v) for v in x.std(0)]
+
+
+def to_tensor(ds: Dataset, mean, std) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 NHWC -> normalised float32 NCHW, exactly the agent's preprocessing."""
+    x = torch.from_numpy(ds.images).permute(0, 3, 1, 2).float() * SCALE
+    m = torch.tensor(mean).view(1, -1, 1, 1)
+    s = torch.tensor(std).view(1, -1, 1, 1)
+    return ((x - m) / s).contiguous(), torch.from_numpy(ds.labels)
+
+
+def augment(x: torch.Tensor, pad: int = 2, flip: bool = True, gen: torch.Generator | None = None) -> torch.Tensor:
+    """Random-shift crop (edge-replicate padding) + horizontal flip, per sample."""
+    n, c, h, w = x.shape
+    xp = torch.nn.functional.pad(x, (pad, pad, pad, pad), mode="replicate")
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
+    rows = (dy[:, None] + torch.arange(h)[None, :])  # [n, h]
+    cols = (dx[:, None] + torch.arange(w)[None, :])  # [n, w]
+    idx_n = torch.arange(n)[:, None, None]
+    out = xp.permute(0, 2, 3, 1)[idx_n, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+    if flip:
+        f = torch.rand(n, generator=gen) < 0.5
+        out = torch.where(f[:, None, None, None], out.flip(3), out)
+    return out.contiguous()
+
+
+def batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, shuffle: bool, gen: torch.Generator | None = None):
+    n = x.shape[0]
+    order = torch.randperm(n, generator=gen) if shuffle else torch.arange(n)
+    for i in range(0, n, batch_size):
+        idx = order[i:i + batch_size]
+        yield x[idx], y[idx]

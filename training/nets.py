@@ -1,0 +1,207 @@
+"""The networks: reference NN (= stem + body), feature extractor, local predictor, remote NN,
+soft-to-hard quantizer, and the AgileNN wrapper that merges local and remote logits.
+
+Shapes for Fashion-MNIST with the defaults: image 1x28x28 -> features Cx7x7 (stride 4).
+The stem is deliberately MCU-sized (~55K MACs at C=24) because it *is* the device's feature
+extractor; all the heavy lifting happens in the body, which becomes the evaluator and the
+initialisation of the remote NN.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+@dataclass
+class ArchConfig:
+    in_channels: int = 1
+    num_classes: int = 10
+    channels: int = 24        # C: extractor output channels
+    k: int = 5                # first k channels stay on the device
+    stem_width: int = 16      # width of the first (strided) conv
+    stride: int = 4           # total feature stride: 2 (14x14 on FMNIST) or 4 (7x7)
+    body_width: int = 64      # width of the body (evaluator / remote NN)
+    local_width: int = 32     # width of the local predictor's pointwise conv
+    centroids: int = 4        # L: quantizer levels
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def conv_bn(cin: int, cout: int, k: int = 3, stride: int = 1, groups: int = 1, act: type | None = nn.ReLU6):
+    layers = [nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=False), nn.BatchNorm2d(cout)]
+    if act is not None:
+        layers.append(act())
+    return nn.Sequential(*layers)
+
+
+class Stem(nn.Module):
+    """Feature extractor: strided 3x3 conv, depthwise(-strided) 3x3, pointwise to C channels.
+
+    The final ReLU6 bounds features to [0, 6] and makes many of them exactly zero, which is
+    what lets a 4-level quantizer + ANS code them in ~1-2 bits each.
+    """
+
+    def __init__(self, cfg: ArchConfig):
+        super().__init__()
+        w = cfg.stem_width
+        self.conv1 = conv_bn(cfg.in_channels, w, 3, stride=2)
+        self.dw = conv_bn(w, w, 3, stride=2 if cfg.stride == 4 else 1, groups=w)
+        self.pw = conv_bn(w, cfg.channels, 1)
+
+    def forward(self, x):
+        return self.pw(self.dw(self.conv1(x)))
+
+    def permute_outputs(self, perm: torch.Tensor) -> None:
+        """Reorder output channels in place (Algorithm 1's channel preselection)."""
+        conv, bn = self.pw[0], self.pw[1]
+        conv.weight.data = conv.weight.data[perm].clone()
+        for name in ("weight", "bias", "running_mean", "running_var"):
+            t = getattr(bn, name)
+            t.data = t.data[perm].clone()
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int = 1):
+        super().__init__()
+        self.c1 = conv_bn(cin, cout, 3, stride, act=nn.ReLU)
+        self.c2 = conv_bn(cout, cout, 3, 1, act=None)
+        self.skip = None if (cin == cout and stride == 1) else conv_bn(cin, cout, 1, stride, act=None)
+
+    def forward(self, x):
+        return F.relu(self.c2(self.c1(x)) + (x if self.skip is None else self.skip(x)))
+
+
+class Body(nn.Module):
+    """Small ResNet on the C-channel feature map: the evaluator, and the remote NN's init."""
+
+    def __init__(self, in_channels: int, cfg: ArchConfig):
+        super().__init__()
+        w = cfg.body_width
+        self.entry = conv_bn(in_channels, w, 3, act=nn.ReLU)
+        self.block1 = BasicBlock(w, w)
+        self.block2 = BasicBlock(w, 2 * w, stride=2)
+        self.block3 = BasicBlock(2 * w, 2 * w)
+        self.drop = nn.Dropout(0.2)
+        self.fc = nn.Linear(2 * w, cfg.num_classes)
+
+    def forward(self, f):
+        x = self.block3(self.block2(self.block1(self.entry(f))))
+        return self.fc(self.drop(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)))
+
+    def permute_inputs(self, perm: torch.Tensor) -> None:
+        conv = self.entry[0]
+        conv.weight.data = conv.weight.data[:, perm].clone()
+
+    def sliced_copy(self, channels: slice, cfg: ArchConfig) -> "Body":
+        """A copy that only reads input channels ``channels`` (how the remote NN is initialised)."""
+        sub = Body(len(range(cfg.channels)[channels]), cfg)
+        state = {k: v.clone() for k, v in self.state_dict().items()}
+        state["entry.0.weight"] = state["entry.0.weight"][:, channels].clone()
+        sub.load_state_dict(state)
+        return sub
+
+
+class ReferenceNN(nn.Module):
+    def __init__(self, cfg: ArchConfig):
+        super().__init__()
+        self.stem = Stem(cfg)
+        self.body = Body(cfg.channels, cfg)
+
+    def forward(self, x):
+        return self.body(self.stem(x))
+
+
+class LocalPredictor(nn.Module):
+    """Depthwise-separable conv head on the k local channels: must be useful alone (offline mode),
+    yet cheap (~20K MACs). Keeps spatial layout via a strided depthwise conv instead of GAP-only.
+    """
+
+    def __init__(self, cfg: ArchConfig):
+        super().__init__()
+        k, w = cfg.k, cfg.local_width
+        self.dw1 = conv_bn(k, k, 3, groups=k)
+        self.pw1 = conv_bn(k, w, 1)
+        self.dw2 = conv_bn(w, w, 3, stride=2, groups=w)
+        self.pool = nn.AdaptiveAvgPool2d(4)  # identity at 7x7 features after the strided dw (-> 4x4)
+        self.fc = nn.Linear(w * 16, cfg.num_classes)
+
+    def forward(self, f_local):
+        x = self.pool(self.dw2(self.pw1(self.dw1(f_local))))
+        return self.fc(torch.flatten(x, 1))
+
+
+class SoftHardQuantizer(nn.Module):
+    """Soft-to-hard vector quantizer with L learned scalar centroids (Agustsson et al. 2017).
+
+    Forward value is the hard nearest-centroid reconstruction (what the codec sends); gradients
+    flow through the soft assignment softmax(-sigma * d^2) (straight-through estimator).
+    """
+
+    def __init__(self, levels: int, init_max: float = 3.0, sigma: float = 4.0):
+        super().__init__()
+        # 0 is always a level: ReLU6 features are exactly 0 most of the time
+        self.centroids = nn.Parameter(torch.linspace(0.0, init_max, levels))
+        self.sigma = sigma
+
+    def sorted_centroids(self) -> torch.Tensor:
+        return torch.sort(self.centroids.detach()).values
+
+    def assignments(self, f):
+        d = (f.unsqueeze(-1) - self.centroids) ** 2  # [..., L]
+        return torch.softmax(-self.sigma * d, dim=-1), d.argmin(dim=-1)
+
+    def forward(self, f):
+        soft_p, idx = self.assignments(f)
+        soft = (soft_p * self.centroids).sum(-1)
+        hard = self.centroids[idx]
+        return soft + (hard - soft).detach(), soft_p
+
+
+class AgileNN(nn.Module):
+    """Device part (extractor + local predictor) and remote part (quantizer + remote NN), merged
+    with alpha = softmax(w)[0]: logits = alpha * local + (1 - alpha) * remote (same at inference).
+    """
+
+    def __init__(self, cfg: ArchConfig, extractor: Stem, remote: Body):
+        super().__init__()
+        self.cfg = cfg
+        self.extractor = extractor
+        self.local = LocalPredictor(cfg)
+        self.quantizer = SoftHardQuantizer(cfg.centroids)
+        self.remote = remote
+        self.alpha_logits = nn.Parameter(torch.zeros(2))
+
+    @property
+    def alpha(self) -> torch.Tensor:
+        return torch.softmax(self.alpha_logits, 0)[0]
+
+    def forward(self, x, keep_remote: int | None = None):
+        f = self.extractor(x)
+        k = self.cfg.k
+        local_logits = self.local(f[:, :k])
+        q, soft_p = self.quantizer(f[:, k:])
+        if keep_remote is not None and keep_remote < q.shape[1]:
+            # the sender truncated trailing remote channels; the receiver zero-fills them
+            mask = torch.zeros(1, q.shape[1], 1, 1, device=q.device)
+            mask[:, :keep_remote] = 1.0
+            q = q * mask
+        remote_logits = self.remote(q)
+        a = self.alpha
+        merged = a * local_logits + (1 - a) * remote_logits
+        return {"features": f, "local": local_logits, "remote": remote_logits, "merged": merged,
+                "soft_p": soft_p, "q": q}
+
+
+def nested_dropout_mask(batch: int, channels: int, p_full: float, device=None) -> torch.Tensor:
+    """Per-sample prefix masks: with prob p_full keep all channels, else keep a uniform 1..channels
+    prefix. Training on random prefixes teaches the remote NN to degrade gracefully when the
+    sender drops trailing (least important) channels to fit a byte budget.
+    """
+    keep = torch.randint(1, channels + 1, (batch,), device=device)
+    keep = torch.where(torch.rand(batch, device=device) < p_full, torch.full_like(keep, channels), keep)
+    ar = torch.arange(channels, device=device)
+    return (ar[None, :] < keep[:, None]).float()[:, :, None, None]
