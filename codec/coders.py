@@ -135,7 +135,8 @@ class AnsCoder(Coder):
                 raise PayloadError(f"ans body has {len(body)} bytes but no symbols were sent")
             return np.zeros((channels, positions), dtype=np.uint8)
         # No real encoding needs more than 32 bits per symbol, even for the least likely symbol.
-        if not body or len(body) > 4 * n + 8:
+        # (An empty body is legitimate: a few very likely symbols fit in the coder's initial state.)
+        if len(body) > 4 * n + 8:
             raise PayloadError(f"ans body of {len(body)} bytes is impossible for {n} symbols")
         padded = body + b"\x00" * (-len(body) % 4)
         words = np.frombuffer(padded, dtype="<u4").astype(np.uint32)

@@ -1,0 +1,131 @@
+"""Hostile payloads get a PayloadError naming the problem: never a crash, hang or huge allocation."""
+
+import struct
+
+import numpy as np
+import pytest
+import zstandard
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from agilenn.codec import HEADER_SIZE, MAGIC, FeatureCodec, PayloadError
+
+PROBS = np.random.default_rng(0).dirichlet(np.ones(4), size=6)
+
+
+@pytest.fixture(scope="module")
+def codec():
+    return FeatureCodec([-1.0, 0.0, 1.0, 2.0], 6, 7, 7, symbol_probabilities=PROBS)
+
+
+@pytest.fixture(scope="module")
+def good_payloads(codec):
+    idx = np.random.default_rng(3).integers(0, 4, size=(6, 7, 7)).astype(np.uint8)
+    return {name: codec.encode_indices(idx, coder=name) for name in ("ans", "zstd", "raw")}
+
+
+def header(coder_id=2, levels=4, total=6, sent=6, h=7, w=7, magic=MAGIC, version=1):
+    return struct.pack("<2sBBBHHHH", magic, version, coder_id, levels - 1, total, sent, h, w)
+
+
+@pytest.mark.parametrize(
+    "payload, message",
+    [
+        (b"", "truncated payload"),
+        (b"AG\x01", "truncated payload"),
+        (header(magic=b"PK"), "bad magic"),
+        (header(version=9), "unsupported payload version 9"),
+        (header(coder_id=7), "unknown coder id 7"),
+        (header(sent=7), "claims 7 channels sent of only 6"),
+        (header(total=60000, sent=60000), "does not match the model"),
+        (header(h=65535, w=65535), "does not match the model"),
+        (header(levels=256), "quantization levels"),
+        (header(coder_id=0) + b"\x00" * 5, "raw body is 5 bytes"),
+        (header(coder_id=2) + b"\xff" * 5000, "impossible for 294 symbols"),
+        (header(coder_id=1) + b"not zstd at all", "not a zstd frame"),
+    ],
+)
+def test_named_errors(codec, payload, message):
+    with pytest.raises(PayloadError, match=message):
+        codec.decode(payload)
+
+
+def test_raw_symbol_beyond_levels():
+    codec = FeatureCodec([0.0, 1.0, 2.0], 1, 2, 2)  # 3 levels in 2-bit fields: 3 is out of range
+    with pytest.raises(PayloadError, match="holds symbol 3"):
+        codec.decode(header(coder_id=0, levels=3, total=1, sent=1, h=2, w=2) + b"\xff")
+
+
+def test_not_bytes_is_rejected(codec):
+    with pytest.raises(PayloadError, match="must be bytes"):
+        codec.decode("AG")  # type: ignore[arg-type]
+
+
+def test_zstd_bomb_is_refused_before_decompression(codec):
+    bomb = zstandard.ZstdCompressor(level=19).compress(b"\x00" * (64 << 20))
+    assert len(bomb) < 10_000
+    with pytest.raises(PayloadError, match="declares 67108864 bytes"):
+        codec.decode(header(coder_id=1) + bomb)
+
+
+def test_zstd_frame_that_hides_its_size_is_capped(codec):
+    # A streamed frame carries no content size; the decoder must still stop at the model's size.
+    cobj = zstandard.ZstdCompressor(write_content_size=False).compressobj()
+    frame = cobj.compress(b"\x01" * (1 << 20)) + cobj.flush()
+    with pytest.raises(PayloadError):
+        codec.decode(header(coder_id=1) + frame)
+
+
+def test_zstd_wrong_symbol_range(codec):
+    body = zstandard.ZstdCompressor().compress(bytes([9]) * 294)
+    with pytest.raises(PayloadError, match="holds symbol 9"):
+        codec.decode(header(coder_id=1) + body)
+
+
+def test_truncating_any_good_payload_never_crashes(codec, good_payloads):
+    for name, payload in good_payloads.items():
+        for cut in range(len(payload)):
+            try:
+                codec.decode(payload[:cut])
+            except PayloadError:
+                pass
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=600))
+def test_fuzz_random_bytes(codec, data):
+    try:
+        decoded = codec.decode(data)
+    except PayloadError:
+        return
+    assert decoded.features.shape == (6, 7, 7)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(["ans", "zstd", "raw"]), st.data())
+def test_fuzz_mutated_payloads(codec, good_payloads, name, data):
+    """Flip, insert and delete bytes of real payloads: decode or PayloadError, nothing else."""
+    payload = bytearray(good_payloads[name])
+    for _ in range(data.draw(st.integers(1, 4))):
+        op = data.draw(st.sampled_from(["flip", "insert", "delete"]))
+        pos = data.draw(st.integers(0, max(0, len(payload) - 1)))
+        if op == "flip" and payload:
+            payload[pos] ^= data.draw(st.integers(1, 255))
+        elif op == "insert":
+            payload[pos:pos] = data.draw(st.binary(min_size=1, max_size=8))
+        elif payload:
+            del payload[pos]
+    try:
+        decoded = codec.decode(bytes(payload))
+    except PayloadError:
+        return
+    assert decoded.features.shape == (6, 7, 7)
+    assert decoded.indices.max(initial=0) < 4
+
+
+def test_ans_needs_tables():
+    codec = FeatureCodec([0.0, 1.0], 2, 2, 2)  # no symbol tables: zstd/raw only
+    with pytest.raises(PayloadError, match="not available"):
+        codec.encode_indices(np.zeros((2, 2, 2), np.uint8), coder="ans")
+    payload = codec.encode_indices(np.zeros((2, 2, 2), np.uint8), coder="raw")
+    assert len(payload) == HEADER_SIZE + 1

@@ -1,0 +1,106 @@
+"""The codec's round trip is exact for every coder, shape and symbol distribution."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from agilenn.codec import HEADER_SIZE, FeatureCodec, dequantize, order0_entropy_bits, parse_header, quantize
+
+
+@st.composite
+def codec_and_indices(draw):
+    levels = draw(st.integers(2, 256))
+    channels = draw(st.integers(1, 12))
+    height = draw(st.integers(1, 9))
+    width = draw(st.integers(1, 9))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    # Skewed, peaked and flat distributions, with zeros, so ans meets every kind of table.
+    concentration = draw(st.sampled_from([0.05, 0.5, 1.0, 20.0]))
+    probs = rng.dirichlet(np.full(levels, concentration), size=channels)
+    probs[probs < 1e-4] = 0.0
+    probs[:, 0] += 1e-3  # keep every row's sum positive
+    centroids = np.sort(rng.choice(np.arange(-1000, 1000), size=levels, replace=False)) / 100.0
+    codec = FeatureCodec(centroids, channels, height, width, symbol_probabilities=probs)
+    # Draw symbols from the table (the realistic case), but mix in symbols the table calls impossible.
+    p = codec.probabilities
+    idx = np.stack([rng.choice(levels, size=height * width, p=p[c]) for c in range(channels)])
+    if draw(st.booleans()):
+        flips = rng.random(idx.shape) < 0.1
+        idx[flips] = rng.integers(0, levels, size=int(flips.sum()))
+    sent = draw(st.integers(0, channels))
+    return codec, idx.reshape(channels, height, width).astype(np.uint8), sent
+
+
+@settings(max_examples=120, deadline=None)
+@given(codec_and_indices(), st.sampled_from(["ans", "zstd", "raw"]))
+def test_round_trip_is_exact(case, coder):
+    codec, indices, sent = case
+    payload = codec.encode_indices(indices, coder=coder, channels_sent=sent)
+    decoded_indices, header = codec.decode_indices(payload)
+    assert header.coder == coder
+    assert header.channels_sent == sent
+    assert header.channels_total == codec.shape[0]
+    assert np.array_equal(decoded_indices, indices[:sent])
+    decoded = codec.decode(payload)
+    assert decoded.features.shape == codec.shape
+    assert np.array_equal(decoded.features[:sent], dequantize(indices[:sent], codec.centroids))
+    assert not decoded.features[sent:].any(), "truncated channels must be zero-filled"
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.floats(-50, 50, allow_nan=False), min_size=2, max_size=16, unique=True),
+       st.lists(st.floats(-100, 100, allow_nan=False), min_size=1, max_size=64))
+def test_quantize_picks_the_nearest_centroid(raw_centroids, values):
+    centroids = np.array(sorted(raw_centroids), dtype=np.float32)
+    if np.any(np.diff(centroids) <= 0):
+        return
+    x = np.array(values, dtype=np.float32)
+    idx = quantize(x, centroids)
+    chosen = np.abs(x - centroids[idx])
+    best = np.abs(x[:, None] - centroids[None, :]).min(axis=1)
+    assert np.allclose(chosen, best, atol=1e-5)
+
+
+def test_quantize_rejects_non_finite_features():
+    with pytest.raises(ValueError, match="NaN"):
+        quantize(np.array([0.0, np.nan]), np.array([0.0, 1.0]))
+
+
+def test_header_is_13_bytes_and_self_describing():
+    codec = FeatureCodec([0.0, 1.0, 2.0, 3.0], 6, 7, 7, symbol_probabilities=np.full((6, 4), 0.25))
+    payload = codec.encode_indices(np.zeros((6, 7, 7), np.uint8), coder="raw", channels_sent=4)
+    header = parse_header(payload)
+    assert HEADER_SIZE == 13
+    assert (header.levels, header.channels_total, header.channels_sent, header.height, header.width) == (4, 6, 4, 7, 7)
+    assert len(payload) == HEADER_SIZE + (4 * 49 * 2 + 7) // 8
+
+
+def test_byte_budget_drops_trailing_channels_until_it_fits():
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(8), size=10)
+    codec = FeatureCodec(np.arange(8.0), 10, 7, 7, symbol_probabilities=probs)
+    idx = np.stack([rng.choice(8, size=49, p=probs[c]) for c in range(10)]).reshape(10, 7, 7).astype(np.uint8)
+    full, sent = codec.encode_within(idx, None)
+    assert sent == 10
+    for budget in (len(full), len(full) - 1, len(full) // 2, HEADER_SIZE + 20, HEADER_SIZE):
+        payload, sent = codec.encode_within(idx, budget)
+        assert len(payload) <= budget
+        assert parse_header(payload).channels_sent == sent
+        if sent < 10:  # one more channel would not have fitted
+            assert len(codec.encode_indices(idx, channels_sent=sent + 1)) > budget
+    with pytest.raises(ValueError, match="below the 13-byte payload header"):
+        codec.encode_within(idx, HEADER_SIZE - 1)
+
+
+def test_ans_is_close_to_the_entropy_of_its_model():
+    """With the table equal to the data's own distribution, ans pays only a few bytes of overhead."""
+    rng = np.random.default_rng(1)
+    probs = rng.dirichlet(np.full(8, 0.7), size=24)
+    codec = FeatureCodec(np.arange(8.0), 24, 7, 7, symbol_probabilities=probs)
+    samples = np.stack([
+        np.stack([rng.choice(8, size=49, p=probs[c]) for c in range(24)]) for _ in range(20)
+    ]).astype(np.uint8)
+    bodies = [len(codec.encode_indices(s.reshape(24, 7, 7), coder="ans")) - HEADER_SIZE for s in samples]
+    entropy_bytes = order0_entropy_bits(samples, 8) / 8 / len(samples)
+    assert np.mean(bodies) < entropy_bytes * 1.05 + 8
