@@ -104,3 +104,10 @@ def test_ans_is_close_to_the_entropy_of_its_model():
     bodies = [len(codec.encode_indices(s.reshape(24, 7, 7), coder="ans")) - HEADER_SIZE for s in samples]
     entropy_bytes = order0_entropy_bits(samples, 8) / 8 / len(samples)
     assert np.mean(bodies) < entropy_bytes * 1.05 + 8
+
+
+def test_documented_example_vector():
+    """docs/protocol.md's worked example, byte for byte (a test vector for other implementations)."""
+    codec = FeatureCodec([0.0, 1.0, 2.0, 3.0], 2, 1, 2)
+    payload = codec.encode_indices(np.array([[[1, 3]], [[0, 2]]], np.uint8), coder="raw")
+    assert payload.hex(" ") == "41 47 01 00 03 02 00 02 00 01 00 02 00 8d"
