@@ -1,0 +1,228 @@
+"""agilenn.v1.Inference: unary and streaming inference, manifest lookup, model listing.
+
+A request goes through two halves: _start (synchronous: resolve the model, check limits, decode,
+queue on the model's batcher) and _finish (await the batch, build the reply). Streams call _start
+as each request arrives and _finish in arrival order, so replies never overtake each other while
+requests of many streams share batches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+
+import grpc
+import numpy as np
+
+from agilenn.codec import PayloadError
+from agilenn.models.model_repository import ModelNotFound
+from agilenn.v1 import inference_pb2 as pb
+from agilenn.v1 import inference_pb2_grpc as pb_grpc
+
+from .batcher import Closed, Expired, QueueFull
+from .errors import RequestError
+from .inputs import decode_image
+from .metrics import Metrics, ModelMetrics
+from .models import ServedModel, ServedModels
+
+log = logging.getLogger(__name__)
+
+_END = object()  # the client closed its side of a stream
+_DRAIN = object()  # the server is shutting down: flush and end the stream
+
+
+@dataclass
+class _Pending:
+    request_id: int
+    requested: pb.ModelRef
+    arrival: float
+    model: ServedModel | None = None
+    metrics: ModelMetrics | None = None
+    decode_s: float = 0.0
+    channels: int = 0
+    future: asyncio.Future | None = None
+    error: RequestError | None = None
+
+
+def _us(seconds: float) -> int:
+    return max(0, min(int(seconds * 1e6), 0xFFFFFFFF))
+
+
+class InferenceServicer(pb_grpc.InferenceServicer):
+    def __init__(self, models: ServedModels, metrics: Metrics, max_request_bytes: int = 1 << 20,
+                 stream_window: int = 256):
+        self.models = models
+        self.max_request_bytes = max_request_bytes
+        # How many requests one stream may have in flight; past it the server stops reading and
+        # HTTP/2 flow control pushes back on the device instead of the queue filling up.
+        self.stream_window = stream_window
+        self.draining = False
+        self._unknown = metrics.for_model("<unknown>", "")  # one label set for unknown names: bounded cardinality
+        self._streams: set[asyncio.Queue] = set()
+
+    # --- shutdown ---------------------------------------------------------------------------
+    def drain(self) -> None:
+        """Refuse new work; open streams flush what they already accepted, then end UNAVAILABLE."""
+        self.draining = True
+        for q in list(self._streams):
+            q.put_nowait(_DRAIN)
+
+    # --- the two halves of a request ----------------------------------------------------------
+    def _start(self, req: pb.InferRequest, deadline: float | None, arrival: float) -> _Pending:
+        p = _Pending(req.request_id, req.model, arrival)
+        try:
+            if self.draining:
+                raise RequestError(pb.UNAVAILABLE, "the server is shutting down")
+            try:
+                p.model = self.models.resolve(req.model.name, req.model.version)
+            except ModelNotFound as exc:
+                raise RequestError(pb.MODEL_NOT_FOUND, str(exc)) from None
+            p.metrics = p.model.metrics
+            kind = req.WhichOneof("input")
+            if kind == "feature_payload":
+                data, role = req.feature_payload, "remote"
+            elif kind == "image":
+                data, role = req.image.data, "reference"
+                if role not in p.model.batchers:
+                    raise RequestError(pb.UNSUPPORTED, f"model {p.model.name}:{p.model.version} has no reference "
+                                                       "model, so it cannot classify images")
+            else:
+                raise RequestError(pb.INVALID_PAYLOAD, "the request has neither feature_payload nor image")
+            p.metrics.payload_bytes.observe(len(data))
+            if len(data) > self.max_request_bytes:
+                raise RequestError(pb.RESOURCE_EXHAUSTED,
+                                   f"input of {len(data)} bytes exceeds the server's limit of {self.max_request_bytes}")
+            t = time.perf_counter()
+            try:
+                if role == "remote":
+                    decoded = p.model.codec.decode(data)
+                    x, p.channels = decoded.features, decoded.header.channels_sent
+                else:
+                    x = decode_image(req.image.format, data, p.model.bundle)
+            except PayloadError as exc:
+                raise RequestError(pb.INVALID_PAYLOAD, str(exc)) from None
+            now = time.perf_counter()
+            p.decode_s = now - t
+            p.metrics.decode_seconds.observe(p.decode_s)
+            if deadline is not None and now >= deadline:
+                raise RequestError(pb.DEADLINE_EXCEEDED, "deadline exceeded before the request was queued")
+            try:
+                p.future = p.model.batchers[role].submit(x, deadline, arrival)
+            except QueueFull as exc:
+                raise RequestError(pb.RESOURCE_EXHAUSTED, str(exc)) from None
+            except Closed as exc:
+                raise RequestError(pb.UNAVAILABLE, str(exc)) from None
+        except RequestError as exc:
+            p.error = exc
+        return p
+
+    async def _finish(self, p: _Pending) -> pb.InferResponse:
+        """The reply: logits, or an in-band error. Never raises for a request-level failure."""
+        if p.error is None:
+            try:
+                result = await p.future
+            except Expired as exc:
+                p.error = RequestError(pb.DEADLINE_EXCEEDED, str(exc))
+            except Exception as exc:
+                log.warning("request %d failed: %s", p.request_id, exc)
+                p.error = RequestError(pb.INTERNAL, f"model run failed: {exc.__class__.__name__}: {exc}")
+        total = time.perf_counter() - p.arrival
+        metrics = p.metrics or self._unknown
+        resp = pb.InferResponse(request_id=p.request_id, model=p.model.ref if p.model else p.requested,
+                                channels_received=p.channels)
+        if p.error is not None:
+            metrics.count(p.error.code_name)
+            resp.error.code = p.error.code
+            resp.error.message = p.error.message
+            resp.timings.decode_us = _us(p.decode_s)
+            resp.timings.total_us = _us(total)
+            return resp
+        metrics.count("OK")
+        metrics.request_seconds.observe(total)
+        metrics.queue_seconds.observe(result.queue_s)
+        resp.logits.values.extend(np.asarray(result.output, dtype=np.float32).tolist())
+        t = resp.timings
+        t.queue_us, t.decode_us, t.compute_us = _us(result.queue_s), _us(p.decode_s), _us(result.compute_s)
+        t.total_us, t.batch_size = _us(total), result.batch_size
+        return resp
+
+    @staticmethod
+    def _deadline(req: pb.InferRequest, arrival: float, rpc_deadline: float | None) -> float | None:
+        deadline = rpc_deadline
+        if req.timeout_ms:
+            own = arrival + req.timeout_ms / 1000.0
+            deadline = own if deadline is None else min(deadline, own)
+        return deadline
+
+    @staticmethod
+    def _rpc_deadline(context) -> float | None:
+        remaining = context.time_remaining()
+        return None if remaining is None else time.perf_counter() + remaining
+
+    # --- RPCs -------------------------------------------------------------------------------
+    async def Infer(self, request, context):
+        arrival = time.perf_counter()
+        p = self._start(request, self._deadline(request, arrival, self._rpc_deadline(context)), arrival)
+        try:
+            resp = await self._finish(p)
+        except asyncio.CancelledError:  # the client went away or its deadline passed
+            (p.metrics or self._unknown).count("CANCELLED")
+            raise
+        if resp.HasField("error"):
+            await context.abort(p.error.grpc_status, p.error.message)
+        return resp
+
+    async def InferStream(self, request_iterator, context):
+        if self.draining:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
+        rpc_deadline = self._rpc_deadline(context)
+        queue: asyncio.Queue = asyncio.Queue()
+        window = asyncio.Semaphore(self.stream_window)
+
+        async def read():
+            try:
+                async for req in request_iterator:
+                    await window.acquire()
+                    arrival = time.perf_counter()
+                    queue.put_nowait(self._start(req, self._deadline(req, arrival, rpc_deadline), arrival))
+            except asyncio.CancelledError:
+                pass
+            except Exception as exc:  # a broken transport; the writer sees _END and stops
+                log.debug("stream read ended: %s", exc)
+            finally:
+                queue.put_nowait(_END)
+
+        self._streams.add(queue)
+        reader = asyncio.get_running_loop().create_task(read())
+        draining = False
+        try:
+            while True:
+                p = await queue.get()
+                if p is _END:
+                    break
+                if p is _DRAIN:
+                    draining = True
+                    reader.cancel()  # read no more; what was read is still answered below
+                    continue
+                resp = await self._finish(p)
+                window.release()
+                yield resp
+            if draining:
+                await context.abort(grpc.StatusCode.UNAVAILABLE, "the server is shutting down; reconnect")
+        finally:
+            self._streams.discard(queue)
+            reader.cancel()
+
+    async def GetManifest(self, request, context):
+        try:
+            model = self.models.resolve(request.model.name, request.model.version)
+        except ModelNotFound as exc:
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+        return pb.GetManifestResponse(model=model.ref, manifest_json=model.bundle.manifest_text)
+
+    async def ListModels(self, request, context):
+        refs = [m.ref for m in sorted(self.models, key=lambda m: self.models.repository.models().index((m.name, m.version)))]
+        default = self.models.resolve("", "").ref
+        return pb.ListModelsResponse(models=refs, default_model=default)
