@@ -1,0 +1,187 @@
+"""The device agent as a library: one uint8 image in, one InferenceResult out, always.
+
+    with Agent(bundle, "127.0.0.1:50051", deadline_ms=500) as agent:
+        result = agent.infer(image)          # image: uint8 [H, W, C] (or [H, W])
+        result.prediction, result.degraded, result.timings.latency_ms
+
+Per image: device part (extractor + local predictor) -> quantize the remote channels -> entropy-code
+them within the byte budget -> send on the stream -> merge alpha*local + (1-alpha)*remote. When no
+remote logits come back in time the local logits alone answer and the result says why (degraded).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from agilenn.models import Bundle, load_bundle
+
+from .client import ClientSecurity, RemoteClient, RemoteReply
+from .device_model import DevicePart
+from .mcu import Mcu, count_macs, parse_mcu
+from .messages import Reason
+
+DEFAULT_SERVER = "127.0.0.1:50051"
+DEFAULT_DEADLINE_MS = 1000.0
+
+
+@dataclass
+class Timings:
+    """Milliseconds. latency_ms = device_compute_ms + encode_ms + network_ms + merge_ms."""
+
+    host_compute_ms: float = 0.0  # device part measured on this host
+    mcu_compute_ms: float | None = None  # device part estimated on the emulated MCU (--mcu)
+    device_compute_ms: float = 0.0  # the MCU estimate when emulating, else host_compute_ms
+    encode_ms: float = 0.0  # quantize + entropy-code (+ bisection under a byte budget), on this host
+    network_ms: float = 0.0  # request sent -> reply (or deadline); 0 when nothing was sent
+    server_queue_ms: float | None = None  # from the reply's ServerTimings
+    server_decode_ms: float | None = None
+    server_compute_ms: float | None = None
+    server_total_ms: float | None = None
+    server_batch_size: int | None = None
+    merge_ms: float = 0.0
+    latency_ms: float = 0.0
+
+
+@dataclass
+class InferenceResult:
+    prediction: int
+    merged_logits: np.ndarray  # the answer's logits (the local ones when degraded)
+    local_logits: np.ndarray
+    remote_logits: np.ndarray | None
+    degraded: bool
+    reason: str  # Reason.NAMES: "none" for a full answer
+    detail: str  # human-readable why, for degraded answers
+    channels_sent: int  # remote channels in the payload (after the byte budget)
+    channels_total: int
+    payload_bytes: int  # 0 when nothing was sent
+    timings: Timings = field(default_factory=Timings)
+
+    @property
+    def local_prediction(self) -> int:
+        return int(np.argmax(self.local_logits))
+
+    def to_dict(self, logits: bool = False) -> dict:
+        d = {
+            "prediction": self.prediction,
+            "local_prediction": self.local_prediction,
+            "degraded": self.degraded,
+            "reason": self.reason,
+            "channels_sent": self.channels_sent,
+            "channels_total": self.channels_total,
+            "payload_bytes": self.payload_bytes,
+            "latency_ms": round(self.timings.latency_ms, 3),
+            "timings": {k: (round(v, 3) if isinstance(v, float) else v) for k, v in asdict(self.timings).items()},
+        }
+        if self.detail:
+            d["detail"] = self.detail
+        if logits:
+            d["merged_logits"] = [round(float(x), 5) for x in self.merged_logits]
+        return d
+
+
+class Agent:
+    """Runs the device part locally and the rest on the server at ``server_address``.
+
+    server_address=None runs local-only (every answer degraded, reason "no_server").
+    deadline_ms bounds the wait for the remote logits; max_payload_bytes drops trailing remote
+    channels until the payload fits; mcu ("stm32f746@216MHz") models the device part's compute time.
+    """
+
+    def __init__(
+        self,
+        bundle: Bundle | str | Path,
+        server_address: str | None = DEFAULT_SERVER,
+        *,
+        deadline_ms: float | None = DEFAULT_DEADLINE_MS,
+        max_payload_bytes: int | None = None,
+        mcu: Mcu | str | None = None,
+        coder: str | None = None,
+        security: ClientSecurity | None = None,
+        connect_timeout_s: float = 2.0,
+        backoff_max_s: float = 2.0,
+    ):
+        self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+        self.device = DevicePart(self.bundle)
+        self.codec = self.bundle.codec()
+        self.coder = coder
+        self.deadline_s = None if deadline_ms is None or deadline_ms <= 0 else deadline_ms / 1e3
+        self.max_payload_bytes = max_payload_bytes
+        self.mcu = parse_mcu(mcu) if isinstance(mcu, str) else mcu
+        self.device_macs = count_macs(self.bundle.onnx_path("device"))
+        self.server_address = server_address
+        self.client = None
+        if server_address:
+            self.client = RemoteClient(server_address, self.bundle.manifest, security,
+                                       connect_timeout_s=connect_timeout_s, backoff_max_s=backoff_max_s)
+
+    # --- lifecycle ----------------------------------------------------------------------------
+    def wait_connected(self, timeout: float | None = None) -> bool:
+        return self.client is not None and self.client.wait_connected(timeout)
+
+    @property
+    def connection_state(self) -> str:
+        return "local-only" if self.client is None else self.client.state
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.close()
+
+    def __enter__(self) -> "Agent":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # --- inference ------------------------------------------------------------------------------
+    def infer(self, image: np.ndarray) -> InferenceResult:
+        t = Timings()
+        out = self.device.run(image)
+        t.host_compute_ms = out.compute_ms
+        if self.mcu is not None:
+            t.mcu_compute_ms = self.mcu.compute_ms(self.device_macs)
+        t.device_compute_ms = t.mcu_compute_ms if t.mcu_compute_ms is not None else t.host_compute_ms
+
+        total = self.codec.shape[0]
+        payload, sent = b"", 0
+        if self.client is None:
+            reply = RemoteReply(reason=Reason.NO_SERVER, detail="agent runs without a server")
+        elif not self.client.connected:
+            # Skip the encoding work nobody would receive; the answer says why.
+            reply = self.client.infer(b"", self.deadline_s)
+        else:
+            start = time.perf_counter()
+            indices = self.codec.quantize(out.remote_features)
+            payload, sent = self.codec.encode_within(indices, self.max_payload_bytes, self.coder)
+            t.encode_ms = (time.perf_counter() - start) * 1e3
+            reply = self.client.infer(payload, self.deadline_s)
+            t.network_ms = reply.network_ms
+        if reply.timings:
+            t.server_queue_ms = reply.timings["queue_ms"]
+            t.server_decode_ms = reply.timings["decode_ms"]
+            t.server_compute_ms = reply.timings["compute_ms"]
+            t.server_total_ms = reply.timings["total_ms"]
+            t.server_batch_size = reply.timings["batch_size"]
+
+        start = time.perf_counter()
+        degraded = reply.logits is None
+        merged = out.local_logits if degraded else self.bundle.merge(out.local_logits, reply.logits)
+        prediction = int(np.argmax(merged))
+        t.merge_ms = (time.perf_counter() - start) * 1e3
+        t.latency_ms = t.device_compute_ms + t.encode_ms + t.network_ms + t.merge_ms
+        return InferenceResult(
+            prediction=prediction,
+            merged_logits=np.asarray(merged, np.float32),
+            local_logits=out.local_logits,
+            remote_logits=reply.logits,
+            degraded=degraded,
+            reason=Reason.NAMES[reply.reason],
+            detail=reply.detail,
+            channels_sent=sent if reply.sent else 0,
+            channels_total=total,
+            payload_bytes=len(payload) if reply.sent else 0,
+            timings=t,
+        )

@@ -1,0 +1,278 @@
+"""The agent's connection to the inference server: one long-lived InferStream, kept alive in the background.
+
+infer() never blocks longer than its deadline and never raises for a network problem: it returns a
+RemoteReply whose ``reason`` says why there are no remote logits, and the agent answers locally.
+A supervisor thread (re)connects with exponential backoff; each connection first checks with
+GetManifest that the server serves the agent's own model name and version, and refuses to send
+features to anything else.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+
+import grpc
+import numpy as np
+
+from agilenn.v1 import inference_pb2 as pb
+from agilenn.v1 import inference_pb2_grpc as pb_grpc
+
+from .messages import Reason
+
+log = logging.getLogger("agilenn.agent.client")
+
+# Manifest fields both ends must agree on for the features to mean the same thing.
+_MUST_MATCH = ("input", "classes", "features", "quantizer", "alpha")
+
+
+@dataclass
+class ClientSecurity:
+    """TLS and token settings, mirroring the server's (docs/agent.md, "Security")."""
+
+    tls: bool = False
+    ca_file: str | None = None  # PEM roots to trust; None: the system's
+    cert_file: str | None = None  # client certificate (mutual TLS)
+    key_file: str | None = None
+    server_name: str | None = None  # override the name checked against the server certificate
+    token: str | None = None  # sent as "authorization: Bearer <token>"
+
+    def metadata(self):
+        return (("authorization", f"Bearer {self.token}"),) if self.token else None
+
+
+@dataclass
+class RemoteReply:
+    logits: np.ndarray | None = None  # remote logits, None when the request failed
+    reason: int = Reason.NONE
+    detail: str = ""
+    sent: bool = False  # the payload went on the wire
+    network_ms: float = 0.0  # send to reply (or to giving up)
+    channels_received: int = 0
+    timings: dict = field(default_factory=dict)  # the server's: queue_ms, decode_ms, compute_ms, total_ms, batch_size
+
+
+class _Pending:
+    __slots__ = ("done", "reply")
+
+    def __init__(self):
+        self.done = threading.Event()
+        self.reply: RemoteReply | None = None
+
+
+class ModelMismatch(RuntimeError):
+    pass
+
+
+def _read(path):
+    with open(path, "rb") as fh:
+        return fh.read()
+
+
+class RemoteClient:
+    def __init__(
+        self,
+        address: str,
+        manifest: dict,
+        security: ClientSecurity | None = None,
+        connect_timeout_s: float = 2.0,
+        backoff_initial_s: float = 0.1,
+        backoff_max_s: float = 2.0,
+    ):
+        self.address = address
+        self.model = pb.ModelRef(name=manifest["model"]["name"], version=manifest["model"]["version"])
+        self._manifest = manifest
+        self.security = security or ClientSecurity()
+        self.connect_timeout_s = connect_timeout_s
+        self.backoff_initial_s = backoff_initial_s
+        self.backoff_max_s = backoff_max_s
+
+        self._lock = threading.Condition()
+        self._state = "connecting"  # connecting | ready | down | mismatch | closed
+        self._state_detail = "not connected yet"
+        self._pending: dict[int, _Pending] = {}
+        self._ids = itertools.count(1)
+        self._requests: queue.SimpleQueue | None = None
+        self._channel: grpc.Channel | None = None
+        self._call = None
+        self._closed = threading.Event()
+        self.connects = 0  # successful connections so far (a reconnect counts again)
+        self._supervisor = threading.Thread(target=self._supervise, name="agilenn-agent-connect", daemon=True)
+        self._supervisor.start()
+
+    # --- state -----------------------------------------------------------------------------
+    @property
+    def state(self) -> str:
+        return self._state
+
+    @property
+    def state_detail(self) -> str:
+        return self._state_detail
+
+    @property
+    def connected(self) -> bool:
+        return self._state == "ready"
+
+    def wait_connected(self, timeout: float | None = None) -> bool:
+        with self._lock:
+            return self._lock.wait_for(lambda: self._state in ("ready", "closed"), timeout) and self._state == "ready"
+
+    def _set_state(self, state: str, detail: str) -> None:
+        with self._lock:
+            if self._state == "closed":
+                return
+            if state != self._state:
+                log.info("server %s: %s (%s)", self.address, state, detail)
+            self._state, self._state_detail = state, detail
+            self._lock.notify_all()
+
+    # --- connection management ---------------------------------------------------------------
+    def _make_channel(self) -> grpc.Channel:
+        s = self.security
+        options = [("grpc.max_receive_message_length", 16 << 20)]
+        if s.server_name:
+            options.append(("grpc.ssl_target_name_override", s.server_name))
+        if not (s.tls or s.ca_file or s.cert_file):
+            return grpc.insecure_channel(self.address, options=options)
+        creds = grpc.ssl_channel_credentials(
+            root_certificates=_read(s.ca_file) if s.ca_file else None,
+            private_key=_read(s.key_file) if s.key_file else None,
+            certificate_chain=_read(s.cert_file) if s.cert_file else None,
+        )
+        return grpc.secure_channel(self.address, creds, options=options)
+
+    def _check_manifest(self, stub) -> None:
+        try:
+            reply = stub.GetManifest(pb.GetManifestRequest(model=self.model), timeout=self.connect_timeout_s,
+                                     metadata=self.security.metadata())
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:
+                raise ModelMismatch(f"server does not serve {self.model.name}:{self.model.version} ({exc.details()})")
+            raise
+        served = json.loads(reply.manifest_json)
+        if (reply.model.name, reply.model.version) != (self.model.name, self.model.version):
+            raise ModelMismatch(f"server answers with {reply.model.name}:{reply.model.version}, "
+                                f"this agent runs {self.model.name}:{self.model.version}")
+        different = [k for k in _MUST_MATCH if served.get(k) != self._manifest.get(k)]
+        if different:
+            raise ModelMismatch(f"server's {self.model.name}:{self.model.version} differs from this agent's in "
+                                f"{', '.join(different)}: not the same bundle")
+
+    def _connect(self) -> None:
+        channel = self._make_channel()
+        try:
+            stub = pb_grpc.InferenceStub(channel)
+            self._check_manifest(stub)
+            requests: queue.SimpleQueue = queue.SimpleQueue()
+            call = stub.InferStream(iter(requests.get, None), metadata=self.security.metadata())
+        except BaseException:
+            channel.close()
+            raise
+        with self._lock:
+            self._channel, self._call, self._requests = channel, call, requests
+        threading.Thread(target=self._read_replies, args=(call, channel, requests), name="agilenn-agent-stream",
+                         daemon=True).start()
+        self.connects += 1
+        self._set_state("ready", f"connected to {self.address}")
+
+    def _supervise(self) -> None:
+        backoff = self.backoff_initial_s
+        while not self._closed.is_set():
+            with self._lock:
+                # Sleep while the stream is up; the reader thread wakes us when it breaks.
+                self._lock.wait_for(lambda: self._state != "ready" or self._closed.is_set())
+            if self._closed.is_set():
+                return
+            try:
+                self._connect()
+                backoff = self.backoff_initial_s
+                continue
+            except ModelMismatch as exc:
+                self._set_state("mismatch", str(exc))
+            except grpc.RpcError as exc:
+                self._set_state("down", f"{exc.code().name}: {exc.details()}")
+            except Exception as exc:  # bad certificate files and the like: keep trying, say why
+                self._set_state("down", f"{exc.__class__.__name__}: {exc}")
+            self._closed.wait(backoff)
+            backoff = min(backoff * 2, self.backoff_max_s)
+
+    def _read_replies(self, call, channel, requests) -> None:
+        detail = "stream ended"
+        try:
+            for reply in call:
+                with self._lock:
+                    pending = self._pending.pop(reply.request_id, None)
+                if pending is not None:  # None: its caller gave up at the deadline
+                    pending.reply = self._convert(reply)
+                    pending.done.set()
+        except grpc.RpcError as exc:
+            detail = f"stream broke: {exc.code().name}: {exc.details()}"
+        except Exception as exc:  # pragma: no cover - defensive: never leave callers hanging
+            detail = f"stream reader failed: {exc!r}"
+        requests.put(None)
+        with self._lock:
+            if self._call is call:
+                self._call = self._requests = None
+                failed, self._pending = self._pending, {}
+            else:
+                failed = {}
+        for pending in failed.values():
+            pending.reply = RemoteReply(reason=Reason.STREAM_BROKEN, detail=detail, sent=True)
+            pending.done.set()
+        channel.close()
+        self._set_state("down", detail)
+
+    @staticmethod
+    def _convert(reply) -> RemoteReply:
+        t = reply.timings
+        timings = {"queue_ms": t.queue_us / 1e3, "decode_ms": t.decode_us / 1e3, "compute_ms": t.compute_us / 1e3,
+                   "total_ms": t.total_us / 1e3, "batch_size": t.batch_size}
+        if reply.WhichOneof("result") == "logits":
+            return RemoteReply(np.asarray(reply.logits.values, dtype=np.float32), sent=True,
+                               channels_received=reply.channels_received, timings=timings)
+        err = reply.error
+        reason = Reason.DEADLINE if err.code == pb.DEADLINE_EXCEEDED else Reason.SERVER_ERROR
+        return RemoteReply(reason=reason, detail=f"{pb.ErrorCode.Name(err.code)}: {err.message}", sent=True,
+                           timings=timings)
+
+    # --- requests ---------------------------------------------------------------------------
+    def infer(self, payload: bytes, deadline_s: float | None) -> RemoteReply:
+        start = time.perf_counter()
+        pending = _Pending()
+        with self._lock:
+            if self._state != "ready" or self._requests is None:
+                reason = Reason.MODEL_MISMATCH if self._state == "mismatch" else Reason.SERVER_UNAVAILABLE
+                return RemoteReply(reason=reason, detail=self._state_detail)
+            request_id = next(self._ids)
+            self._pending[request_id] = pending
+            timeout_ms = 0 if deadline_s is None else max(1, int(deadline_s * 1e3))
+            self._requests.put(pb.InferRequest(request_id=request_id, model=self.model, feature_payload=payload,
+                                               timeout_ms=timeout_ms))
+        if not pending.done.wait(deadline_s):
+            with self._lock:
+                self._pending.pop(request_id, None)
+            if pending.reply is None:  # it may have landed between the wait and the pop
+                return RemoteReply(reason=Reason.DEADLINE, detail=f"no reply within {deadline_s * 1e3:.0f} ms",
+                                   sent=True, network_ms=(time.perf_counter() - start) * 1e3)
+        reply = pending.reply
+        reply.network_ms = (time.perf_counter() - start) * 1e3
+        return reply
+
+    def close(self) -> None:
+        self._closed.set()
+        with self._lock:
+            self._state = "closed"
+            self._lock.notify_all()
+            call, channel, requests = self._call, self._channel, self._requests
+        if requests is not None:
+            requests.put(None)
+        if call is not None:
+            call.cancel()
+        if channel is not None:
+            channel.close()
+        self._supervisor.join(timeout=5)

@@ -1,0 +1,180 @@
+"""MCU cost model: how long the device part would take on a Cortex-M, from its multiply-accumulates.
+
+    time = MACs x cycles_per_MAC / clock
+
+MACs come from the ONNX graph (Conv, ConvTranspose, Gemm, MatMul; shapes from onnx shape
+inference, batch 1). Everything else (activations, pooling, slicing) is folded into the
+cycles-per-MAC figure, which is measured end to end on a real network, not per kernel.
+
+Where the cycles-per-MAC figure comes from (docs/agent.md, "MCU emulation"):
+
+- Cortex-M7, 1.74 cycles/MAC. CMSIS-NN (Lai, Suda, Chandra: "CMSIS-NN: Efficient Neural Network
+  Kernels for Arm Cortex-M CPUs", arXiv:1801.06601, 2018) runs its CIFAR-10 CNN (conv 5x5x32,
+  conv 5x5x32, conv 5x5x64 on 32x32x3 input, plus pooling/ReLU/FC: about 12.3 M MACs by our count
+  of those layer shapes) in 99.1 ms on an STM32F746 at 216 MHz with 8-bit (q7) kernels:
+  99.1e-3 s x 216e6 Hz / 12.3e6 MACs = 1.74 cycles/MAC, end to end. Assumption: the device part
+  is deployed int8 with CMSIS-NN-class kernels, as in the AgileNN paper's STM32F746 prototype.
+- Other cores (assumption, not measured): scaled from the M7 figure by the ratio of Arm's
+  published CoreMark/MHz (M7 5.01, M33 4.02, M4 3.42), i.e. the same kernels on a core with less
+  issue width. Treat these as rough.
+- A lower clock on the same chip scales time by 1/clock: flash wait states and memory stalls that
+  change with the clock are ignored (they favour low clocks slightly).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+M7_CYCLES_PER_MAC = 99.1e-3 * 216e6 / 12.3e6  # ~1.74, CMSIS-NN CIFAR-10 on STM32F746 (see above)
+_COREMARK_PER_MHZ = {"cortex-m7": 5.01, "cortex-m33": 4.02, "cortex-m4": 3.42}
+
+
+@dataclass(frozen=True)
+class Core:
+    name: str
+    cycles_per_mac: float
+    source: str
+
+
+CORES = {
+    "cortex-m7": Core("cortex-m7", M7_CYCLES_PER_MAC, "CMSIS-NN CIFAR-10 CNN on STM32F746 @216 MHz (arXiv:1801.06601)"),
+    "cortex-m33": Core("cortex-m33", M7_CYCLES_PER_MAC * 5.01 / 4.02, "M7 figure x CoreMark/MHz ratio (assumption)"),
+    "cortex-m4": Core("cortex-m4", M7_CYCLES_PER_MAC * 5.01 / 3.42, "M7 figure x CoreMark/MHz ratio (assumption)"),
+}
+
+# Chips -> (core, maximum clock in MHz). A chip name is accepted wherever a core name is.
+CHIPS = {
+    "stm32f746": ("cortex-m7", 216),  # the AgileNN paper's device
+    "stm32h743": ("cortex-m7", 480),
+    "stm32f446": ("cortex-m4", 180),
+    "nrf52840": ("cortex-m4", 64),
+    "stm32l552": ("cortex-m33", 110),
+}
+
+# The presets the README and benchmarks name; any NAME@<clock>MHz parses.
+PRESETS = ("stm32f746@216MHz", "stm32f746@128MHz", "stm32f746@64MHz", "cortex-m4@64MHz", "cortex-m33@64MHz")
+
+
+@dataclass(frozen=True)
+class Mcu:
+    name: str  # as given, e.g. "stm32f746"
+    core: Core
+    clock_hz: float
+
+    @property
+    def spec(self) -> str:
+        return f"{self.name}@{self.clock_hz / 1e6:g}MHz"
+
+    def compute_ms(self, macs: int) -> float:
+        return macs * self.core.cycles_per_mac / self.clock_hz * 1e3
+
+
+def parse_mcu(spec: str) -> Mcu:
+    """'stm32f746@216MHz', 'cortex-m4@64MHz', 'stm32f746' (its maximum clock), '...@0.2GHz'."""
+    m = re.fullmatch(r"\s*([A-Za-z0-9_-]+)\s*(?:@\s*([0-9.]+)\s*([kMG]?Hz)?)?\s*", spec or "")
+    if not m:
+        raise ValueError(f"MCU spec {spec!r} is not NAME@<clock>MHz (e.g. {PRESETS[0]})")
+    name = m.group(1).lower()
+    if name in CHIPS:
+        core_name, max_mhz = CHIPS[name]
+    elif name in CORES:
+        core_name, max_mhz = name, None
+    else:
+        raise ValueError(f"unknown MCU {name!r}; known: {', '.join(sorted(CHIPS) + sorted(CORES))}")
+    if m.group(2) is None:
+        if max_mhz is None:
+            raise ValueError(f"give a clock for a bare core, e.g. {name}@64MHz")
+        clock_hz = max_mhz * 1e6
+    else:
+        unit = {"kHz": 1e3, "MHz": 1e6, "GHz": 1e9, "Hz": 1.0}[m.group(3) or "MHz"]
+        clock_hz = float(m.group(2)) * unit
+    if clock_hz <= 0:
+        raise ValueError(f"MCU clock must be positive, got {spec!r}")
+    if max_mhz is not None and clock_hz > max_mhz * 1e6 * 1.0001:
+        raise ValueError(f"{name} runs at most at {max_mhz} MHz, not {clock_hz / 1e6:g} MHz")
+    return Mcu(name, CORES[core_name], clock_hz)
+
+
+# --- MAC counting -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LayerMacs:
+    node: str
+    op: str
+    macs: int
+
+
+def _dims(value_info) -> list[int]:
+    # Symbolic dimensions (the batch) count as 1.
+    return [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else 1 for d in value_info.type.tensor_type.shape.dim]
+
+
+def _prod(xs) -> int:
+    out = 1
+    for x in xs:
+        out *= int(x)
+    return out
+
+
+def layer_macs(onnx_path) -> list[LayerMacs]:
+    """Multiply-accumulates of every Conv/ConvTranspose/Gemm/MatMul node for one input (batch 1)."""
+    import onnx
+
+    model = onnx.shape_inference.infer_shapes(onnx.load(str(onnx_path)))
+    g = model.graph
+    shapes = {vi.name: _dims(vi) for vi in [*g.input, *g.value_info, *g.output]}
+    shapes.update({t.name: list(t.dims) for t in g.initializer})
+    attrs = lambda node: {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}  # noqa: E731
+
+    out = []
+    for node in g.node:
+        if node.op_type not in ("Conv", "ConvTranspose", "Gemm", "MatMul"):
+            continue
+        try:
+            a, b, y = shapes[node.input[0]], shapes[node.input[1]], shapes[node.output[0]]
+        except KeyError as exc:
+            raise ValueError(f"{onnx_path}: no shape for {exc} of {node.op_type} node {node.name!r}") from None
+        if node.op_type == "Conv":
+            # every output element costs (C_in / group) x kernel taps; the weight is [M, C_in/g, k...]
+            macs = _prod(y) * _prod(b[1:])
+        elif node.op_type == "ConvTranspose":
+            # every input element is scattered through (M / group) x kernel taps; weight [C_in, M/g, k...]
+            macs = _prod(a) * _prod(b[1:])
+        elif node.op_type == "Gemm":
+            k = a[0] if attrs(node).get("transA", 0) else a[-1]
+            macs = _prod(y) * k
+        else:  # MatMul, numpy semantics
+            macs = _prod(y) * a[-1]
+        out.append(LayerMacs(node.name or node.output[0], node.op_type, int(macs)))
+    return out
+
+
+@lru_cache(maxsize=32)
+def _total_macs(path: str, mtime: float) -> int:
+    return sum(layer.macs for layer in layer_macs(path))
+
+
+def count_macs(onnx_path) -> int:
+    path = Path(onnx_path)
+    return _total_macs(str(path.resolve()), path.stat().st_mtime)
+
+
+def main() -> None:  # pragma: no cover - a convenience for humans: agilenn.device_agent.mcu BUNDLE [MCU...]
+    import argparse
+    import json
+
+    from agilenn.models import load_bundle
+
+    p = argparse.ArgumentParser(description="estimate the device part's compute time on MCUs")
+    p.add_argument("bundle")
+    p.add_argument("mcu", nargs="*", default=list(PRESETS))
+    args = p.parse_args()
+    bundle = load_bundle(args.bundle)
+    macs = count_macs(bundle.onnx_path("device"))
+    print(json.dumps({"device_macs": macs, **{s: round(parse_mcu(s).compute_ms(macs), 3) for s in args.mcu}}))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

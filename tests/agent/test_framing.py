@@ -1,0 +1,137 @@
+"""Serial framing and messages: COBS, CRC, resynchronisation after noise, message layouts."""
+
+import zlib
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from agilenn.device_agent.framing import (
+    MAX_ENCODED,
+    MAX_PAYLOAD,
+    SEQ_NONE,
+    ErrorCode,
+    Frame,
+    FrameError,
+    FrameReader,
+    MsgType,
+    cobs_decode,
+    cobs_encode,
+    pack_frame,
+    unpack_frame,
+)
+from agilenn.device_agent.messages import ErrorMsg, Hello, HelloReply, Image, Prediction, Reason
+
+
+@pytest.mark.parametrize("raw, stuffed", [
+    # The examples of Cheshire & Baker's COBS paper / the usual reference table.
+    (b"\x00", b"\x01\x01"),
+    (b"\x00\x00", b"\x01\x01\x01"),
+    (b"\x11\x22\x00\x33", b"\x03\x11\x22\x02\x33"),
+    (b"\x11\x22\x33\x44", b"\x05\x11\x22\x33\x44"),
+    (b"\x11\x00\x00\x00", b"\x02\x11\x01\x01\x01"),
+    (bytes(range(1, 255)), b"\xff" + bytes(range(1, 255)) + b"\x01"),
+    (bytes(range(1, 256)), b"\xff" + bytes(range(1, 255)) + b"\x02\xff"),
+])
+def test_cobs_reference_vectors(raw, stuffed):
+    assert cobs_encode(raw) == stuffed
+    assert cobs_decode(stuffed) == raw
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=1200))
+def test_cobs_round_trip_has_no_zero(data):
+    enc = cobs_encode(data)
+    assert 0 not in enc
+    assert len(enc) <= len(data) + len(data) // 254 + 1
+    assert cobs_decode(enc) == data
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(0, 0xFFFF), st.integers(0, 255), st.binary(max_size=600))
+def test_frame_round_trip(seq, mtype, payload):
+    wire = pack_frame(Frame(mtype, seq, payload))
+    assert wire[0] == 0 and wire[-1] == 0 and 0 not in wire[1:-1]
+    assert unpack_frame(wire[1:-1]) == Frame(mtype, seq, payload)
+
+
+def test_frame_layout_and_crc():
+    wire = pack_frame(Frame(MsgType.HELLO, 0x0102, b"\x01\x00\x00\x00"))
+    raw = cobs_decode(wire[1:-1])
+    assert raw[:6] == bytes([1, 0x01, 0x02, 0x01, 4, 0])
+    assert int.from_bytes(raw[-4:], "little") == zlib.crc32(raw[:-4])
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.binary(min_size=1, max_size=200), st.data())
+def test_any_single_bit_flip_is_detected(payload, data):
+    wire = bytearray(pack_frame(Frame(MsgType.IMAGE, 7, payload)))
+    pos = data.draw(st.integers(1, len(wire) - 2))
+    wire[pos] ^= 1 << data.draw(st.integers(0, 7))
+    events = FrameReader().feed(bytes(wire))
+    assert events and all(isinstance(e, FrameError) for e in events)
+
+
+def test_oversized_payload_is_refused():
+    with pytest.raises(ValueError):
+        pack_frame(Frame(MsgType.IMAGE, 0, bytes(MAX_PAYLOAD + 1)))
+    assert unpack_frame(pack_frame(Frame(MsgType.IMAGE, 0, bytes(MAX_PAYLOAD)))[1:-1]).payload == bytes(MAX_PAYLOAD)
+
+
+def test_reader_resynchronises_after_noise_byte_by_byte():
+    rng = np.random.default_rng(1)
+    frames = [Frame(MsgType.IMAGE, i, rng.integers(0, 256, 300, dtype=np.uint8).tobytes()) for i in range(20)]
+    stream = bytearray()
+    junk_chunks = 0
+    for f in frames:
+        junk = rng.integers(1, 256, int(rng.integers(1, 40)), dtype=np.uint8).tobytes()  # no zero: one chunk
+        stream += junk
+        junk_chunks += 1
+        stream += pack_frame(f)
+    reader = FrameReader()
+    events = []
+    for i in range(0, len(stream), 7):  # arbitrary read sizes
+        events += reader.feed(bytes(stream[i:i + 7]))
+    got = [e for e in events if isinstance(e, Frame)]
+    errors = [e for e in events if isinstance(e, FrameError)]
+    assert got == frames
+    assert len(errors) == junk_chunks
+    assert all(e.code == ErrorCode.BAD_FRAME and e.seq == SEQ_NONE for e in errors)
+
+
+def test_reader_drops_overlong_chunk_and_recovers():
+    reader = FrameReader()
+    events = reader.feed(b"\x01" * (MAX_ENCODED + 10))
+    assert [e.code for e in events] == [ErrorCode.TOO_LONG]
+    assert reader.feed(b"\x01" * 1000) == []  # still inside the same runaway chunk: reported once
+    good = Frame(MsgType.HELLO, 3, b"abcd")
+    assert reader.feed(pack_frame(good)) == [good]
+    assert reader.pending == 0
+
+
+def test_bad_version_keeps_the_seq():
+    body = bytes([9, MsgType.HELLO, 0x34, 0x12, 0, 0])
+    body += zlib.crc32(body).to_bytes(4, "little")
+    [err] = FrameReader().feed(b"\x00" + cobs_encode(body) + b"\x00")
+    assert err.code == ErrorCode.BAD_VERSION and err.seq == 0x1234
+
+
+def test_messages_round_trip():
+    assert Hello.parse(Hello(1, 512, "fw-1.2").pack()) == Hello(1, 512, "fw-1.2")
+    hr = HelloReply(1, 28, 28, 10, MAX_PAYLOAD, "m:1", True)
+    assert HelloReply.parse(hr.pack()) == hr
+    img = np.arange(28 * 28, dtype=np.uint32).astype(np.uint8).reshape(28, 28, 1)
+    assert np.array_equal(Image.parse(Image(img).pack()).pixels, img)
+    p = Prediction(7, True, Reason.DEADLINE, 3, 6, 77, 1234, [0.5, -1.25])
+    assert Prediction.parse(p.pack()) == p
+    e = ErrorMsg(ErrorCode.BAD_MESSAGE, "nope")
+    assert ErrorMsg.parse(e.pack()) == e
+
+
+@pytest.mark.parametrize("payload", [b"", b"\x00\x00\x1c\x00\x1c", Image(np.zeros((2, 2, 1), np.uint8)).pack()[:-1],
+                                     b"\x05" + Image(np.zeros((2, 2, 1), np.uint8)).pack()[1:]])
+def test_bad_image_payloads_raise_bad_message(payload):
+    with pytest.raises(FrameError) as info:
+        Image.parse(payload)
+    assert info.value.code == ErrorCode.BAD_MESSAGE
