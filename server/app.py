@@ -142,8 +142,19 @@ class InferenceServer:
         if self.options.shutdown_delay_s > 0:
             await asyncio.sleep(self.options.shutdown_delay_s)
         self.servicer.drain()
-        await self._server.stop(grace)
-        await self.models.close()
+        loop = asyncio.get_running_loop()
+        # Queued requests run now rather than after their batching delay.
+        closing = loop.create_task(self.models.close())
+        # Stop accepting RPCs and give in-flight ones the grace period; once our own inference
+        # work is done, end what is left (health watches, reflection) instead of waiting it out.
+        stopping = loop.create_task(self._server.stop(grace))
+        try:
+            await asyncio.wait_for(self.servicer.wait_idle(), grace)
+        except (TimeoutError, asyncio.TimeoutError):
+            log.warning("in-flight work not finished after %.1f s; aborting it", grace)
+        await self._server.stop(0)
+        await stopping
+        await closing
         self._executor.shutdown(wait=True)
         log.info("stopped")
 

@@ -61,6 +61,9 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         self.draining = False
         self._unknown = metrics.for_model("<unknown>", "")  # one label set for unknown names: bounded cardinality
         self._streams: set[asyncio.Queue] = set()
+        self._active = 0  # inference RPCs in progress (unary calls and open streams)
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     # --- shutdown ---------------------------------------------------------------------------
     def drain(self) -> None:
@@ -68,6 +71,19 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         self.draining = True
         for q in list(self._streams):
             q.put_nowait(_DRAIN)
+
+    async def wait_idle(self) -> None:
+        """Until no inference RPC is in progress (other RPCs, e.g. health watches, do not count)."""
+        await self._idle.wait()
+
+    def _enter(self) -> None:
+        self._active += 1
+        self._idle.clear()
+
+    def _leave(self) -> None:
+        self._active -= 1
+        if self._active == 0:
+            self._idle.set()
 
     # --- the two halves of a request ----------------------------------------------------------
     def _start(self, req: pb.InferRequest, deadline: float | None, arrival: float) -> _Pending:
@@ -165,11 +181,14 @@ class InferenceServicer(pb_grpc.InferenceServicer):
     async def Infer(self, request, context):
         arrival = time.perf_counter()
         p = self._start(request, self._deadline(request, arrival, self._rpc_deadline(context)), arrival)
+        self._enter()
         try:
             resp = await self._finish(p)
         except asyncio.CancelledError:  # the client went away or its deadline passed
             (p.metrics or self._unknown).count("CANCELLED")
             raise
+        finally:
+            self._leave()
         if resp.HasField("error"):
             await context.abort(p.error.grpc_status, p.error.message)
         return resp
@@ -195,6 +214,7 @@ class InferenceServicer(pb_grpc.InferenceServicer):
                 queue.put_nowait(_END)
 
         self._streams.add(queue)
+        self._enter()
         reader = asyncio.get_running_loop().create_task(read())
         draining = False
         try:
@@ -214,6 +234,7 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         finally:
             self._streams.discard(queue)
             reader.cancel()
+            self._leave()
 
     async def GetManifest(self, request, context):
         try:
