@@ -1,0 +1,33 @@
+# AgileNN inference server: `docker compose up server` (see docs/server.md).
+# The shipped default bundle (models/repository/) is installed with the package, so the image
+# serves it with no arguments; mount another repository and pass --model-dir to serve others.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /src
+# Sources only (.dockerignore keeps tests, data and caches out); a plain, non-editable install
+# copies the packages and the bundle files into site-packages, so /src can go afterwards.
+COPY pyproject.toml README.md ./
+COPY codec ./codec
+COPY models ./models
+COPY proto ./proto
+COPY server ./server
+COPY device_agent ./device_agent
+COPY training ./training
+COPY benchmarks ./benchmarks
+RUN pip install . && cd / && rm -rf /src
+
+RUN useradd --system --uid 10001 --no-create-home agilenn
+USER agilenn
+WORKDIR /
+
+EXPOSE 50051 9090
+HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
+    CMD ["python", "-m", "agilenn.server.healthcheck", "--address", "127.0.0.1:50051"]
+# SIGTERM: health turns NOT_SERVING, in-flight work drains, then the process exits 0.
+STOPSIGNAL SIGTERM
+CMD ["agilenn-server", "--port", "50051", "--metrics-port", "9090"]
