@@ -143,10 +143,11 @@ def layer_macs(onnx_path) -> list[LayerMacs]:
             # every input element is scattered through (M / group) x kernel taps; weight [C_in, M/g, k...]
             macs = _prod(a) * _prod(b[1:])
         elif node.op_type == "Gemm":
-            k = a[0] if attrs(node).get("transA", 0) else a[-1]
+            # K from B, usually a weight initializer with a known shape (A may be a reshaped activation)
+            k = b[1] if attrs(node).get("transB", 0) else b[0]
             macs = _prod(y) * k
-        else:  # MatMul, numpy semantics
-            macs = _prod(y) * a[-1]
+        else:  # MatMul, numpy semantics: B is [..., K, N]
+            macs = _prod(y) * (b[-2] if len(b) >= 2 else b[0])
         out.append(LayerMacs(node.name or node.output[0], node.op_type, int(macs)))
     return out
 

@@ -1,0 +1,70 @@
+"""Fixtures for the device agent tests: bundles, Fashion-MNIST, a real server, an offline reference."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from agilenn.models import DEFAULT_MODEL, DEFAULT_REPOSITORY, ModelRepository
+from agilenn.models.bundle import DEVICE_INPUT, REMOTE_INPUT, Bundle
+from agilenn.models.synthetic import make_random_bundle
+
+
+@pytest.fixture(scope="session")
+def synthetic_bundle(tmp_path_factory):
+    return make_random_bundle(tmp_path_factory.mktemp("bundles") / "synthetic")
+
+
+@pytest.fixture(scope="session")
+def eval_bundle_dir(synthetic_bundle):
+    """The shipped default bundle when it exists, else the synthetic one (same 28x28x1 contract)."""
+    try:
+        return ModelRepository([DEFAULT_REPOSITORY]).resolve(DEFAULT_MODEL).path
+    except Exception:
+        return synthetic_bundle
+
+
+@pytest.fixture(scope="session")
+def fashion_test():
+    from agilenn.training.datasets import DatasetNotFoundError, load_dataset
+
+    try:
+        return load_dataset("fashion-mnist", "test")
+    except DatasetNotFoundError as exc:
+        pytest.skip(f"Fashion-MNIST is not installed: {exc}")
+
+
+@pytest.fixture(scope="module")
+def server(synthetic_bundle):
+    from agilenn.server.testing import running_server
+
+    with running_server(synthetic_bundle) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="session")
+def offline_reference():
+    return _offline_reference
+
+
+def _offline_reference(bundle: Bundle, images: np.ndarray) -> dict:
+    """The bundle evaluated without agent or server: device.onnx, quantize/dequantize, remote.onnx, merge.
+
+    One image per run, as the agent and an unbatched server do, so float results match bit for bit.
+    """
+    from agilenn.codec import dequantize
+    from agilenn.device_agent.device_model import single_thread_session
+
+    device = single_thread_session(bundle.onnx_path("device"))
+    remote = single_thread_session(bundle.onnx_path("remote"))
+    codec = bundle.codec()
+    merged, local = [], []
+    for image in images:
+        x = bundle.preprocess(image[None])
+        loc, feats = device.run(None, {DEVICE_INPUT: x})
+        restored = dequantize(codec.quantize(feats[0]), codec.centroids)[None]
+        (rem,) = remote.run(None, {REMOTE_INPUT: restored.astype(np.float32)})
+        merged.append(bundle.merge(loc[0], rem[0]))
+        local.append(loc[0])
+    merged, local = np.stack(merged), np.stack(local)
+    return {"merged": merged, "local": local, "pred": merged.argmax(1), "local_pred": local.argmax(1)}

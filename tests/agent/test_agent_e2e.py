@@ -1,0 +1,151 @@
+"""The agent end to end through a real server (agilenn.server.testing.running_server)."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import numpy as np
+import pytest
+
+from agilenn.device_agent.agent import Agent
+from agilenn.device_agent.client import ClientSecurity
+from agilenn.models import load_bundle
+from agilenn.models.synthetic import make_random_bundle
+from agilenn.server.testing import running_server
+
+N_EVAL = 500
+
+
+def test_accuracy_equals_offline_evaluation(eval_bundle_dir, fashion_test, offline_reference):
+    """Over 500 test images, prediction by prediction, the agent through a server == offline evaluation."""
+    bundle = load_bundle(eval_bundle_dir)
+    images, labels = fashion_test.images[:N_EVAL], fashion_test.labels[:N_EVAL]
+    ref = offline_reference(bundle, images)
+    with running_server(eval_bundle_dir, no_batching=True) as srv, \
+            Agent(bundle, srv.address, deadline_ms=60_000) as agent:
+        assert agent.wait_connected(30), agent.client.state_detail
+        results = [agent.infer(im) for im in images]
+    assert not any(r.degraded for r in results), {r.reason for r in results}
+    preds = np.array([r.prediction for r in results])
+    assert np.array_equal(preds, ref["pred"])
+    np.testing.assert_allclose(np.stack([r.merged_logits for r in results]), ref["merged"], rtol=1e-5, atol=1e-5)
+    assert np.array_equal([r.local_prediction for r in results], ref["local_pred"])
+    agent_acc = float(np.mean(preds == labels))
+    assert agent_acc == float(np.mean(ref["pred"] == labels))
+    assert all(r.channels_sent == r.channels_total == bundle.remote_channels for r in results)
+    assert all(r.payload_bytes > 0 and r.timings.server_total_ms is not None for r in results)
+
+
+def test_byte_budget_drops_trailing_channels(server, synthetic_bundle, fashion_test):
+    with Agent(synthetic_bundle, server.address, deadline_ms=60_000) as agent:
+        assert agent.wait_connected(30)
+        full = agent.infer(fashion_test.images[0])
+        agent.max_payload_bytes = budget = full.payload_bytes // 2
+        cut = agent.infer(fashion_test.images[0])
+        agent.max_payload_bytes = 13  # the header alone: every remote channel dropped
+        none = agent.infer(fashion_test.images[0])
+    assert full.channels_sent == full.channels_total
+    assert 0 < cut.channels_sent < cut.channels_total and cut.payload_bytes <= budget and not cut.degraded
+    assert none.channels_sent == 0 and none.payload_bytes == 13 and not none.degraded
+    # Zero-filled channels change the remote logits, and the local logits are untouched.
+    np.testing.assert_array_equal(full.local_logits, none.local_logits)
+    assert not np.allclose(full.remote_logits, none.remote_logits)
+
+
+def test_mcu_emulation_reports_estimated_device_time(server, synthetic_bundle, fashion_test):
+    with Agent(synthetic_bundle, server.address, mcu="stm32f746@216MHz") as fast, \
+            Agent(synthetic_bundle, None, mcu="stm32f746@64MHz") as slow:
+        a, b = fast.infer(fashion_test.images[0]), slow.infer(fashion_test.images[0])
+    assert a.timings.device_compute_ms == a.timings.mcu_compute_ms > 0
+    assert b.timings.mcu_compute_ms == pytest.approx(a.timings.mcu_compute_ms * 216 / 64)
+    assert a.timings.host_compute_ms > 0
+
+
+def test_local_only_agent(synthetic_bundle, fashion_test):
+    with Agent(synthetic_bundle, None) as agent:
+        r = agent.infer(fashion_test.images[0])
+    assert r.degraded and r.reason == "no_server" and r.payload_bytes == 0
+    assert r.prediction == r.local_prediction
+
+
+def test_refuses_a_server_with_another_model_version(tmp_path, synthetic_bundle, fashion_test):
+    other = make_random_bundle(tmp_path / "v2", version="2", seed=3)
+    with running_server(other) as srv, Agent(synthetic_bundle, srv.address, backoff_max_s=0.2) as agent:
+        assert not agent.wait_connected(1.0)
+        assert agent.client.state == "mismatch"
+        r = agent.infer(fashion_test.images[0])
+    assert r.degraded and r.reason == "model_mismatch" and "synthetic:1" in r.detail
+    assert r.payload_bytes == 0  # nothing was sent to the wrong model
+
+
+def test_bearer_token(tmp_path, synthetic_bundle, fashion_test):
+    (tmp_path / "token").write_text("s3cret\n")
+    with running_server(synthetic_bundle, auth_token_file=tmp_path / "token") as srv:
+        with Agent(synthetic_bundle, srv.address, security=ClientSecurity(token="s3cret")) as agent:
+            assert agent.wait_connected(30)
+            assert not agent.infer(fashion_test.images[0]).degraded
+        with Agent(synthetic_bundle, srv.address, security=ClientSecurity(token="wrong"), backoff_max_s=0.2) as agent:
+            assert not agent.wait_connected(1.0)
+            r = agent.infer(fashion_test.images[0])
+            assert r.degraded and "UNAUTHENTICATED" in r.detail
+
+
+def _run_until(agent, images, predicate, limit_s=30.0):
+    """Infer images cyclically until predicate(result) holds; returns every result (each input answered)."""
+    results, end, i = [], time.monotonic() + limit_s, 0
+    while time.monotonic() < end:
+        r = agent.infer(images[i % len(images)])
+        results.append(r)
+        i += 1
+        if predicate(r):
+            return results
+        time.sleep(0.01)
+    raise AssertionError(f"condition not reached in {limit_s} s; last: {results[-1].reason} {results[-1].detail}")
+
+
+def test_fallback_and_recovery_when_the_server_dies_and_returns(synthetic_bundle, fashion_test, offline_reference):
+    images = fashion_test.images[:50]
+    bundle = load_bundle(synthetic_bundle)
+    ref = offline_reference(bundle, images)
+    answers = 0
+    with running_server(synthetic_bundle) as srv, \
+            Agent(bundle, srv.address, deadline_ms=5000, backoff_max_s=0.3) as agent:
+        assert agent.wait_connected(30)
+        before = [agent.infer(im) for im in images[:10]]
+        answers += len(before)
+        assert not any(r.degraded for r in before)
+
+        srv.kill()  # abrupt: the stream breaks mid-run
+        down = [agent.infer(im) for im in images[10:30]]
+        answers += len(down)
+        assert all(r.degraded for r in down[1:])  # the first may race the kill
+        assert {r.reason for r in down if r.degraded} <= {"stream_broken", "server_unavailable"}
+        # Degraded answers are exactly the local predictor's.
+        assert [r.prediction for r in down] == [
+            int(ref["local_pred"][10 + i]) if r.degraded else int(ref["pred"][10 + i]) for i, r in enumerate(down)]
+
+        srv.start()  # same port
+        recovered = _run_until(agent, images, lambda r: not r.degraded)
+        answers += len(recovered)
+        after = [agent.infer(im) for im in images[30:50]]
+        answers += len(after)
+        assert not any(r.degraded for r in after)
+        assert [r.prediction for r in after] == ref["pred"][30:50].tolist()
+        assert agent.client.connects >= 2
+    assert answers == 10 + 20 + len(recovered) + 20
+
+
+def test_deadline_when_the_server_stalls(synthetic_bundle, fashion_test):
+    images = fashion_test.images[:5]
+    with running_server(synthetic_bundle) as srv, Agent(synthetic_bundle, srv.address, deadline_ms=300) as agent:
+        assert agent.wait_connected(30)
+        srv.send_signal(signal.SIGSTOP)  # alive but not answering
+        try:
+            stalled = [agent.infer(im) for im in images[:3]]
+        finally:
+            srv.send_signal(signal.SIGCONT)
+        assert all(r.degraded and r.reason == "deadline" for r in stalled)
+        assert all(r.payload_bytes > 0 and r.timings.network_ms >= 299 for r in stalled)
+        recovered = _run_until(agent, images, lambda r: not r.degraded)
+    assert recovered[-1].remote_logits is not None
