@@ -117,10 +117,13 @@ class TcShaper:
         _run("tc", "-n", self.ns, "qdisc", "replace", "dev", self.ns_if, *spec)
         self.rate_kbps = rate_kbps
 
+    def qdisc(self) -> str:
+        """The host end's qdisc as tc shows it (the namespace end is configured identically)."""
+        return _run("tc", "qdisc", "show", "dev", self.host_if, check=False).stdout.strip()
+
     def describe(self) -> dict:
-        return {"shaper": self.name, "namespace": self.ns, "host_ip": self.host_ip, "server_ip": self.ns_ip,
-                "mtu": MTU, "tbf_burst_bytes": BURST_BYTES, "tbf_queue_ms": QUEUE_LATENCY_MS,
-                "qdisc": _run("tc", "qdisc", "show", "dev", self.host_if, check=False).stdout.strip()}
+        return {"namespace": self.ns, "host_ip": self.host_ip, "server_ip": self.ns_ip, "mtu": MTU,
+                "tbf_burst_bytes": BURST_BYTES, "tbf_queue_ms": QUEUE_LATENCY_MS}
 
     def close(self) -> None:
         # Deleting one end deletes the pair; deleting the namespace also takes its end with it.

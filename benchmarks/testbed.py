@@ -24,7 +24,7 @@ from agilenn.server.testing import RunningServer
 
 from .goodput import SinkProcess, measure
 from .links import LinkProfile
-from .relay import RelayProcess
+from .relay import MSS, SEGMENT_OVERHEAD, RelayProcess
 from .shaper_tc import TcShaper, unavailable_reason
 
 SHAPERS = ("tc", "tbf", "userspace")
@@ -123,6 +123,8 @@ class Testbed:
             host, _, port = session.address.rpartition(":")
             result = measure(host, int(port), nbytes)
         result["ratio"] = round(result["goodput_kbps"] / link.rate_kbps, 4)
+        if self.tc:
+            result["qdisc"] = self.tc.qdisc()
         return result
 
     def describe(self) -> dict:
@@ -130,4 +132,6 @@ class Testbed:
         if self.tc:
             info.update(self.tc.describe())
             info["shaper"] = self.shaper
+        info["relay"] = {"mss": MSS, "segment_overhead_bytes": SEGMENT_OVERHEAD,
+                         "shapes_rate": self.shaper != "tbf"}
         return info

@@ -1,0 +1,274 @@
+"""The latency run: every scheme on the same images over every link, then one row per
+(scheme, link, MCU clock).
+
+Per sample, end-to-end latency is composed as the agent composes it:
+
+    latency = device compute (cost model at the clock) + encode + network + merge
+
+where network is the client's measured send->reply time through the shaped path (transmit both
+ways, propagation, server queue and compute). The network pass is measured once per (scheme,
+link); the device term is an exact per-clock constant, so percentiles stay per-sample.
+
+Overhead (the issue's goal 2) compares that with the physics:
+
+    ideal = device compute + payload_bytes / rate + RTT + server decode + compute
+    overhead = latency / ideal - 1
+
+so framing (gRPC, HTTP/2, TCP/IP), the reply's bytes, the relay and all host software count as overhead.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from agilenn.device_agent.mcu import count_macs, parse_mcu
+
+from .links import LinkProfile
+from .mcu_cost import device_report, estimate
+from .schemes import Measured, Scheme
+from .testbed import Testbed
+
+WARMUP = 3  # requests per (scheme, link) not measured: connection set-up, first HPACK tables, lazy init
+
+
+@dataclass
+class Config:
+    bundle_dirs: list  # what the server serves (the agilenn bundle and, if any, the plain-split one)
+    schemes: list  # Scheme, in run order
+    links: list  # LinkProfile
+    images: np.ndarray  # uint8 NHWC
+    labels: np.ndarray
+    mcu: str = "stm32f746"
+    mcu_mhz: tuple = (64, 128, 216)
+    shaper: str = "auto"
+    goodput_s: float = 2.0
+    budget_fraction: float = 0.5  # automatic byte budget: this share of agilenn-ans's mean payload
+    command: str = ""
+    dataset: str = ""
+    progress: bool = True
+
+
+@dataclass
+class Pass:
+    """One scheme over one link (link None: local-only)."""
+
+    scheme: Scheme
+    link: LinkProfile | None
+    samples: list = field(default_factory=list)  # Measured
+    wire: dict = field(default_factory=dict)  # relay byte counters over the measured requests
+    wall_s: float = 0.0
+
+
+def _log(cfg: Config, msg: str) -> None:
+    if cfg.progress:
+        print(f"[latency] {msg}", file=sys.stderr, flush=True)
+
+
+def _run_pass(scheme: Scheme, address: str | None, images, stats=None) -> Pass:
+    client = scheme.client(address)
+    try:
+        for image in images[:WARMUP]:
+            client.infer(image)
+        before = stats() if stats else None
+        start = time.perf_counter()
+        samples = [client.infer(image) for image in images]
+        wall = time.perf_counter() - start
+        after = stats() if stats else None
+    finally:
+        client.close()
+    wire = {k: after[k] - before[k] for k in after} if stats else {}
+    return Pass(scheme, None, samples, wire, wall)
+
+
+def run(cfg: Config) -> dict:
+    """Measure everything; returns the results document (see report.write_results)."""
+    started = time.time()
+    passes: list[Pass] = []
+    schemes = [_with_budget(s, cfg) for s in cfg.schemes]
+    with Testbed(cfg.bundle_dirs, cfg.shaper) as bed:
+        _log(cfg, f"shaper {bed.shaper}; server {bed.server.address}")
+        goodput = {}
+        for link in cfg.links:
+            goodput[link.name] = bed.goodput(link, cfg.goodput_s)
+            _log(cfg, f"goodput {link.name}: {goodput[link.name]['goodput_kbps']} kbps of {link.rate_kbps:g}")
+        for link in cfg.links:
+            with bed.link(link) as session:
+                for scheme in schemes:
+                    if not scheme.uses_link:
+                        continue
+                    p = _run_pass(scheme, session.address, cfg.images, session.stats)
+                    p.link = link
+                    passes.append(p)
+                    _log(cfg, f"{link.name} {scheme.name}: {len(p.samples)} images in {p.wall_s:.1f} s")
+        description = bed.describe()
+    for scheme in schemes:
+        if not scheme.uses_link:
+            p = _run_pass(scheme, None, cfg.images)
+            passes.append(p)
+            _log(cfg, f"{scheme.name}: {len(p.samples)} images in {p.wall_s:.1f} s")
+
+    rows = [row for p in passes for row in _rows(p, cfg)]
+    bundles = {s.bundle.name: s.bundle for s in schemes if s.runs_device_part}
+    mcus = [f"{cfg.mcu}@{mhz:g}MHz" for mhz in cfg.mcu_mhz]
+    return {
+        "schema": "agilenn-latency/1",
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "command": cfg.command,
+        "duration_s": round(time.time() - started, 1),
+        "host": {"machine": platform.machine(), "python": platform.python_version(), "cpus": _cpus()},
+        "dataset": cfg.dataset,
+        "images": int(len(cfg.images)),
+        "shaper": description,
+        "links": [link.to_dict() for link in cfg.links],
+        "goodput": goodput,
+        "mcu": {"chip": cfg.mcu, "mhz": list(cfg.mcu_mhz)},
+        "models": {name: {"path": str(b.path), "version": b.version, "cost": device_report(b, mcus)}
+                   for name, b in bundles.items()},
+        "schemes": {s.name: _scheme_info(s) for s in schemes},
+        "rows": rows,
+        "goals": goals(rows, cfg.links),
+        "samples": _samples(passes, cfg),
+    }
+
+
+def _cpus() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+def _with_budget(scheme: Scheme, cfg: Config) -> Scheme:
+    """A budget scheme without a byte budget gets one: a share of its full ANS payload's mean size,
+    measured on (up to 50 of) the run's images before any pass, so every link uses the same budget."""
+    if scheme.name != "agilenn-budget" or scheme.budget_bytes is not None:
+        return scheme
+    from agilenn.codec import HEADER_SIZE
+    from agilenn.device_agent.device_model import DevicePart
+
+    device, codec = DevicePart(scheme.bundle), scheme.bundle.codec()
+    sizes = [len(codec.encode(device.run(image).remote_features, scheme.coder)) for image in cfg.images[:50]]
+    budget = max(HEADER_SIZE + 1, int(round(float(np.mean(sizes)) * cfg.budget_fraction)))
+    return dataclasses.replace(scheme, budget_bytes=budget)
+
+
+def _scheme_info(s: Scheme) -> dict:
+    info = {"kind": s.kind, "model": f"{s.bundle.name}:{s.bundle.version}"}
+    if s.coder:
+        info["coder"] = s.coder
+    if s.image_format:
+        info["image_format"] = s.image_format
+    if s.jpeg_quality:
+        info["jpeg_quality"] = s.jpeg_quality
+    if s.budget_bytes is not None:
+        info["budget_bytes"] = s.budget_bytes
+    return info
+
+
+def _device_ms(p: Pass, mcu: str) -> tuple[float, int]:
+    if not p.scheme.runs_device_part:
+        return 0.0, 0
+    macs = count_macs(p.scheme.bundle.onnx_path("device"))
+    return parse_mcu(mcu).compute_ms(macs), macs
+
+
+def _pct(x, q) -> float:
+    return round(float(np.percentile(x, q)), 3)
+
+
+def _mean(x) -> float:
+    return round(float(np.mean(x)), 3) if len(x) else 0.0
+
+
+def _rows(p: Pass, cfg: Config) -> list[dict]:
+    s = p.samples
+    n = len(s)
+    col = lambda attr: np.array([getattr(m, attr) for m in s], dtype=np.float64)  # noqa: E731
+    correct = np.array([m.prediction for m in s]) == cfg.labels[:n]
+    host_part = col("encode_ms") + col("network_ms") + col("merge_ms")
+    payload = col("payload_bytes")
+    link = p.link
+    rows = []
+    for mhz in cfg.mcu_mhz:
+        mcu = f"{cfg.mcu}@{mhz:g}MHz"
+        device_ms, macs = _device_ms(p, mcu)
+        latency = device_ms + host_part
+        row = {
+            "scheme": p.scheme.name,
+            "link": link.name if link else "none",
+            "mcu": mcu,
+            "mcu_mhz": mhz,
+            "n": n,
+            "accuracy": round(float(correct.mean()), 4),
+            "degraded": int(sum(m.degraded for m in s)),
+            "payload_bytes_mean": _mean(payload),
+            "payload_bytes_p50": _pct(payload, 50),
+            "channels_sent_mean": _mean(col("channels_sent")),
+            "wire_bytes_up_mean": round(p.wire["bytes_up"] / n, 1) if p.wire else 0.0,
+            "wire_bytes_down_mean": round(p.wire["bytes_down"] / n, 1) if p.wire else 0.0,
+            "latency_ms_p50": _pct(latency, 50),
+            "latency_ms_p99": _pct(latency, 99),
+            "latency_ms_mean": _mean(latency),
+            "device_ms": round(device_ms, 4),
+            "device_macs": macs,
+            "device_energy_mj": round(estimate(macs, mcu).energy_mj, 5) if macs else 0.0,
+            "host_device_ms_mean": _mean(col("host_device_ms")),
+            "encode_ms_mean": _mean(col("encode_ms")),
+            "network_ms_mean": _mean(col("network_ms")),
+            "transmit_ms_mean": _mean(col("network_ms") - col("server_total_ms")) if link else 0.0,
+            "server_queue_ms_mean": _mean(col("server_queue_ms")),
+            "server_compute_ms_mean": _mean(col("server_decode_ms") + col("server_compute_ms")),
+            "server_total_ms_mean": _mean(col("server_total_ms")),
+            "merge_ms_mean": _mean(col("merge_ms")),
+        }
+        if link:
+            ideal = (device_ms + payload / link.bytes_per_s * 1e3 + link.rtt_ms
+                     + col("server_decode_ms") + col("server_compute_ms"))
+            row["ideal_ms_p50"] = _pct(ideal, 50)
+            row["overhead_pct_p50"] = round(float(np.median(latency / ideal - 1)) * 100, 2)
+            row["transmit_ideal_ms_mean"] = round(link.transmit_ms(float(payload.mean())), 3)
+        rows.append(row)
+    return rows
+
+
+def _samples(passes, cfg: Config) -> dict:
+    """Per (scheme, link): each image's latency less the device term, and the device term per clock."""
+    out = {}
+    for p in passes:
+        key = f"{p.scheme.name}|{p.link.name if p.link else 'none'}"
+        host = [round(m.encode_ms + m.network_ms + m.merge_ms, 3) for m in p.samples]
+        device = {str(mhz): round(_device_ms(p, f"{cfg.mcu}@{mhz:g}MHz")[0], 4) for mhz in cfg.mcu_mhz}
+        out[key] = {"host_ms": host, "device_ms": device}
+    return out
+
+
+def goals(rows: list[dict], links) -> dict:
+    """The issue's two goals, evaluated on this run's rows at the highest clock."""
+    if not rows:
+        return {}
+    top = max(r["mcu_mhz"] for r in rows)
+    at = {(r["scheme"], r["link"]): r for r in rows if r["mcu_mhz"] == top}
+    slowest = min(links, key=lambda link: link.rate_kbps).name if links else None
+    out = {"mcu_mhz": top}
+    a, e = at.get(("agilenn-ans", slowest)), at.get(("edge-png", slowest))
+    if a and e:
+        ratio = a["latency_ms_p50"] / e["latency_ms_p50"]
+        gap_pp = (a["accuracy"] - e["accuracy"]) * 100
+        out["latency_vs_edge_png"] = {
+            "link": slowest, "agilenn_p50_ms": a["latency_ms_p50"], "edge_png_p50_ms": e["latency_ms_p50"],
+            "ratio": round(ratio, 3), "target_ratio": 0.5,
+            "accuracy_gap_pp": round(gap_pp, 2), "accuracy_matched": abs(gap_pp) <= 1.0,
+            "met": bool(ratio <= 0.5 and abs(gap_pp) <= 1.0),
+        }
+    overhead = {link.name: at[("agilenn-ans", link.name)]["overhead_pct_p50"]
+                for link in links if ("agilenn-ans", link.name) in at}
+    if overhead:
+        out["agilenn_overhead_pct_p50"] = overhead
+        out["overhead_target_pct"] = 10.0
+        out["overhead_met"] = {k: v <= 10.0 for k, v in overhead.items()}
+    return out

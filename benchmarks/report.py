@@ -1,0 +1,128 @@
+"""Writing a latency run's results: JSON (rows + context), per-sample JSON, a Markdown report, plots.
+
+    <out>/latency<suffix>.json          the document from latency.run() without per-sample data
+    <out>/latency<suffix>-samples.json  per (scheme, link): latency of every image, less the device term
+    <out>/latency<suffix>.md            the tables
+    <out>/latency<suffix>-*.png         plots (see plots.py)
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+# The fields every row has; runs are compared by script on these.
+ROW_FIELDS = (
+    "scheme", "link", "mcu", "mcu_mhz", "n", "accuracy", "degraded", "payload_bytes_mean", "payload_bytes_p50",
+    "channels_sent_mean", "wire_bytes_up_mean", "wire_bytes_down_mean", "latency_ms_p50", "latency_ms_p99",
+    "latency_ms_mean", "device_ms", "device_macs", "device_energy_mj", "host_device_ms_mean", "encode_ms_mean",
+    "network_ms_mean", "transmit_ms_mean", "server_queue_ms_mean", "server_compute_ms_mean", "server_total_ms_mean",
+    "merge_ms_mean",
+)
+
+
+def write_results(results: dict, out_dir, suffix: str = "", plots: bool = True) -> list[Path]:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    base = f"latency{suffix}"
+    doc = {k: v for k, v in results.items() if k != "samples"}
+    written = [out / f"{base}.json", out / f"{base}-samples.json", out / f"{base}.md"]
+    written[0].write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
+    written[1].write_text(json.dumps(results.get("samples", {})) + "\n", encoding="utf-8")
+    written[2].write_text(markdown(doc, base), encoding="utf-8")
+    if plots:
+        from .plots import write_plots
+
+        written += write_plots(results, out, base)
+    return written
+
+
+def _fmt(v, spec=".1f") -> str:
+    if v is None:
+        return "–"
+    return format(v, spec) if isinstance(v, (int, float)) else str(v)
+
+
+def _table(header, rows) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return lines + [""]
+
+
+def markdown(doc: dict, base: str = "latency") -> str:
+    rows = doc["rows"]
+    top = max(r["mcu_mhz"] for r in rows)
+    shaper = doc["shaper"]
+    lines = [
+        f"# AgileNN latency run, {doc['created']}",
+        "",
+        f"Command: `{doc['command']}`  ",
+        f"{doc['images']} images ({doc['dataset']}), {doc['duration_s']} s, host {doc['host']['machine']} with "
+        f"{doc['host']['cpus']} CPUs, MCU model {doc['mcu']['chip']} at "
+        f"{', '.join(str(m) for m in doc['mcu']['mhz'])} MHz.  ",
+        f"Shaper: **{shaper['shaper']}**"
+        + (f" (namespace {shaper['namespace']}, veth MTU {shaper['mtu']}, tbf burst {shaper['tbf_burst_bytes']} B; "
+           f"relay {'adds serialization, delay, jitter, loss' if shaper['relay']['shapes_rate'] else 'adds delay, jitter, loss'})"
+           if "namespace" in shaper else " (userspace relay: serialization, delay, jitter, loss)"),
+        "",
+        "## Links and achieved goodput",
+        "",
+    ]
+    lines += _table(
+        ["link", "rate kbps", "one-way delay ms", "jitter ms", "loss %", "goodput kbps", "goodput / rate"],
+        [[link["name"], _fmt(link["rate_kbps"], "g"), _fmt(link["delay_ms"], "g"), _fmt(link["jitter_ms"], "g"),
+          _fmt(link["loss_pct"], "g"), _fmt(doc["goodput"][link["name"]]["goodput_kbps"], ".0f"),
+          _fmt(doc["goodput"][link["name"]]["ratio"], ".3f")] for link in doc["links"]],
+    )
+    lines += ["Goodput: a bulk TCP transfer through the shaped path (uplink), less one round trip. TCP/IP framing "
+              "is charged to the link, so about 1448/1514 = 0.956 of the rate is the most a full-size segment "
+              "stream can carry.", "", f"## Per scheme and link, device at {top} MHz", ""]
+    lines += _table(
+        ["scheme", "link", "accuracy", "payload B", "wire B up / down", "p50 ms", "p99 ms", "device", "encode",
+         "transmit", "server queue", "server compute", "merge", "overhead % (p50)"],
+        [[r["scheme"], r["link"], _fmt(r["accuracy"] * 100, ".2f") + " %", _fmt(r["payload_bytes_mean"], ".1f"),
+          f"{_fmt(r['wire_bytes_up_mean'], '.0f')} / {_fmt(r['wire_bytes_down_mean'], '.0f')}",
+          _fmt(r["latency_ms_p50"], ".2f"), _fmt(r["latency_ms_p99"], ".2f"), _fmt(r["device_ms"], ".2f"),
+          _fmt(r["encode_ms_mean"], ".2f"), _fmt(r["transmit_ms_mean"], ".2f"), _fmt(r["server_queue_ms_mean"], ".2f"),
+          _fmt(r["server_compute_ms_mean"], ".2f"), _fmt(r["merge_ms_mean"], ".3f"), _fmt(r.get("overhead_pct_p50"))]
+         for r in rows if r["mcu_mhz"] == top],
+    )
+    lines += ["Breakdown columns are means in ms. transmit = the client's send->reply time less the server's own "
+              "time (both directions' serialization and propagation, framing, relay). device = the MCU cost model at "
+              "this clock; encode and merge are measured on this host. wire bytes: TCP payload through the relay "
+              "(gRPC and HTTP/2 framing included, TCP/IP headers not). overhead = latency / (device + payload/rate + "
+              "RTT + server decode+compute) - 1, median over images.", "", "## Latency p50 / p99 (ms) vs MCU clock", ""]
+    clocks = sorted({r["mcu_mhz"] for r in rows})
+    keyed = {(r["scheme"], r["link"], r["mcu_mhz"]): r for r in rows}
+    pairs = list(dict.fromkeys((r["scheme"], r["link"]) for r in rows))
+    lines += _table(["scheme", "link", *[f"{c} MHz" for c in clocks]],
+                    [[s, link, *[f"{_fmt(keyed[(s, link, c)]['latency_ms_p50'], '.2f')} / "
+                                 f"{_fmt(keyed[(s, link, c)]['latency_ms_p99'], '.2f')}" for c in clocks]]
+                     for s, link in pairs])
+    lines += ["## Device part on the MCU (cost model)", ""]
+    for name, model in doc["models"].items():
+        c = model["cost"]
+        lines += [f"**{name}** v{model['version']}: {c['macs']:,} MACs, {c['params']:,} parameters, "
+                  f"{c['int8_flash_bytes']:,} B int8 flash, {c['peak_sram_bytes']:,} B peak activation SRAM.  "]
+        lines += [", ".join(f"{m['mcu']}: {m['compute_ms']:.3f} ms, {m['energy_mj']:.4f} mJ" for m in c["per_mcu"]),
+                  ""]
+    if doc["models"]:
+        c = next(iter(doc["models"].values()))["cost"]
+        lines += [f"Assumptions: {c['cycles_per_mac']} cycles/MAC ({c['cycles_per_mac_source']}); "
+                  f"{c['energy_per_cycle_nj']} nJ/cycle ({c['energy_source']}); int8 weights, int32 biases, int8 "
+                  "activations, batch-norm folded; docs/latency.md has the derivations.", ""]
+    lines += ["## Goals", ""]
+    g = doc.get("goals", {})
+    if "latency_vs_edge_png" in g:
+        e = g["latency_vs_edge_png"]
+        lines += [f"- AgileNN (ans) vs edge-only PNG at {e['link']}, {g['mcu_mhz']} MHz: p50 {e['agilenn_p50_ms']} ms "
+                  f"vs {e['edge_png_p50_ms']} ms, ratio **{e['ratio']}** (target <= {e['target_ratio']}); accuracy "
+                  f"gap {e['accuracy_gap_pp']:+.2f} pp ({'within' if e['accuracy_matched'] else 'NOT within'} 1 pp). "
+                  f"Goal {'met' if e['met'] else 'not met'}."]
+    if "agilenn_overhead_pct_p50" in g:
+        lines += ["- AgileNN overhead beyond device + payload/rate + RTT + server compute (target <= 10 %): "
+                  + ", ".join(f"{k} {v:.1f} % ({'met' if g['overhead_met'][k] else 'not met'})"
+                              for k, v in g["agilenn_overhead_pct_p50"].items())]
+    lines += ["", f"Plots: `{base}-cdf.png` (latency CDF per link), `{base}-pareto.png` (accuracy vs bytes), "
+              f"`{base}-clock.png` (latency vs MCU clock).", ""]
+    return "\n".join(lines)
