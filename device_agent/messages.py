@@ -165,3 +165,6 @@ class ErrorMsg:
     @property
     def code_name(self) -> str:
         return ErrorCode.NAMES.get(self.code, str(self.code))
+
+
+PREDICTION_FIXED = Prediction._S.size  # PREDICTION payload bytes before the logits

@@ -13,7 +13,7 @@ from typing import Callable
 
 from .agent import Agent, InferenceResult
 from .framing import MAX_PAYLOAD, SEQ_NONE, ErrorCode, Frame, FrameError, MsgType
-from .messages import FLAG_WANT_LOGITS, ErrorMsg, Hello, HelloReply, Image, Prediction, Reason
+from .messages import FLAG_WANT_LOGITS, PREDICTION_FIXED, ErrorMsg, Hello, HelloReply, Image, Prediction, Reason
 from .serial_link import SerialLink
 
 log = logging.getLogger("agilenn.agent.serial")
@@ -26,6 +26,7 @@ class SerialBridge:
         self.agent = agent
         self.on_result = on_result
         self.want_logits = False
+        self.max_rx = 0  # the MCU's receive limit from HELLO; 0: none given
         self._last_image: tuple[int, bytes] | None = None
         self._last_reply: Frame | None = None
         self.counts = {"images": 0, "retransmissions": 0, "errors": 0, "hellos": 0}
@@ -62,6 +63,7 @@ class SerialBridge:
         hello = Hello.parse(frame.payload)
         self.counts["hellos"] += 1
         self.want_logits = bool(hello.flags & FLAG_WANT_LOGITS)
+        self.max_rx = hello.max_rx
         b = self.agent.bundle
         c, h, w = b.input_shape
         reply = HelloReply(c, h, w, b.num_classes, MAX_PAYLOAD, f"{b.name}:{b.version}",
@@ -78,6 +80,9 @@ class SerialBridge:
         if image.shape != (h, w, c):
             raise FrameError(ErrorCode.BAD_MESSAGE, f"image is {list(image.shape)} (HWC), the model takes {[h, w, c]}")
         result = self.agent.infer(image)
+        logits = result.merged_logits.tolist() if self.want_logits else []
+        if self.max_rx and PREDICTION_FIXED + 4 * len(logits) > self.max_rx:
+            logits = []  # what the MCU cannot hold it does not get
         reply = Frame(MsgType.PREDICTION, frame.seq, Prediction(
             label=result.prediction,
             degraded=result.degraded,
@@ -86,7 +91,7 @@ class SerialBridge:
             channels_total=result.channels_total,
             payload_bytes=result.payload_bytes,
             latency_us=int(result.timings.latency_ms * 1e3),
-            logits=result.merged_logits.tolist() if self.want_logits else [],
+            logits=logits,
         ).pack())
         self._last_image, self._last_reply = key, reply
         self.counts["images"] += 1

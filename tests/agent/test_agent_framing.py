@@ -135,3 +135,30 @@ def test_bad_image_payloads_raise_bad_message(payload):
     with pytest.raises(FrameError) as info:
         Image.parse(payload)
     assert info.value.code == ErrorCode.BAD_MESSAGE
+
+
+def _doc_examples() -> list[tuple[str, str]]:
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "serial-protocol.md").read_text()
+    raws = [line[5:].strip() for line in text.splitlines() if line.startswith("raw  ")]
+    wires = [line[5:].strip() for line in text.splitlines() if line.startswith("wire ")]
+    assert len(raws) == len(wires) == 4
+    return list(zip(raws, wires))
+
+
+@pytest.mark.parametrize("index, frame", list(enumerate([
+    Frame(MsgType.HELLO, 1, Hello(1, 256, "fw").pack()),
+    Frame(MsgType.IMAGE, 2, Image(np.array([[0, 255], [17, 0]], np.uint8)).pack()),
+    Frame(MsgType.PREDICTION, 2, Prediction(3, True, Reason.DEADLINE, 0, 6, 0, 1500).pack()),
+    Frame(MsgType.ERROR, SEQ_NONE, ErrorMsg(ErrorCode.BAD_FRAME, "CRC").pack()),
+])))
+def test_worked_examples_in_the_protocol_doc(index, frame):
+    raw, wire = _doc_examples()[index]
+    assert pack_frame(frame).hex(" ") == wire
+    assert cobs_decode(bytes.fromhex(wire)[1:-1]).hex(" ") == raw
+    assert unpack_frame(bytes.fromhex(wire)[1:-1]) == frame
+
+
+def test_crc_check_value_in_the_doc():
+    assert zlib.crc32(b"123456789") == 0xCBF43926
