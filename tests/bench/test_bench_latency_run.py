@@ -1,0 +1,76 @@
+"""A tiny `agilenn-bench latency` run on synthetic bundles: real server, real relay, real agent.
+
+Checks the results' shape (what scripts comparing runs rely on), not any speed.
+"""
+
+import json
+
+import pytest
+
+from agilenn.benchmarks.cli import main
+from agilenn.benchmarks.report import ROW_FIELDS
+
+SCHEMES = {"agilenn-ans", "agilenn-zstd", "agilenn-budget", "plain-split", "edge-png", "edge-jpeg90", "edge-jpeg75",
+           "local-only"}
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("results")
+    argv = ["latency", "--quick", "--synthetic", "--images", "6", "--link", "fast:20000:1",
+            "--link", "slow:500:2:1:1", "--mhz", "64,216", "--shaper", "userspace", "--goodput-seconds", "0.2",
+            "--out", str(out), "--quiet"]
+    assert main(argv) == 0
+    return out, json.loads((out / "latency-quick.json").read_text())
+
+
+def test_one_row_per_scheme_link_and_clock(run):
+    _, doc = run
+    keys = [(r["scheme"], r["link"], r["mcu_mhz"]) for r in doc["rows"]]
+    assert len(keys) == len(set(keys))
+    expected = {(s, link, mhz) for s in SCHEMES - {"local-only"} for link in ("fast", "slow") for mhz in (64, 216)}
+    expected |= {("local-only", "none", mhz) for mhz in (64, 216)}
+    assert set(keys) == expected
+
+
+def test_rows_have_the_documented_fields(run):
+    _, doc = run
+    for row in doc["rows"]:
+        assert set(ROW_FIELDS) <= set(row), set(ROW_FIELDS) - set(row)
+        assert row["n"] == 6
+        assert 0 <= row["accuracy"] <= 1
+        assert row["latency_ms_p50"] <= row["latency_ms_p99"]
+        assert row["degraded"] == 0
+
+
+def test_bytes_and_device_terms_are_consistent(run):
+    _, doc = run
+    rows = {(r["scheme"], r["link"], r["mcu_mhz"]): r for r in doc["rows"]}
+    budget = doc["schemes"]["agilenn-budget"]["budget_bytes"]
+    assert rows[("agilenn-budget", "slow", 216)]["payload_bytes_mean"] <= budget
+    for s in ("agilenn-ans", "edge-png"):
+        r = rows[(s, "slow", 216)]
+        assert r["wire_bytes_up_mean"] > r["payload_bytes_mean"]  # gRPC/HTTP2 framing is on the wire too
+    assert rows[("edge-png", "slow", 216)]["device_ms"] == 0  # no NN on the device
+    assert rows[("agilenn-ans", "slow", 64)]["device_ms"] == pytest.approx(
+        rows[("agilenn-ans", "slow", 216)]["device_ms"] * 216 / 64, rel=1e-3)
+    assert rows[("local-only", "none", 216)]["payload_bytes_mean"] == 0
+
+
+def test_context_goodput_costs_and_goals(run):
+    _, doc = run
+    assert doc["shaper"]["shaper"] == "userspace"
+    assert set(doc["goodput"]) == {"fast", "slow"}
+    assert all(g["goodput_kbps"] > 0 for g in doc["goodput"].values())
+    assert {"macs", "params", "int8_flash_bytes", "peak_sram_bytes"} <= set(doc["models"]["synthetic-agilenn"]["cost"])
+    assert doc["goals"]["latency_vs_edge_png"]["link"] == "slow"
+    assert set(doc["goals"]["agilenn_overhead_pct_p50"]) == {"fast", "slow"}
+
+
+def test_markdown_samples_and_plots_are_written(run):
+    out, _ = run
+    assert "| agilenn-ans | slow |" in (out / "latency-quick.md").read_text()
+    samples = json.loads((out / "latency-quick-samples.json").read_text())
+    assert len(samples["edge-png|slow"]["host_ms"]) == 6
+    for name in ("cdf", "pareto", "clock"):
+        assert (out / f"latency-quick-{name}.png").stat().st_size > 1000
