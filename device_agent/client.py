@@ -83,6 +83,7 @@ class RemoteClient:
         connect_timeout_s: float = 2.0,
         backoff_initial_s: float = 0.1,
         backoff_max_s: float = 2.0,
+        max_deadline_misses: int = 3,
     ):
         self.address = address
         self.model = pb.ModelRef(name=manifest["model"]["name"], version=manifest["model"]["version"])
@@ -91,6 +92,11 @@ class RemoteClient:
         self.connect_timeout_s = connect_timeout_s
         self.backoff_initial_s = backoff_initial_s
         self.backoff_max_s = backoff_max_s
+        # A server that stops answering without closing the connection (hung, or the host vanished)
+        # would cost every request the full deadline; after this many misses in a row the stream is
+        # torn down, answers go local at once, and the reconnect loop finds out whether it is alive.
+        self.max_deadline_misses = max_deadline_misses
+        self._misses = 0
 
         self._lock = threading.Condition()
         self._state = "connecting"  # connecting | ready | down | mismatch | closed
@@ -174,11 +180,19 @@ class RemoteClient:
             channel.close()
             raise
         with self._lock:
+            if self._state == "closed":
+                call.cancel()
+                channel.close()
+                return
+            # Ready in the same critical section that installs the stream, so a stream that breaks
+            # at once is seen as down by the supervisor rather than lost behind a stale "ready".
             self._channel, self._call, self._requests = channel, call, requests
+            self._state, self._state_detail, self._misses = "ready", f"connected to {self.address}", 0
+            self.connects += 1
+            self._lock.notify_all()
+        log.info("server %s: ready", self.address)
         threading.Thread(target=self._read_replies, args=(call, channel, requests), name="agilenn-agent-stream",
                          daemon=True).start()
-        self.connects += 1
-        self._set_state("ready", f"connected to {self.address}")
 
     def _supervise(self) -> None:
         backoff = self.backoff_initial_s
@@ -214,18 +228,25 @@ class RemoteClient:
             detail = f"stream broke: {exc.code().name}: {exc.details()}"
         except Exception as exc:  # pragma: no cover - defensive: never leave callers hanging
             detail = f"stream reader failed: {exc!r}"
-        requests.put(None)
+        self._drop_stream(call, detail)
+        channel.close()
+
+    def _drop_stream(self, call, detail: str) -> None:
+        """Retire ``call`` if it is still the current stream: fail its waiters, wake the supervisor."""
         with self._lock:
-            if self._call is call:
-                self._call = self._requests = None
-                failed, self._pending = self._pending, {}
-            else:
-                failed = {}
+            if self._call is not call:
+                return  # already retired (a deadline-miss teardown, or close())
+            requests = self._requests
+            self._call = self._requests = None
+            failed, self._pending = self._pending, {}
+            if self._state != "closed":
+                log.info("server %s: down (%s)", self.address, detail)
+                self._state, self._state_detail = "down", detail
+            self._lock.notify_all()
+        requests.put(None)  # ends the request iterator
         for pending in failed.values():
             pending.reply = RemoteReply(reason=Reason.STREAM_BROKEN, detail=detail, sent=True)
             pending.done.set()
-        channel.close()
-        self._set_state("down", detail)
 
     @staticmethod
     def _convert(reply) -> RemoteReply:
@@ -257,11 +278,23 @@ class RemoteClient:
             with self._lock:
                 self._pending.pop(request_id, None)
             if pending.reply is None:  # it may have landed between the wait and the pop
+                self._missed_deadline()
                 return RemoteReply(reason=Reason.DEADLINE, detail=f"no reply within {deadline_s * 1e3:.0f} ms",
                                    sent=True, network_ms=(time.perf_counter() - start) * 1e3)
+        self._misses = 0
         reply = pending.reply
         reply.network_ms = (time.perf_counter() - start) * 1e3
         return reply
+
+    def _missed_deadline(self) -> None:
+        with self._lock:
+            self._misses += 1
+            call = self._call if self._misses >= self.max_deadline_misses else None
+        if call is not None:
+            log.warning("server %s: %d deadlines missed in a row, reconnecting", self.address, self._misses)
+            self._misses = 0
+            self._drop_stream(call, f"{self.max_deadline_misses} deadlines missed in a row")
+            call.cancel()
 
     def close(self) -> None:
         self._closed.set()
