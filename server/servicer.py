@@ -244,6 +244,6 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         return pb.GetManifestResponse(model=model.ref, manifest_json=model.bundle.manifest_text)
 
     async def ListModels(self, request, context):
-        refs = [m.ref for m in sorted(self.models, key=lambda m: self.models.repository.models().index((m.name, m.version)))]
-        default = self.models.resolve("", "").ref
+        refs = [self.models.resolve(name, version).ref for name, version in self.models.repository.models()]
+        default = self.models.resolve("", "").ref  # its highest version
         return pb.ListModelsResponse(models=refs, default_model=default)
