@@ -2,6 +2,7 @@
 
     agilenn-bench latency [--quick]      end-to-end latency over emulated links (docs/latency.md)
     agilenn-bench codec ...              bytes per coder (benchmarks/codec_bench.py)
+    agilenn-bench server-load ...        server throughput/latency under N devices (benchmarks/server_load.py)
 """
 
 from __future__ import annotations
@@ -18,6 +19,12 @@ from .links import PROFILES, parse_links
 
 QUICK_IMAGES = 40
 FULL_IMAGES = 1000
+
+# Subcommands whose module has its own argparse main(argv): everything after the name is theirs.
+DELEGATES = {
+    "codec": ("codec_bench", "bytes per coder against the entropy (benchmarks/codec_bench.py)"),
+    "server-load": ("server_load", "server throughput and latency under many devices (benchmarks/server_load.py)"),
+}
 
 
 def _latency_parser(sub) -> argparse.ArgumentParser:
@@ -88,8 +95,11 @@ def run_latency(args, argv) -> int:
     from .report import write_results
     from .schemes import build_schemes
 
-    links = parse_links(args.link) if args.link else list(PROFILES.values())
-    mhz = tuple(float(x) if "." in x else int(x) for x in args.mhz.split(",") if x.strip())
+    try:
+        links = parse_links(args.link) if args.link else list(PROFILES.values())
+        mhz = tuple(float(x) if "." in x else int(x) for x in args.mhz.split(",") if x.strip())
+    except ValueError as exc:
+        raise SystemExit(f"agilenn-bench latency: {exc}") from None
     n = args.images or (QUICK_IMAGES if args.quick else FULL_IMAGES)
     out = args.out or Path("benchmarks") / "results" / time.strftime("%Y-%m-%d", time.gmtime())
     with tempfile.TemporaryDirectory(prefix="agilenn-bench-") as tmp:
@@ -125,12 +135,14 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="agilenn-bench", description="AgileNN benchmarks")
     sub = parser.add_subparsers(dest="command", required=True)
     _latency_parser(sub)
-    sub.add_parser("codec", help="bytes per coder against the entropy (benchmarks/codec_bench.py)", add_help=False)
-    args, rest = parser.parse_known_args(argv)
-    if args.command == "codec":
-        from .codec_bench import main as codec_main
+    for name, (_, help_text) in DELEGATES.items():
+        sub.add_parser(name, help=help_text, add_help=False)
+    if argv and argv[0] in DELEGATES:
+        import importlib
 
-        return codec_main(rest) or 0
+        module = importlib.import_module(f".{DELEGATES[argv[0]][0]}", __package__)
+        return module.main(argv[1:]) or 0
+    args, rest = parser.parse_known_args(argv)
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     return run_latency(args, argv)
