@@ -152,6 +152,8 @@ def _replay(args, agent: Agent, summary: Summary, stop: threading.Event) -> None
 
 
 def _serve_serial(args, agent: Agent, summary: Summary, stop: threading.Event) -> None:
+    import serial
+
     from .serial_bridge import SerialBridge
     from .serial_link import SerialLink, open_serial
 
@@ -160,12 +162,26 @@ def _serve_serial(args, agent: Agent, summary: Summary, stop: threading.Event) -
         if not args.quiet:
             _emit({"id": f"seq/{seq}", **result.to_dict(logits=args.logits)})
 
-    link = SerialLink(open_serial(args.port, args.baud))
-    log.info("serving %s at %d baud", args.port, args.baud)
-    try:
-        SerialBridge(link, agent, on_result).serve(stop, args.limit)
-    finally:
-        link.close()
+    bridge = SerialBridge(None, agent, on_result)
+    first = True
+    # A USB serial device disappears when the board resets or is unplugged: reopen it, don't exit.
+    while not stop.is_set():
+        try:
+            bridge.link = SerialLink(open_serial(args.port, args.baud))
+        except (serial.SerialException, OSError) as exc:
+            if first:
+                raise FileNotFoundError(f"cannot open serial port {args.port}: {exc}") from None
+            stop.wait(1.0)
+            continue
+        first = False
+        log.info("serving %s at %d baud", args.port, args.baud)
+        try:
+            bridge.serve(stop, args.limit)
+            return
+        except (serial.SerialException, OSError) as exc:
+            log.warning("serial port %s failed (%s); reopening", args.port, exc)
+        finally:
+            bridge.link.close()
 
 
 def main(argv=None) -> int:

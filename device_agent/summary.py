@@ -76,8 +76,9 @@ class Summary:
         def fmt(v, spec):
             return "n/a" if v is None else format(v, spec)
 
+        where = f"{d['model']}: " if d.get("model") else ""
         return (
-            f"{d['n']} inferences"
+            f"{where}{d['n']} inferences"
             + (f", {d['errors']} errors" if d["errors"] else "")
             + f": accuracy {fmt(d['accuracy'], '.4f')} (local-only {fmt(d['local_only_accuracy'], '.4f')}), "
             f"{d['degraded']} degraded, payload {fmt(d['payload_bytes_mean'], '.1f')} B mean, "

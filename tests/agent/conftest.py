@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -17,7 +20,12 @@ def synthetic_bundle(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def eval_bundle_dir(synthetic_bundle):
-    """The shipped default bundle when it exists, else the synthetic one (same 28x28x1 contract)."""
+    """The shipped default bundle when it exists, else the synthetic one (same 28x28x1 contract).
+
+    AGILENN_AGENT_TEST_BUNDLE=DIR picks another bundle (e.g. one fresh out of training).
+    """
+    if os.environ.get("AGILENN_AGENT_TEST_BUNDLE"):
+        return Path(os.environ["AGILENN_AGENT_TEST_BUNDLE"])
     try:
         return ModelRepository([DEFAULT_REPOSITORY]).resolve(DEFAULT_MODEL).path
     except Exception:
