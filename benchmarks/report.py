@@ -119,10 +119,19 @@ def markdown(doc: dict, base: str = "latency") -> str:
                   f"vs {e['edge_png_p50_ms']} ms, ratio **{e['ratio']}** (target <= {e['target_ratio']}); accuracy "
                   f"gap {e['accuracy_gap_pp']:+.2f} pp ({'within' if e['accuracy_matched'] else 'NOT within'} 1 pp). "
                   f"Goal {'met' if e['met'] else 'not met'}."]
+        lines += [f"  Without the link's round trip (the part a payload can change) the ratio is "
+                  f"{e['ratio_without_rtt']}."]
     if "agilenn_overhead_pct_p50" in g:
         lines += ["- AgileNN overhead beyond device + payload/rate + RTT + server compute (target <= 10 %): "
                   + ", ".join(f"{k} {v:.1f} % ({'met' if g['overhead_met'][k] else 'not met'})"
                               for k, v in g["agilenn_overhead_pct_p50"].items())]
+    parts = [r for r in rows if r["mcu_mhz"] == top and r["scheme"] == "agilenn-ans" and "overhead_ms_mean" in r]
+    if parts:
+        lines += ["", "Where AgileNN's overhead goes (means, ms): airtime of the request's framing (gRPC/HTTP2/"
+                  "protobuf + TCP/IP per segment), airtime of the reply, and the rest (software, timers):", ""]
+        lines += _table(["link", "overhead", "request framing", "reply", "rest"],
+                        [[r["link"], _fmt(r["overhead_ms_mean"], ".2f"), _fmt(r["overhead_request_framing_ms"], ".2f"),
+                          _fmt(r["overhead_reply_ms"], ".2f"), _fmt(r["overhead_rest_ms"], ".2f")] for r in parts])
     lines += ["", f"Plots: `{base}-cdf.png` (latency CDF per link), `{base}-pareto.png` (accuracy vs bytes), "
               f"`{base}-clock.png` (latency vs MCU clock).", ""]
     return "\n".join(lines)
