@@ -64,9 +64,10 @@ async def _client(address: str, streams: int, duration: float, warmup: float, pa
     latencies: list[float] = []
     batch_sizes: list[int] = []
     errors = 0
+    replies = 0  # all of them, warm-up included: the driver divides the server's CPU time by it
 
     async def device(i: int) -> None:
-        nonlocal errors
+        nonlocal errors, replies
         call = stubs[i % n_channels].InferStream()  # read/write API: no per-request generator overhead
         rid = 0
         while True:
@@ -77,6 +78,7 @@ async def _client(address: str, streams: int, duration: float, warmup: float, pa
             await call.write(pb.InferRequest(request_id=rid, feature_payload=payloads[(i + rid) % len(payloads)]))
             reply = await call.read()
             done = time.perf_counter()
+            replies += 1
             if reply.WhichOneof("result") != "logits":
                 errors += 1
             elif sent >= t_measure:
@@ -95,6 +97,7 @@ async def _client(address: str, streams: int, duration: float, warmup: float, pa
         "streams": streams,
         "requests": int(lat.size),
         "errors": errors,
+        "replies_total": replies,
         "throughput": lat.size / duration,
         "p50_ms": float(np.percentile(lat, 50)) if lat.size else None,
         "p99_ms": float(np.percentile(lat, 99)) if lat.size else None,
@@ -116,7 +119,7 @@ def client_main(args) -> None:
 
 # --- driver -----------------------------------------------------------------------------------
 CONFIGS = {
-    "batching": {},  # the server's defaults (max batch 32, max queue delay 500 us)
+    "batching": {},  # the server's defaults (max batch 32, max queue delay 0)
     "no-batching": {"no_batching": True},
 }
 
@@ -159,6 +162,15 @@ def _default_model_dir(tmp: Path) -> tuple[Path | None, str]:
     if any(DEFAULT_REPOSITORY.glob("*/*/manifest.json")):
         return None, f"shipped default repository ({DEFAULT_REPOSITORY})"
     return _proxy_bundle(tmp)
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process (Linux /proc), None elsewhere."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run_point(address: str, model_dir: Path | None, streams: int, duration: float, warmup: float) -> dict:
@@ -205,27 +217,35 @@ def main(argv=None) -> int:
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         model_dir, bundle_desc = (args.model_dir, str(args.model_dir)) if args.model_dir else _default_model_dir(Path(tmp))
-        print(f"bundle: {bundle_desc}; {os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.1f}", flush=True)
+        load = os.getloadavg()[0]
+        print(f"bundle: {bundle_desc}; {os.cpu_count()} CPUs; load average {load:.1f}", flush=True)
         for name in args.configs.split(","):
             options = {**CONFIGS[name], **extra}
             with running_server(model_dir, metrics_port=None, **options) as srv:
                 for n in streams:
+                    cpu0 = _cpu_seconds(srv.process.pid)
                     r = {"config": name, **run_point(srv.address, model_dir, n, args.duration, args.warmup)}
+                    cpu1 = _cpu_seconds(srv.process.pid)
+                    # The server's own CPU per inference: unlike throughput, barely moved by what
+                    # else runs on the machine (the client, other jobs).
+                    r["server_cpu_us_per_inference"] = (1e6 * (cpu1 - cpu0) / r["replies_total"]
+                                                        if cpu0 is not None and r["replies_total"] else None)
                     results.append(r)
                     print(f"{name:12s} streams={n:4d}  {r['throughput']:8.0f} inf/s  p50 {r['p50_ms']:7.2f} ms  "
-                          f"p99 {r['p99_ms']:7.2f} ms  mean batch {r['mean_batch']:5.1f}  errors {r['errors']}",
+                          f"p99 {r['p99_ms']:7.2f} ms  mean batch {r['mean_batch']:5.1f}  errors {r['errors']}  "
+                          f"server CPU {r['server_cpu_us_per_inference'] or float('nan'):4.0f} us/inf",
                           flush=True)
-    report = {"bundle": bundle_desc, "cpus": os.cpu_count(), "duration_s": args.duration, "server_options": extra,
+    report = {"bundle": bundle_desc, "cpus": os.cpu_count(), "load_average_at_start": load, "duration_s": args.duration, "server_options": extra,
               "command": "python -m agilenn.benchmarks.server_load " + " ".join(argv if argv is not None else sys.argv[1:]),
               "results": results}
     if args.out:
         args.out.write_text(json.dumps(report, indent=1) + "\n")
     if args.markdown:
-        print("\n| config | streams | inferences/s | p50 ms | p99 ms | mean batch | errors |")
-        print("|---|---:|---:|---:|---:|---:|---:|")
+        print("\n| config | streams | inferences/s | p50 ms | p99 ms | mean batch | server CPU us/inference | errors |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|")
         for r in results:
             print(f"| {r['config']} | {r['streams']} | {r['throughput']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} "
-                  f"| {r['mean_batch']:.1f} | {r['errors']} |")
+                  f"| {r['mean_batch']:.1f} | {r['server_cpu_us_per_inference'] or float('nan'):.0f} | {r['errors']} |")
     return 0
 
 

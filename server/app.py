@@ -43,7 +43,7 @@ class ServerOptions:
     metrics_port: int | None = None  # None: no metrics endpoint; 0: any free port
     metrics_host: str = "0.0.0.0"
     max_batch_size: int = 32
-    max_queue_delay_us: int = 500
+    max_queue_delay_us: int = 0  # Triton's default too: under load batches form while the previous one computes
     max_queue_size: int = 1024
     max_request_bytes: int = 1 << 20
     onnx_threads: int = 1
