@@ -109,12 +109,15 @@ class InferenceServer:
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         reflection.enable_server_reflection((INFERENCE_SERVICE, HEALTH_SERVICE, reflection.SERVICE_NAME), self._server)
         address = f"{o.host}:{o.port}"
-        if credentials is None:
-            self.port = self._server.add_insecure_port(address)
-        else:
-            self.port = self._server.add_secure_port(address, credentials)
+        try:
+            if credentials is None:
+                self.port = self._server.add_insecure_port(address)
+            else:
+                self.port = self._server.add_secure_port(address, credentials)
+        except RuntimeError as exc:  # grpc's way of saying the port is taken or the host is wrong
+            raise OSError(f"cannot listen on {address}: {exc}") from None
         if not self.port:
-            raise OSError(f"cannot bind {address}")
+            raise OSError(f"cannot listen on {address}")
         if o.metrics_port is not None:
             self.metrics_port = self.metrics.serve(o.metrics_port, o.metrics_host)
 

@@ -156,20 +156,32 @@ class Batcher:
         return batch
 
     async def _execute(self, batch: list[_Job]) -> None:
+        n = len(batch)
         start = time.perf_counter()
         try:
-            x = np.stack([job.x for job in batch]) if len(batch) > 1 else batch[0].x[None]
+            x = np.stack([job.x for job in batch]) if n > 1 else batch[0].x[None]
             out = await asyncio.get_running_loop().run_in_executor(self._executor, self._run, x)
-        except Exception as exc:  # a model failure fails this batch, not the server
-            log.exception("%s: batch of %d failed", self.name, len(batch))
-            for job in batch:
-                if not job.future.done():
-                    job.future.set_exception(exc)
+            if len(out) != n:
+                raise RuntimeError(f"the model returned {len(out)} rows for a batch of {n}")
+        except asyncio.CancelledError:
+            self._fail(batch, RuntimeError("the batcher was cancelled"))
+            raise
+        except Exception as exc:  # a model failure fails this batch, never the worker
+            log.exception("%s: batch of %d failed", self.name, n)
+            self._fail(batch, exc)
             return
         compute = time.perf_counter() - start
-        n = len(batch)
         for i, job in enumerate(batch):
             if not job.future.done():
                 job.future.set_result(BatchResult(out[i], start - job.arrival, compute, n))
         if self._on_batch is not None:
-            self._on_batch(n, compute)
+            try:
+                self._on_batch(n, compute)
+            except Exception:  # metrics must not stop inference
+                log.exception("%s: batch callback failed", self.name)
+
+    @staticmethod
+    def _fail(batch: list[_Job], exc: BaseException) -> None:
+        for job in batch:
+            if not job.future.done():
+                job.future.set_exception(exc)

@@ -234,6 +234,10 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         finally:
             self._streams.discard(queue)
             reader.cancel()
+            while not queue.empty():  # the client went away: drop its queued work from the batches
+                p = queue.get_nowait()
+                if isinstance(p, _Pending) and p.future is not None:
+                    p.future.cancel()
             self._leave()
 
     async def GetManifest(self, request, context):

@@ -141,3 +141,22 @@ def test_close_finishes_queued_work(executor):
         return [f.done() and not f.exception() for f in futures]
 
     assert run(main()) == [True] * 5
+
+
+def test_a_model_returning_the_wrong_number_of_rows_fails_the_batch_not_the_worker(executor):
+    calls = []
+
+    def model(x):
+        calls.append(len(x))
+        return x[:1] if len(calls) == 1 else x
+
+    async def main():
+        b = Batcher(model, executor, max_batch_size=2, max_queue_delay_s=0.0)
+        futures = [b.submit(np.zeros(1, np.float32)) for _ in range(4)]
+        b.start()
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        await b.close()
+        return results
+
+    results = run(main())
+    assert [isinstance(r, RuntimeError) for r in results] == [True, True, False, False]

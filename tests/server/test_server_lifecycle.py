@@ -144,3 +144,8 @@ def test_command_line_entry_points():
     bad = subprocess.run([sys.executable, "-m", "agilenn.server", "--tls-cert", "x.pem"], capture_output=True,
                          text=True, timeout=60)
     assert bad.returncode == 2 and "--tls-key" in bad.stderr
+
+
+def test_a_taken_port_fails_with_a_clear_message(server, bundle_dir):
+    with pytest.raises(ServerStartError, match="cannot listen on"):
+        RunningServer(bundle_dir, port=server.port, metrics_port=None).start()
