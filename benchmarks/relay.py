@@ -22,19 +22,20 @@ The relay counts the bytes it delivers per direction (TCP payload: gRPC and HTTP
 TCP/IP headers not), which is how the benchmark measures wire bytes per inference.
 
 Run it as its own process (`python -m agilenn.benchmarks.relay`, see RelayProcess) so its timers do
-not share a GIL with the client being measured.
+not share a GIL with the client being measured. Times are time.monotonic().
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
+import collections
 import json
 import random
 import socket
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 
 MSS = 1448  # Ethernet MTU 1500 minus IPv4/TCP headers with timestamps
@@ -79,6 +80,10 @@ class LinkModel:
 
 
 class Relay:
+    """Accepts connections and pipes each through the two link models (one thread per direction
+    reading, one delivering: time.sleep wakes within ~0.1 ms, where an event loop's timers round
+    to whole milliseconds, which on a 4 ms round trip would be most of the overhead measured)."""
+
     def __init__(self, upstream: tuple[str, int], rate_kbps: float | None = None, delay_ms: float = 0.0,
                  jitter_ms: float = 0.0, loss_pct: float = 0.0, seed: int = 0, mss: int = MSS,
                  overhead: int = SEGMENT_OVERHEAD):
@@ -88,121 +93,134 @@ class Relay:
         rate = rate_kbps * 1000 if rate_kbps else None
         self.up = LinkModel(rate, delay_ms / 1000, jitter_ms / 1000, loss_pct / 100, overhead, rng)
         self.down = LinkModel(rate, delay_ms / 1000, jitter_ms / 1000, loss_pct / 100, overhead, rng)
+        self.lock = threading.Lock()  # the link models are shared by every connection's threads
         self.connections = 0
-        self.server: asyncio.base_events.Server | None = None
+        self.listener: socket.socket | None = None
 
     def stats(self) -> dict:
-        return {"bytes_up": self.up.bytes, "bytes_down": self.down.bytes, "segments_up": self.up.segments,
-                "segments_down": self.down.segments, "lost_up": self.up.lost, "lost_down": self.down.lost,
-                "connections": self.connections}
+        with self.lock:
+            return {"bytes_up": self.up.bytes, "bytes_down": self.down.bytes, "segments_up": self.up.segments,
+                    "segments_down": self.down.segments, "lost_up": self.up.lost, "lost_down": self.down.lost,
+                    "connections": self.connections}
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
-        self.server = await asyncio.start_server(self._accept, host, port)
-        return self.server.sockets[0].getsockname()[1]
+    def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
+        self.listener = socket.create_server((host, port))
+        threading.Thread(target=self._accept_loop, name="relay-accept", daemon=True).start()
+        return self.listener.getsockname()[1]
 
-    async def close(self) -> None:
-        if self.server is not None:
-            self.server.close()
-            await self.server.wait_closed()
+    def close(self) -> None:
+        if self.listener is not None:
+            self.listener.close()
 
-    async def _accept(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        writers = [client_w]
-        try:
-            up_r, up_w = await asyncio.open_connection(*self.upstream)
-            writers.append(up_w)
-            for w in writers:
-                sock = w.get_extra_info("socket")
-                if sock is not None:
-                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            await asyncio.gather(self._pipe(client_r, up_w, self.up), self._pipe(up_r, client_w, self.down),
-                                 return_exceptions=True)
-        except (OSError, asyncio.CancelledError):
-            pass  # upstream refused, or the relay is shutting down
-        finally:
-            for w in writers:
-                w.close()
-
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, link: LinkModel) -> None:
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue = asyncio.Queue()
-        room = asyncio.Event()
-        room.set()
-        queued = 0
-        last = 0.0  # this connection's last delivery time: TCP never reorders
-
-        async def deliver():
-            nonlocal queued
+    def _accept_loop(self) -> None:
+        while True:
             try:
-                while (item := await queue.get()) is not None:
-                    at, segment = item
-                    wait = at - loop.time()
-                    if wait > 0:
-                        await asyncio.sleep(wait)
-                    writer.write(segment)
-                    link.bytes += len(segment)
-                    link.segments += 1
-                    queued -= len(segment)
-                    if queued < PIPE_BUFFER:
-                        room.set()
-                    await writer.drain()
-                if writer.can_write_eof():
-                    writer.write_eof()
-            except (ConnectionError, OSError):
-                pass
-            finally:
-                room.set()
+                client, _ = self.listener.accept()
+            except OSError:
+                return  # closed
+            threading.Thread(target=self._connect, args=(client,), name="relay-conn", daemon=True).start()
 
-        sender = asyncio.create_task(deliver())
+    def _connect(self, client: socket.socket) -> None:
+        with self.lock:
+            self.connections += 1
         try:
-            while not sender.done():
-                await room.wait()
-                data = await reader.read(PIPE_BUFFER)
+            upstream = socket.create_connection(self.upstream, timeout=10)
+        except OSError:
+            client.close()
+            return
+        upstream.settimeout(None)
+        for sock in (client, upstream):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        pipes = [_Pipe(self, client, upstream, self.up), _Pipe(self, upstream, client, self.down)]
+        for pipe in pipes:
+            pipe.start()
+        for pipe in pipes:
+            pipe.join()
+        client.close()
+        upstream.close()
+
+
+class _Pipe:
+    """One direction of one connection: read, schedule on the link, deliver on time, in order."""
+
+    def __init__(self, relay: Relay, src: socket.socket, dst: socket.socket, link: LinkModel):
+        self.relay, self.src, self.dst, self.link = relay, src, dst, link
+        self.queue: collections.deque = collections.deque()  # (deliver_at, segment); None ends it
+        self.cond = threading.Condition()
+        self.queued = 0
+        self.threads = [threading.Thread(target=self._read, daemon=True),
+                        threading.Thread(target=self._deliver, daemon=True)]
+
+    def start(self) -> None:
+        for t in self.threads:
+            t.start()
+
+    def join(self) -> None:
+        for t in self.threads:
+            t.join()
+
+    def _read(self) -> None:
+        last = 0.0  # TCP never reorders: no segment is delivered before its predecessor
+        try:
+            while True:
+                with self.cond:
+                    self.cond.wait_for(lambda: self.queued < PIPE_BUFFER)
+                data = self.src.recv(PIPE_BUFFER)
                 if not data:
                     break
-                now = loop.time()
-                for i in range(0, len(data), self.mss):
-                    segment = data[i:i + self.mss]
-                    last = max(link.schedule(now, len(segment)), last)
-                    queue.put_nowait((last, segment))
-                    queued += len(segment)
-                if queued >= PIPE_BUFFER:
-                    room.clear()
-        except (ConnectionError, OSError):
+                now = time.monotonic()
+                items = []
+                with self.relay.lock:
+                    for i in range(0, len(data), self.relay.mss):
+                        segment = data[i:i + self.relay.mss]
+                        last = max(self.link.schedule(now, len(segment)), last)
+                        items.append((last, segment))
+                with self.cond:
+                    self.queue.extend(items)
+                    self.queued += len(data)
+                    self.cond.notify_all()
+        except OSError:
             pass
         finally:
-            queue.put_nowait(None)
-            await sender
+            with self.cond:
+                self.queue.append(None)
+                self.cond.notify_all()
+
+    def _deliver(self) -> None:
+        try:
+            while True:
+                with self.cond:
+                    self.cond.wait_for(lambda: self.queue)
+                    item = self.queue.popleft()
+                if item is None:
+                    self.dst.shutdown(socket.SHUT_WR)
+                    return
+                at, segment = item
+                wait = at - time.monotonic()
+                if wait > 0:
+                    time.sleep(wait)
+                with self.relay.lock:  # counted before the send, so a reply never beats its count
+                    self.link.bytes += len(segment)
+                    self.link.segments += 1
+                self.dst.sendall(segment)
+                with self.cond:
+                    self.queued -= len(segment)
+                    self.cond.notify_all()
+        except OSError:
+            # the far end is gone: stop reading this direction too
+            try:
+                self.src.shutdown(socket.SHUT_RD)
+            except OSError:
+                pass
+        finally:
+            with self.cond:
+                self.queued = 0
+                self.cond.notify_all()
 
 
 def _address(text: str) -> tuple[str, int]:
     host, _, port = text.rpartition(":")
     return host or "127.0.0.1", int(port)
-
-
-async def _serve(args) -> None:
-    relay = Relay(_address(args.upstream), args.rate_kbps, args.delay_ms, args.jitter_ms, args.loss_pct, args.seed)
-    host, port = _address(args.listen)
-    port = await relay.start(host, port)
-    print(json.dumps({"listening": port}), flush=True)
-    loop = asyncio.get_running_loop()
-    done = asyncio.Event()
-
-    # Control channel: one line on stdin ("stats") -> one JSON line on stdout; EOF stops the relay.
-    def control():
-        for line in sys.stdin:
-            if line.strip() == "stats":
-                snapshot = asyncio.run_coroutine_threadsafe(_snapshot(relay), loop).result()
-                print(json.dumps(snapshot), flush=True)
-        loop.call_soon_threadsafe(done.set)
-
-    threading.Thread(target=control, daemon=True).start()
-    await done.wait()
-    await relay.close()
-
-
-async def _snapshot(relay: Relay) -> dict:
-    return relay.stats()
 
 
 def main(argv=None) -> None:
@@ -215,12 +233,14 @@ def main(argv=None) -> None:
     parser.add_argument("--loss-pct", type=float, default=0.0)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    try:
-        import uvloop  # lower per-segment overhead than the default loop
-
-        uvloop.run(_serve(args))
-    except ImportError:
-        asyncio.run(_serve(args))
+    relay = Relay(_address(args.upstream), args.rate_kbps, args.delay_ms, args.jitter_ms, args.loss_pct, args.seed)
+    port = relay.start(*_address(args.listen))
+    print(json.dumps({"listening": port}), flush=True)
+    # Control channel: one line on stdin ("stats") -> one JSON line on stdout; EOF stops the relay.
+    for line in sys.stdin:
+        if line.strip() == "stats":
+            print(json.dumps(relay.stats()), flush=True)
+    relay.close()
 
 
 class RelayProcess:
