@@ -131,9 +131,18 @@ def test_no_arguments_serve_the_shipped_default_repository():
             RunningServer(None, metrics_port=None).start()
         assert "--model-dir" in str(info.value) and str(DEFAULT_REPOSITORY) in str(info.value)
         return
+    from conftest import Remote
+
+    from agilenn.models.model_repository import ModelRepository
+
+    remote = Remote(ModelRepository(None).resolve("", ""))
     with running_server(None, metrics_port=None) as srv, grpc.insecure_channel(srv.address) as channel:
-        reply = pb_grpc.InferenceStub(channel).ListModels(pb.ListModelsRequest(), timeout=30)
+        stub = pb_grpc.InferenceStub(channel)
+        reply = stub.ListModels(pb.ListModelsRequest(), timeout=30)
         assert reply.default_model.name == "agilenn-fashion-mnist"
+        payload = remote.payload(seed=1, channels_sent=remote.bundle.remote_channels // 2)
+        got = logits_of(stub.Infer(pb.InferRequest(feature_payload=payload), timeout=30))
+        assert list(got) == pytest.approx(list(remote.logits(payload)), rel=1e-4, abs=1e-5)
 
 
 def test_command_line_entry_points():
