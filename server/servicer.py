@@ -132,6 +132,9 @@ class InferenceServicer(pb_grpc.InferenceServicer):
                 raise RequestError(pb.UNAVAILABLE, str(exc)) from None
         except RequestError as exc:
             p.error = exc
+        except Exception as exc:  # a bug, not the client's fault: answer it, keep the stream alive
+            log.exception("request %d: unexpected failure", req.request_id)
+            p.error = RequestError(pb.INTERNAL, f"internal error: {exc.__class__.__name__}")
         return p
 
     async def _finish(self, p: _Pending) -> pb.InferResponse:
