@@ -20,6 +20,7 @@ so framing (gRPC, HTTP/2, TCP/IP), the reply's bytes, the relay and all host sof
 from __future__ import annotations
 
 import dataclasses
+import functools
 import platform
 import sys
 import time
@@ -30,7 +31,7 @@ import numpy as np
 from agilenn.device_agent.mcu import count_macs, parse_mcu
 
 from .links import LinkProfile
-from .mcu_cost import device_report, estimate
+from .mcu_cost import device_report, estimate, graph_cost
 from .schemes import Measured, Scheme
 from .testbed import Testbed
 
@@ -177,6 +178,13 @@ def _device_ms(p: Pass, mcu: str) -> tuple[float, int]:
     return parse_mcu(mcu).compute_ms(macs), macs
 
 
+@functools.lru_cache(maxsize=8)
+def _footprint(device_onnx: str) -> dict:
+    c = graph_cost(device_onnx)
+    return {"device_params": c.params, "device_int8_flash_bytes": c.int8_flash_bytes,
+            "device_peak_sram_bytes": c.peak_sram_bytes}
+
+
 def _pct(x, q) -> float:
     return round(float(np.percentile(x, q)), 3)
 
@@ -217,6 +225,8 @@ def _rows(p: Pass, cfg: Config) -> list[dict]:
             "device_ms": round(device_ms, 4),
             "device_macs": macs,
             "device_energy_mj": round(estimate(macs, mcu).energy_mj, 5) if macs else 0.0,
+            **(_footprint(str(p.scheme.bundle.onnx_path("device"))) if p.scheme.runs_device_part else
+               {"device_params": 0, "device_int8_flash_bytes": 0, "device_peak_sram_bytes": 0}),
             "host_device_ms_mean": _mean(col("host_device_ms")),
             "encode_ms_mean": _mean(col("encode_ms")),
             "network_ms_mean": _mean(col("network_ms")),

@@ -15,7 +15,8 @@ from pathlib import Path
 ROW_FIELDS = (
     "scheme", "link", "mcu", "mcu_mhz", "n", "accuracy", "degraded", "payload_bytes_mean", "payload_bytes_p50",
     "channels_sent_mean", "wire_bytes_up_mean", "wire_bytes_down_mean", "latency_ms_p50", "latency_ms_p99",
-    "latency_ms_mean", "device_ms", "device_macs", "device_energy_mj", "host_device_ms_mean", "encode_ms_mean",
+    "latency_ms_mean", "device_ms", "device_macs", "device_energy_mj", "device_params", "device_int8_flash_bytes",
+    "device_peak_sram_bytes", "host_device_ms_mean", "encode_ms_mean",
     "network_ms_mean", "transmit_ms_mean", "server_queue_ms_mean", "server_compute_ms_mean", "server_total_ms_mean",
     "merge_ms_mean",
 )
