@@ -19,8 +19,9 @@ from agilenn.v1 import inference_pb2_grpc as pb_grpc
 
 
 @pytest.fixture(scope="module")
-def repo_stub(repository_dir):
-    with running_server(repository_dir, default_model="alpha", metrics_port=None) as srv:
+def repo_stub(repository_dir, bundle_dir):
+    # --model-dir twice: a repository folder and a single bundle directory
+    with running_server([repository_dir, bundle_dir], default_model="alpha", metrics_port=None) as srv:
         with grpc.insecure_channel(srv.address) as channel:
             yield pb_grpc.InferenceStub(channel)
 
@@ -37,7 +38,8 @@ def alpha2(repository_dir):
 
 def test_lists_every_model_and_version(repo_stub):
     reply = repo_stub.ListModels(pb.ListModelsRequest(), timeout=30)
-    assert [(m.name, m.version) for m in reply.models] == [("alpha", "1"), ("alpha", "2"), ("beta", "7")]
+    assert [(m.name, m.version) for m in reply.models] == [("alpha", "1"), ("alpha", "2"), ("beta", "7"),
+                                                            ("synthetic", "1")]
     assert (reply.default_model.name, reply.default_model.version) == ("alpha", "2")
 
 
