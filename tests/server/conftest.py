@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import grpc
-import numpy as np
-import onnxruntime as ort
 import pytest
+from server_test_helpers import Remote
 
 from agilenn.models.bundle import load_bundle
 from agilenn.models.synthetic import make_random_bundle
 from agilenn.server.testing import running_server
-from agilenn.v1 import inference_pb2 as pb
 from agilenn.v1 import inference_pb2_grpc as pb_grpc
 
 
@@ -35,24 +33,6 @@ def repository_dir(tmp_path_factory):
     return root
 
 
-class Remote:
-    """The remote ONNX model run directly, the reference the server's answers are checked against."""
-
-    def __init__(self, bundle):
-        self.bundle = bundle
-        self.codec = bundle.codec()
-        self.session = ort.InferenceSession(str(bundle.onnx_path("remote")), providers=["CPUExecutionProvider"])
-
-    def payload(self, seed: int, channels_sent=None, coder=None) -> bytes:
-        rng = np.random.default_rng(seed)
-        features = rng.uniform(0, 2, size=self.bundle.remote_feature_shape).astype(np.float32)
-        return self.codec.encode(features, coder=coder, channels_sent=channels_sent)
-
-    def logits(self, payload: bytes) -> np.ndarray:
-        features = self.codec.decode(payload).features
-        return self.session.run(["remote_logits"], {"remote_features": features[None]})[0][0]
-
-
 @pytest.fixture(scope="session")
 def remote(bundle):
     return Remote(bundle)
@@ -69,8 +49,3 @@ def server(bundle_dir):
 def stub(server):
     with grpc.insecure_channel(server.address) as channel:
         yield pb_grpc.InferenceStub(channel)
-
-
-def logits_of(response: pb.InferResponse) -> np.ndarray:
-    assert response.WhichOneof("result") == "logits", response
-    return np.asarray(response.logits.values, dtype=np.float32)

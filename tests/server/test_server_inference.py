@@ -8,7 +8,7 @@ import urllib.request
 import grpc
 import numpy as np
 import pytest
-from conftest import logits_of
+from server_test_helpers import logits_of
 
 from agilenn.server.testing import running_server
 from agilenn.v1 import inference_pb2 as pb

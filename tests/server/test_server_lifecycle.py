@@ -12,7 +12,7 @@ import urllib.request
 
 import grpc
 import pytest
-from conftest import logits_of
+from server_test_helpers import logits_of
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
@@ -131,7 +131,7 @@ def test_no_arguments_serve_the_shipped_default_repository():
             RunningServer(None, metrics_port=None).start()
         assert "--model-dir" in str(info.value) and str(DEFAULT_REPOSITORY) in str(info.value)
         return
-    from conftest import Remote
+    from server_test_helpers import Remote
 
     from agilenn.models.model_repository import ModelRepository
 

@@ -10,7 +10,7 @@ import grpc
 import numpy as np
 import onnxruntime as ort
 import pytest
-from conftest import Remote, logits_of
+from server_test_helpers import Remote, logits_of
 
 from agilenn.models.bundle import load_bundle
 from agilenn.server.testing import running_server

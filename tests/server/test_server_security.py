@@ -7,7 +7,7 @@ import subprocess
 
 import grpc
 import pytest
-from conftest import logits_of
+from server_test_helpers import logits_of
 
 from agilenn.server.testing import running_server
 from agilenn.v1 import inference_pb2 as pb
