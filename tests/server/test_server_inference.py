@@ -201,3 +201,18 @@ def test_metrics_endpoint(stub, server, remote):
                  "agilenn_compute_duration_seconds_bucket", "agilenn_batch_size_bucket",
                  "agilenn_request_payload_bytes_bucket", "agilenn_decode_duration_seconds_bucket"):
         assert f'{name}{{le="' in text or f"{name}{{" in text, name
+
+
+def test_a_full_queue_is_resource_exhausted_and_the_stream_carries_on(bundle_dir, remote):
+    # Three requests wait out a 2 s batching delay; the queue holds three, so the next two are refused.
+    with running_server(bundle_dir, max_batch_size=64, max_queue_delay_us=2_000_000, max_queue_size=3,
+                        metrics_port=None) as srv, grpc.insecure_channel(srv.address) as channel:
+        payloads = [remote.payload(seed=i) for i in range(5)]
+        replies = list(pb_grpc.InferenceStub(channel).InferStream(
+            iter([pb.InferRequest(request_id=i, feature_payload=p) for i, p in enumerate(payloads)]), timeout=60))
+    assert [r.request_id for r in replies] == [0, 1, 2, 3, 4]
+    assert [r.WhichOneof("result") for r in replies] == ["logits"] * 3 + ["error"] * 2
+    assert {r.error.code for r in replies[3:]} == {pb.RESOURCE_EXHAUSTED}
+    assert "queue full" in replies[3].error.message
+    for r, p in zip(replies[:3], payloads):
+        np.testing.assert_allclose(logits_of(r), remote.logits(p), rtol=1e-5, atol=1e-6)
