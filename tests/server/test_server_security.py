@@ -117,3 +117,7 @@ def test_mutual_tls_with_token(bundle_dir, remote, pki, token_file):
         with channel:
             assert _infer(stub, remote) == grpc.StatusCode.UNAUTHENTICATED
             assert len(_infer(stub, remote, GOOD)) == 10
+        from agilenn.server.healthcheck import check
+        assert check(srv.address, ca=pki / "ca.pem", client_cert=pki / "client.pem", client_key=pki / "client.key",
+                     server_name="localhost") == "SERVING"
+        assert check(srv.address, ca=pki / "ca.pem") != "SERVING"  # no client certificate
