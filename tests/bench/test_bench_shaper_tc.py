@@ -39,3 +39,29 @@ def test_namespace_is_removed_when_the_body_fails():
     assert shaper.ns not in _namespaces()
     assert not any(line.startswith(shaper.ns) for line in _namespaces().splitlines())
     assert NS_PREFIX in shaper.ns
+
+
+def test_server_in_the_namespace_answers_the_agent_through_the_shaped_path(tmp_path):
+    from agilenn.benchmarks.links import LinkProfile
+    from agilenn.benchmarks.schemes import AgentClient
+    from agilenn.benchmarks.testbed import Testbed
+    from agilenn.models import load_bundle
+    from agilenn.models.synthetic import make_random_bundle
+    from agilenn.training.datasets import load_dataset
+
+    bundle = load_bundle(make_random_bundle(tmp_path / "b"))
+    image = load_dataset("fashion-mnist", "test").images[0]
+    with Testbed([bundle.path], shaper="tc") as bed:
+        ns = bed.tc.ns
+        assert bed.server.address.startswith("10.77.")
+        with bed.link(LinkProfile("t", 1000, 1)) as session:
+            client = AgentClient(bundle, session.address, "ans", None)
+            try:
+                result = client.infer(image)
+            finally:
+                client.close()
+            stats = session.stats()
+        assert not result.degraded and result.payload_bytes > 0
+        assert stats["bytes_up"] > result.payload_bytes  # the request and its framing crossed the relay
+        assert "1Mbit" in bed.tc.qdisc()
+    assert ns not in _namespaces()
