@@ -31,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=d.port, help="gRPC port (default %(default)s; 0: any free port)")
     p.add_argument("--metrics-port", type=int, default=None,
                    help="serve Prometheus metrics over HTTP on this port (default: off; 0: any free port)")
+    p.add_argument("--metrics-host", default=d.metrics_host, help="address of the metrics endpoint (default %(default)s)")
     g = p.add_argument_group("batching")
     g.add_argument("--max-batch-size", type=int, default=d.max_batch_size,
                    help="requests per ONNX run at most; 1 turns batching off (default %(default)s)")
@@ -65,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
 def options_from_args(args: argparse.Namespace) -> ServerOptions:
     return ServerOptions(
         model_dirs=list(args.model_dir), default_model=args.default_model, host=args.host, port=args.port,
-        metrics_port=args.metrics_port, max_batch_size=1 if args.no_batching else args.max_batch_size,
+        metrics_port=args.metrics_port, metrics_host=args.metrics_host, max_batch_size=1 if args.no_batching else args.max_batch_size,
         max_queue_delay_us=args.max_queue_delay_us, max_queue_size=args.max_queue_size,
         max_request_bytes=args.max_request_bytes, onnx_threads=args.onnx_threads, stream_window=args.stream_window,
         tls_cert=args.tls_cert, tls_key=args.tls_key, tls_client_ca=args.tls_client_ca,
