@@ -17,6 +17,7 @@ namespaces left behind by runs that were killed are removed at the next start.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
@@ -32,13 +33,25 @@ def _run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return subprocess.run(list(args), check=check, capture_output=True, text=True)
 
 
+@functools.lru_cache(maxsize=1)
 def unavailable_reason() -> str | None:
-    """Why the tc shaper cannot run here, or None if it can."""
+    """Why the tc shaper cannot run here, or None if it can (probed once, in a throwaway namespace:
+    root alone is not enough in a container without CAP_NET_ADMIN or without the tbf module)."""
     if os.geteuid() != 0:
         return "needs root (network namespaces and tc)"
     for tool in ("ip", "tc"):
         if shutil.which(tool) is None:
             return f"'{tool}' is not installed (iproute2)"
+    probe = f"{NS_PREFIX}probe-{os.getpid()}"
+    try:
+        for step in (["ip", "netns", "add", probe],
+                     ["tc", "-n", probe, "qdisc", "add", "dev", "lo", "root", "tbf", "rate", "1mbit", "burst",
+                      str(BURST_BYTES), "limit", "10000"]):
+            result = _run(*step, check=False)
+            if result.returncode != 0:
+                return f"'{' '.join(step[:3])}' failed: {result.stderr.strip() or result.returncode}"
+    finally:
+        _run("ip", "netns", "del", probe, check=False)
     return None
 
 
