@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import platform
 import sys
 import time
@@ -71,7 +72,7 @@ def _log(cfg: Config, msg: str) -> None:
         print(f"[latency] {msg}", file=sys.stderr, flush=True)
 
 
-def _run_pass(scheme: Scheme, address: str | None, images, stats=None) -> Pass:
+def _run_pass(scheme: Scheme, link: LinkProfile | None, address: str | None, images, stats=None) -> Pass:
     client = scheme.client(address)
     try:
         for image in images[:WARMUP]:
@@ -84,12 +85,13 @@ def _run_pass(scheme: Scheme, address: str | None, images, stats=None) -> Pass:
     finally:
         client.close()
     wire = {k: after[k] - before[k] for k in after} if stats else {}
-    return Pass(scheme, None, samples, wire, wall)
+    return Pass(scheme, link, samples, wire, wall)
 
 
 def run(cfg: Config) -> dict:
     """Measure everything; returns the results document (see report.write_results)."""
     started = time.time()
+    load_before = os.getloadavg()
     passes: list[Pass] = []
     schemes = [_with_budget(s, cfg) for s in cfg.schemes]
     with Testbed(cfg.bundle_dirs, cfg.shaper) as bed:
@@ -103,14 +105,13 @@ def run(cfg: Config) -> dict:
                 for scheme in schemes:
                     if not scheme.uses_link:
                         continue
-                    p = _run_pass(scheme, session.address, cfg.images, session.stats)
-                    p.link = link
+                    p = _run_pass(scheme, link, session.address, cfg.images, session.stats)
                     passes.append(p)
                     _log(cfg, f"{link.name} {scheme.name}: {len(p.samples)} images in {p.wall_s:.1f} s")
         description = bed.describe()
     for scheme in schemes:
         if not scheme.uses_link:
-            p = _run_pass(scheme, None, cfg.images)
+            p = _run_pass(scheme, None, None, cfg.images)
             passes.append(p)
             _log(cfg, f"{scheme.name}: {len(p.samples)} images in {p.wall_s:.1f} s")
 
@@ -122,7 +123,9 @@ def run(cfg: Config) -> dict:
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "command": cfg.command,
         "duration_s": round(time.time() - started, 1),
-        "host": {"machine": platform.machine(), "python": platform.python_version(), "cpus": _cpus()},
+        # the machine may be shared: the load average says how much else ran
+        "host": {"machine": platform.machine(), "python": platform.python_version(), "cpus": _cpus(),
+                 "loadavg_1m_start": round(load_before[0], 2), "loadavg_1m_end": round(os.getloadavg()[0], 2)},
         "dataset": cfg.dataset,
         "images": int(len(cfg.images)),
         "shaper": description,
@@ -139,8 +142,6 @@ def run(cfg: Config) -> dict:
 
 
 def _cpus() -> int:
-    import os
-
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 

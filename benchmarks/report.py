@@ -59,7 +59,8 @@ def markdown(doc: dict, base: str = "latency") -> str:
         "",
         f"Command: `{doc['command']}`  ",
         f"{doc['images']} images ({doc['dataset']}), {doc['duration_s']} s, host {doc['host']['machine']} with "
-        f"{doc['host']['cpus']} CPUs, MCU model {doc['mcu']['chip']} at "
+        f"{doc['host']['cpus']} CPUs (1-min load average {doc['host']['loadavg_1m_start']} at the start, "
+        f"{doc['host']['loadavg_1m_end']} at the end), MCU model {doc['mcu']['chip']} at "
         f"{', '.join(str(m) for m in doc['mcu']['mhz'])} MHz.  ",
         f"Shaper: **{shaper['shaper']}**"
         + (f" (namespace {shaper['namespace']}, veth MTU {shaper['mtu']}, tbf burst {shaper['tbf_burst_bytes']} B; "
