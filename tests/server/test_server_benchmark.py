@@ -1,0 +1,18 @@
+"""The load benchmark runs (tiny: one point per config, a fraction of a second; no timing checks)."""
+
+from __future__ import annotations
+
+import json
+
+from agilenn.benchmarks.server_load import main
+
+
+def test_server_load_benchmark_smoke(bundle_dir, tmp_path, capsys):
+    out = tmp_path / "load.json"
+    assert main(["--model-dir", str(bundle_dir), "--streams", "4", "--duration", "0.3", "--warmup", "0.1",
+                 "--out", str(out), "--markdown"]) == 0
+    report = json.loads(out.read_text())
+    assert [(r["config"], r["streams"]) for r in report["results"]] == [("batching", 4), ("no-batching", 4)]
+    for r in report["results"]:
+        assert r["errors"] == 0 and r["requests"] > 0 and r["p99_ms"] >= r["p50_ms"] > 0
+    assert "| batching | 4 |" in capsys.readouterr().out
