@@ -183,12 +183,14 @@ class InferenceServicer(pb_grpc.InferenceServicer):
     # --- RPCs -------------------------------------------------------------------------------
     async def Infer(self, request, context):
         arrival = time.perf_counter()
-        p = self._start(request, self._deadline(request, arrival, self._rpc_deadline(context)), arrival)
+        deadline = self._deadline(request, arrival, self._rpc_deadline(context))
+        p = self._start(request, deadline, arrival)
         self._enter()
         try:
             resp = await self._finish(p)
-        except asyncio.CancelledError:  # the client went away or its deadline passed
-            (p.metrics or self._unknown).count("CANCELLED")
+        except asyncio.CancelledError:  # gRPC cancels the handler when the client goes or its deadline passes
+            expired = deadline is not None and time.perf_counter() >= deadline
+            (p.metrics or self._unknown).count("DEADLINE_EXCEEDED" if expired else "CANCELLED")
             raise
         finally:
             self._leave()
