@@ -78,7 +78,7 @@ def read_idx(path: Path) -> np.ndarray:
         raise ValueError(f"{path}: not an unsigned-byte IDX file")
     dims = struct.unpack(">" + "I" * ndim, raw[4:4 + 4 * ndim])
     data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
-    return data.reshape(dims)
+    return data.reshape(dims).copy()  # writable, detached from the file buffer
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:

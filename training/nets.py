@@ -26,6 +26,12 @@ class ArchConfig:
     body_width: int = 64      # width of the body (evaluator / remote NN)
     local_width: int = 32     # width of the local predictor's pointwise conv
     centroids: int = 4        # L: quantizer levels
+    input_hw: tuple = (28, 28)
+
+    @property
+    def feature_hw(self) -> tuple[int, int]:
+        h, w = (self.input_hw[0] + 1) // 2, (self.input_hw[1] + 1) // 2
+        return ((h + 1) // 2, (w + 1) // 2) if self.stride == 4 else (h, w)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -111,8 +117,9 @@ class ReferenceNN(nn.Module):
         self.stem = Stem(cfg)
         self.body = Body(cfg.channels, cfg)
 
-    def forward(self, x):
-        return self.body(self.stem(x))
+    def forward(self, x, feature_mask: torch.Tensor | None = None):
+        f = self.stem(x)
+        return self.body(f if feature_mask is None else f * feature_mask)
 
 
 class LocalPredictor(nn.Module):
@@ -126,11 +133,12 @@ class LocalPredictor(nn.Module):
         self.dw1 = conv_bn(k, k, 3, groups=k)
         self.pw1 = conv_bn(k, w, 1)
         self.dw2 = conv_bn(w, w, 3, stride=2, groups=w)
-        self.pool = nn.AdaptiveAvgPool2d(4)  # identity at 7x7 features after the strided dw (-> 4x4)
-        self.fc = nn.Linear(w * 16, cfg.num_classes)
+        h, wd = cfg.feature_hw
+        # flatten, not global pooling: where a garment's parts are matters for a head this small
+        self.fc = nn.Linear(w * ((h + 1) // 2) * ((wd + 1) // 2), cfg.num_classes)
 
     def forward(self, f_local):
-        x = self.pool(self.dw2(self.pw1(self.dw1(f_local))))
+        x = self.dw2(self.pw1(self.dw1(f_local)))
         return self.fc(torch.flatten(x, 1))
 
 
@@ -179,16 +187,15 @@ class AgileNN(nn.Module):
     def alpha(self) -> torch.Tensor:
         return torch.softmax(self.alpha_logits, 0)[0]
 
-    def forward(self, x, keep_remote: int | None = None):
+    def forward(self, x, remote_mask: torch.Tensor | None = None):
+        """remote_mask: [N or 1, C-k, 1, 1] of 0/1; zeroed channels are ones the sender truncated
+        (the receiver zero-fills them), see :func:`prefix_mask` / :func:`nested_dropout_mask`."""
         f = self.extractor(x)
         k = self.cfg.k
         local_logits = self.local(f[:, :k])
         q, soft_p = self.quantizer(f[:, k:])
-        if keep_remote is not None and keep_remote < q.shape[1]:
-            # the sender truncated trailing remote channels; the receiver zero-fills them
-            mask = torch.zeros(1, q.shape[1], 1, 1, device=q.device)
-            mask[:, :keep_remote] = 1.0
-            q = q * mask
+        if remote_mask is not None:
+            q = q * remote_mask
         remote_logits = self.remote(q)
         a = self.alpha
         merged = a * local_logits + (1 - a) * remote_logits
@@ -205,3 +212,8 @@ def nested_dropout_mask(batch: int, channels: int, p_full: float, device=None) -
     keep = torch.where(torch.rand(batch, device=device) < p_full, torch.full_like(keep, channels), keep)
     ar = torch.arange(channels, device=device)
     return (ar[None, :] < keep[:, None]).float()[:, :, None, None]
+
+
+def prefix_mask(keep: int, channels: int, device=None) -> torch.Tensor:
+    """[1, channels, 1, 1] mask keeping the first ``keep`` remote channels."""
+    return (torch.arange(channels, device=device) < keep).float().view(1, channels, 1, 1)

@@ -1,0 +1,128 @@
+"""`agilenn-train`: dataset -> AgileNN bundle (reference NN, extractor, preselection, joint XAI
+training, export, report). Every stage checkpoints under --out; --resume picks up where it stopped.
+
+Example (the shipped Fashion-MNIST bundle is produced this way, see docs/training.md):
+    agilenn-train --dataset fashion-mnist --out runs/fmnist --bundle-dir models/repository/agilenn-fashion-mnist/1
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import shlex
+import sys
+
+from .datasets import DATASETS, DatasetNotFoundError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .trainer import TrainConfig
+    from .nets import ArchConfig
+
+    d, a = TrainConfig(), ArchConfig()
+    p = argparse.ArgumentParser(prog="agilenn-train", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    g = p.add_argument_group("data and run")
+    g.add_argument("--dataset", default=d.dataset, choices=DATASETS)
+    g.add_argument("--data-dir", default=None, help="dataset folder (default: the dataset's standard location)")
+    g.add_argument("--out", default=d.out, help="run directory: checkpoints, log, config")
+    g.add_argument("--bundle-dir", default=None, help="where to write the bundle (default: OUT/bundle)")
+    g.add_argument("--name", default=None, help="model name in the manifest (default: agilenn-DATASET)")
+    g.add_argument("--version", default=d.model_version, help="model version in the manifest")
+    g.add_argument("--resume", action="store_true", help="continue from the checkpoints in --out")
+    g.add_argument("--device", default=d.device, help="cpu or cuda")
+    g.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads")
+    g.add_argument("--seed", type=int, default=d.seed)
+    g.add_argument("--batch-size", type=int, default=d.batch_size)
+    g.add_argument("--train-subset", type=int, default=None, help="use only N training images (smoke runs)")
+    g.add_argument("--test-subset", type=int, default=None, help="use only N test images (smoke runs)")
+    g.add_argument("--epochs", type=int, default=None, help="set every stage's epochs at once (smoke runs)")
+    g = p.add_argument_group("architecture")
+    g.add_argument("--channels", type=int, default=a.channels, help="C, extractor output channels")
+    g.add_argument("--k", type=int, default=None, help="local channels (default round(0.2*C))")
+    g.add_argument("--stride", type=int, default=a.stride, choices=(2, 4), help="feature stride")
+    g.add_argument("--stem-width", type=int, default=a.stem_width)
+    g.add_argument("--body-width", type=int, default=a.body_width)
+    g.add_argument("--local-width", type=int, default=a.local_width)
+    g.add_argument("--centroids", type=int, default=a.centroids, help="quantizer levels L")
+    g = p.add_argument_group("stages")
+    g.add_argument("--ref-epochs", type=int, default=d.ref_epochs)
+    g.add_argument("--ref-lr", type=float, default=d.ref_lr)
+    g.add_argument("--ref-nested-p-full", type=float, default=d.ref_nested_p_full,
+                   help="reference NN: share of samples seeing all stem channels (the rest keep the first k "
+                        "plus a random prefix); 1 disables")
+    g.add_argument("--extractor-epochs", type=int, default=d.extractor_epochs)
+    g.add_argument("--extractor-lr", type=float, default=d.extractor_lr)
+    g.add_argument("--preselect", default=d.preselect, choices=("none", "global_importance", "topk_appearance"))
+    g.add_argument("--preselect-samples", type=int, default=d.preselect_samples)
+    g.add_argument("--joint-epochs", type=int, default=d.joint_epochs)
+    g.add_argument("--joint-lr", type=float, default=d.joint_lr)
+    g = p.add_argument_group("losses")
+    g.add_argument("--xai", default=d.xai, choices=("ig", "saliency"))
+    g.add_argument("--ig-steps", type=int, default=d.ig_steps, help="0: 2-point trapezoid; m>1: m-step Riemann")
+    g.add_argument("--rho", type=float, default=d.rho, help="skewness target of the hinge")
+    g.add_argument("--lam", type=float, default=d.lam, help="lambda: weight of CE vs the XAI losses")
+    g.add_argument("--aux-weight", type=float, default=d.aux_weight, help="extra CE on local-only and remote-only")
+    g.add_argument("--eval-ce-weight", type=float, default=d.eval_ce_weight,
+                   help="CE of the frozen evaluator on the extractor's features")
+    g.add_argument("--rate-weight", type=float, default=d.rate_weight, help="weight of the soft-assignment entropy")
+    g.add_argument("--nested-p-full", type=float, default=d.nested_p_full,
+                   help="nested dropout: share of samples that keep every remote channel")
+    g.add_argument("--no-flip", action="store_true", help="no horizontal-flip augmentation (digits)")
+    return p
+
+
+def config_from_args(args):
+    from .nets import ArchConfig
+    from .trainer import TrainConfig
+
+    k = args.k if args.k is not None else max(1, round(0.2 * args.channels))
+    arch = ArchConfig(channels=args.channels, k=k, stem_width=args.stem_width, stride=args.stride,
+                      body_width=args.body_width, local_width=args.local_width, centroids=args.centroids)
+    epochs = {}
+    if args.epochs is not None:
+        epochs = {"ref_epochs": args.epochs, "extractor_epochs": args.epochs, "joint_epochs": args.epochs}
+    kw = dict(dataset=args.dataset, data_dir=args.data_dir, out=args.out, device=args.device, seed=args.seed,
+              threads=args.threads, batch_size=args.batch_size, train_subset=args.train_subset,
+              test_subset=args.test_subset, ref_epochs=args.ref_epochs, ref_lr=args.ref_lr,
+              ref_nested_p_full=args.ref_nested_p_full,
+              extractor_epochs=args.extractor_epochs, extractor_lr=args.extractor_lr, preselect=args.preselect,
+              preselect_samples=args.preselect_samples, joint_epochs=args.joint_epochs, joint_lr=args.joint_lr,
+              xai=args.xai, ig_steps=args.ig_steps, rho=args.rho, lam=args.lam, aux_weight=args.aux_weight,
+              eval_ce_weight=args.eval_ce_weight, rate_weight=args.rate_weight, nested_p_full=args.nested_p_full,
+              flip=not args.no_flip and args.dataset != "svhn", arch=arch,
+              model_name=args.name or f"agilenn-{args.dataset}", model_version=args.version)
+    kw.update(epochs)
+    return TrainConfig(**kw)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        import torch  # noqa: F401
+        import tqdm  # noqa: F401
+    except ImportError as exc:
+        print(f"agilenn-train needs the [train] extra ({exc.name} missing): pip install 'agilenn[train]'",
+              file=sys.stderr)
+        return 2
+    from pathlib import Path
+
+    from .trainer import run_all
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    cfg = config_from_args(args)
+    Path(cfg.out).mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S",
+                        handlers=[logging.StreamHandler(), logging.FileHandler(Path(cfg.out) / "train.log")],
+                        force=True)
+    command = shlex.join(["agilenn-train", *argv])
+    try:
+        bundle = run_all(cfg, resume=args.resume, command=command, bundle_dir=args.bundle_dir)
+    except DatasetNotFoundError as exc:
+        print(f"agilenn-train: {exc}", file=sys.stderr)
+        return 2
+    print(bundle)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""Write the bundle: device.onnx, remote.onnx, reference.onnx and manifest.json (docs/bundle.md)."""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from .costs import device_cost
+from .data import SCALE
+
+OPSET = 17
+
+
+class DevicePart(nn.Module):
+    """image -> (local_logits, remote_features before quantization)."""
+
+    def __init__(self, extractor: nn.Module, local: nn.Module, k: int):
+        super().__init__()
+        self.extractor, self.local, self.k = extractor, local, k
+
+    def forward(self, image):
+        f = self.extractor(image)
+        return self.local(f[:, :self.k]), f[:, self.k:]
+
+
+def _export(module: nn.Module, example, path: Path, inputs: list[str], outputs: list[str]) -> None:
+    module = module.eval()
+    axes = {n: {0: "N"} for n in inputs + outputs}
+    kwargs = dict(input_names=inputs, output_names=outputs, dynamic_axes=axes, opset_version=OPSET)
+    try:
+        torch.onnx.export(module, (example,), str(path), dynamo=False, **kwargs)
+    except TypeError:  # an older torch without the dynamo switch
+        torch.onnx.export(module, (example,), str(path), **kwargs)
+
+
+@torch.no_grad()
+def symbol_probabilities(model, x: torch.Tensor, centroids: np.ndarray, batch_size: int = 1000) -> np.ndarray:
+    """Per remote channel, how often each centroid index occurs on ``x`` (the training set),
+    quantized exactly as the codec does (nearest centroid in numpy). Add-one smoothing keeps every
+    symbol encodable."""
+    from agilenn.codec import quantize
+
+    model.eval()
+    k, L = model.cfg.k, len(centroids)
+    counts = None
+    for i in range(0, x.shape[0], batch_size):
+        f = model.extractor(x[i:i + batch_size])[:, k:].cpu().numpy()
+        idx = quantize(f, centroids)  # [n, R, h, w]
+        c = np.stack([np.bincount(idx[:, ch].reshape(-1), minlength=L) for ch in range(idx.shape[1])])
+        counts = c if counts is None else counts + c
+    counts = counts.astype(np.float64) + 1.0
+    return counts / counts.sum(1, keepdims=True)
+
+
+def export_bundle(run, ref, model, bundle_dir: Path, command: str) -> dict:
+    from agilenn.models.bundle import write_manifest
+
+    cfg, a = run.cfg, run.cfg.arch
+    bundle_dir = Path(bundle_dir)
+    bundle_dir.mkdir(parents=True, exist_ok=True)
+    model = model.cpu().eval()
+    ref = ref.cpu().eval()
+    c_in, (h, w) = a.in_channels, a.input_hw
+    fh, fw = a.feature_hw
+    R = a.channels - a.k
+    img = torch.zeros(2, c_in, h, w)
+    device_part = DevicePart(model.extractor, model.local, a.k).eval()
+    _export(device_part, img, bundle_dir / "device.onnx", ["image"], ["local_logits", "remote_features"])
+    _export(model.remote, torch.zeros(2, R, fh, fw), bundle_dir / "remote.onnx", ["remote_features"], ["remote_logits"])
+    _export(ref, img, bundle_dir / "reference.onnx", ["image"], ["logits"])
+
+    centroids = model.quantizer.sorted_centroids().numpy().astype(np.float32)
+    probs = symbol_probabilities(model, run.x_train, centroids)
+    cost = device_cost(device_part, (c_in, h, w), held_bytes=R * fh * fw)
+    manifest = {
+        "format": "agilenn-bundle",
+        "format_version": 1,
+        "model": {"name": cfg.model_name, "version": cfg.model_version},
+        "dataset": cfg.dataset,
+        "created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
+        "command": command,
+        "input": {"shape": [c_in, h, w], "scale": SCALE, "mean": run.mean, "std": run.std},
+        "classes": list(run.classes),
+        "features": {"channels": a.channels, "k": a.k, "height": fh, "width": fw},
+        "quantizer": {"centroids": [float(c) for c in centroids]},
+        # float32 -> float: bundle.merge() casts back to float32, reproducing training exactly
+        "alpha": float(model.alpha.detach().float().item()),
+        "coder": {"default": "ans", "zstd_level": 19, "symbol_probabilities": probs.round(8).tolist()},
+        "files": {"device": "device.onnx", "remote": "remote.onnx", "reference": "reference.onnx"},
+        "metrics": {},
+        "device_cost": cost,
+        "training": {"config": cfg.to_dict()},
+    }
+    # re-normalise after rounding so each row sums to 1 in the JSON
+    p = np.asarray(manifest["coder"]["symbol_probabilities"])
+    manifest["coder"]["symbol_probabilities"] = (p / p.sum(1, keepdims=True)).tolist()
+    write_manifest(bundle_dir, manifest)
+    return manifest
+
+
+def update_manifest_metrics(bundle_dir: Path, metrics: dict) -> None:
+    from agilenn.models.bundle import write_manifest
+
+    path = Path(bundle_dir) / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["metrics"] = metrics
+    write_manifest(bundle_dir, manifest)

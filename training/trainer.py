@@ -1,0 +1,421 @@
+"""The offline training stages. Each stage checkpoints after every epoch under <out>/ckpt/ and is
+skipped (or resumed mid-way) on ``--resume``.
+
+1 reference   train stem+body on the dataset; the body alone becomes the frozen evaluator
+2 extractor   extractor := reference stem, fine-tuned so the frozen evaluator classifies its features
+3 preselect   Algorithm 1: reorder extractor channels by importance
+4 joint       extractor + local predictor + quantizer + remote NN + alpha, with the XAI losses and
+              nested channel dropout on the (importance-ordered) remote channels
+"""
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from . import data as D
+from .datasets import load_dataset
+from .nets import AgileNN, ArchConfig, ReferenceNN, nested_dropout_mask, prefix_mask
+from .preselect import channel_order, measure_channel_importance
+from .xai import ZeroBaselineGrad, channel_importance, disorder_loss, importance, skewness, skewness_loss
+
+log = logging.getLogger("agilenn.training")
+
+
+@dataclass
+class TrainConfig:
+    dataset: str = "fashion-mnist"
+    model_name: str = "agilenn-fashion-mnist"
+    model_version: str = "1"
+    data_dir: str | None = None
+    out: str = "runs/agilenn"
+    device: str = "cpu"
+    seed: int = 0
+    threads: int = 2
+    batch_size: int = 128
+    train_subset: int | None = None
+    test_subset: int | None = None
+    # stage 1
+    ref_epochs: int = 15
+    ref_lr: float = 0.1
+    ref_nested_p_full: float = 0.1  # reference NN: share of samples that see all C stem channels
+    # stage 2
+    extractor_epochs: int = 1
+    extractor_lr: float = 1e-3
+    # stage 3
+    preselect: str = "topk_appearance"
+    preselect_samples: int = 5000
+    # stage 4/5
+    joint_epochs: int = 15
+    joint_lr: float = 3e-3
+    xai: str = "ig"
+    ig_steps: int = 0          # 0: the official 2-point trapezoid
+    rho: float = 0.8
+    lam: float = 0.8
+    aux_weight: float = 0.5    # extra CE on local-only and remote-only logits (both must work alone)
+    eval_ce_weight: float = 0.25  # keep the frozen evaluator accurate on the extractor's features
+    rate_weight: float = 0.5   # entropy (bits/symbol) of the soft assignments
+    nested_p_full: float = 0.5  # nested dropout: share of samples that keep every remote channel
+    flip: bool = True
+    arch: ArchConfig = field(default_factory=ArchConfig)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["arch"] = self.arch.to_dict()
+        return d
+
+
+class Run:
+    """Everything the stages share: config, data tensors, checkpoint paths, device."""
+
+    def __init__(self, cfg: TrainConfig, resume: bool = False):
+        self.cfg, self.resume = cfg, resume
+        torch.manual_seed(cfg.seed)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.dev = torch.device(cfg.device)
+        self.out = Path(cfg.out)
+        self.ckpt_dir = self.out / "ckpt"
+        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        train = load_dataset(cfg.dataset, "train", cfg.data_dir).subset(cfg.train_subset, cfg.seed)
+        test = load_dataset(cfg.dataset, "test", cfg.data_dir).subset(cfg.test_subset, cfg.seed)
+        self.classes = train.classes
+        self.mean, self.std = D.channel_stats(train)
+        self.x_train, self.y_train = D.to_tensor(train, self.mean, self.std)
+        self.x_test, self.y_test = D.to_tensor(test, self.mean, self.std)
+        self.train_raw, self.test_raw = train, test
+        c, h, w = train.shape_chw
+        cfg.arch.in_channels, cfg.arch.input_hw = c, (h, w)
+        cfg.arch.num_classes = len(self.classes)
+        self.gen = torch.Generator().manual_seed(cfg.seed)
+
+    # --- helpers ----------------------------------------------------------------------------
+    def ckpt(self, stage: str) -> Path:
+        return self.ckpt_dir / f"{stage}.pt"
+
+    def load(self, stage: str):
+        p = self.ckpt(stage)
+        return torch.load(p, map_location="cpu", weights_only=False) if (self.resume and p.exists()) else None
+
+    def save(self, stage: str, state: dict) -> None:
+        tmp = self.ckpt(stage).with_suffix(".tmp")
+        torch.save(state, tmp)
+        tmp.replace(self.ckpt(stage))
+
+    def train_batches(self):
+        for xb, yb in D.batches(self.x_train, self.y_train, self.cfg.batch_size, True, self.gen):
+            yield D.augment(xb, flip=self.cfg.flip, gen=self.gen).to(self.dev), yb.to(self.dev)
+
+    def steps_per_epoch(self) -> int:
+        return math.ceil(self.x_train.shape[0] / self.cfg.batch_size)
+
+    @torch.no_grad()
+    def accuracy(self, fn, x=None, y=None, batch_size: int = 1000) -> float:
+        x = self.x_test if x is None else x
+        y = self.y_test if y is None else y
+        correct = 0
+        for i in range(0, x.shape[0], batch_size):
+            correct += (fn(x[i:i + batch_size].to(self.dev)).argmax(1).cpu() == y[i:i + batch_size]).sum().item()
+        return correct / max(1, x.shape[0])
+
+
+def _freeze(m: nn.Module) -> nn.Module:
+    m.eval()
+    for p in m.parameters():
+        p.requires_grad_(False)
+    return m
+
+
+def _bar(run: Run, stage: str, epoch: int, epochs: int):
+    return tqdm(run.train_batches(), total=run.steps_per_epoch(), desc=f"{stage} {epoch + 1}/{epochs}",
+                leave=False, mininterval=5.0, disable=None)
+
+
+# ================================================================= stage 1: reference NN
+
+def train_reference(run: Run) -> ReferenceNN:
+    cfg = run.cfg
+    model = ReferenceNN(cfg.arch).to(run.dev)
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.ref_lr, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    total = max(1, cfg.ref_epochs * run.steps_per_epoch())
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.ref_lr, total_steps=total, pct_start=0.25)
+    start = 0
+    st = run.load("reference")
+    if st is not None:
+        model.load_state_dict(st["model"])
+        if st.get("done"):
+            log.info("reference: resumed finished stage (test acc %.4f)", st["test_acc"])
+            return model
+        opt.load_state_dict(st["opt"]); sched.load_state_dict(st["sched"]); start = st["epoch"]
+        log.info("reference: resuming at epoch %d", start + 1)
+    acc = run.accuracy(model.eval()) if cfg.ref_epochs == 0 else 0.0
+    for epoch in range(start, cfg.ref_epochs):
+        model.train()
+        t0, tot, n = time.time(), 0.0, 0
+        for xb, yb in _bar(run, "reference", epoch, cfg.ref_epochs):
+            loss = F.cross_entropy(model(xb, ref_feature_mask(len(yb), cfg.arch, cfg.ref_nested_p_full, run.dev)), yb)
+            opt.zero_grad(set_to_none=True); loss.backward(); opt.step(); sched.step()
+            tot += loss.item() * len(yb); n += len(yb)
+        acc = run.accuracy(model.eval())
+        log.info("reference epoch %d/%d  loss %.4f  test_acc %.4f  (%.0fs)", epoch + 1, cfg.ref_epochs,
+                 tot / max(1, n), acc, time.time() - t0)
+        run.save("reference", {"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+                               "epoch": epoch + 1, "done": False, "test_acc": acc})
+    run.save("reference", {"model": model.state_dict(), "epoch": cfg.ref_epochs, "done": True, "test_acc": acc})
+    return model.eval()
+
+
+def ref_feature_mask(batch: int, a: ArchConfig, p_full: float, device) -> torch.Tensor | None:
+    """Nested dropout on the reference's stem channels: the first k always survive, the rest are cut
+    to a random prefix. The body thus learns to lean on channels in order of their index, so the
+    evaluator's importance is already skewed towards the first k (the local ones) and ordered among
+    the remote ones before joint training starts, and the local channels carry a self-sufficient
+    summary of the image (what the local predictor needs)."""
+    if p_full >= 1.0:
+        return None
+    rest = nested_dropout_mask(batch, a.channels - a.k + 1, p_full, device)[:, :-1]  # 0..C-k remote kept
+    return torch.cat([torch.ones(batch, a.k, 1, 1, device=device), rest], 1)
+
+
+# ================================================================= stage 2: feature extractor
+
+def evaluator_accuracy(run: Run, extractor, evaluator, x=None, y=None) -> float:
+    extractor.eval()
+    return run.accuracy(lambda xb: evaluator(extractor(xb)), x, y)
+
+
+def train_extractor(run: Run, ref: ReferenceNN):
+    """Extractor pre-processing: start from the reference stem (so the frozen evaluator already reads
+    its features) and fine-tune it against the frozen evaluator."""
+    cfg = run.cfg
+    extractor = copy.deepcopy(ref.stem).to(run.dev)
+    evaluator = _freeze(copy.deepcopy(ref.body).to(run.dev))
+    st = run.load("extractor")
+    start = 0
+    opt = torch.optim.Adam(extractor.parameters(), lr=cfg.extractor_lr)
+    if st is not None:
+        extractor.load_state_dict(st["extractor"])
+        if st.get("done"):
+            log.info("extractor: resumed finished stage (evaluator acc %.4f)", st["eval_acc"])
+            return extractor, evaluator
+        opt.load_state_dict(st["opt"]); start = st["epoch"]
+    acc = evaluator_accuracy(run, extractor, evaluator)
+    log.info("extractor init from reference stem: evaluator acc on extractor features %.4f", acc)
+    for epoch in range(start, cfg.extractor_epochs):
+        for g in opt.param_groups:  # cosine within the stage
+            g["lr"] = cfg.extractor_lr
+        extractor.train()
+        t0, tot, n = time.time(), 0.0, 0
+        steps = run.steps_per_epoch()
+        for i, (xb, yb) in enumerate(_bar(run, "extractor", epoch, cfg.extractor_epochs)):
+            for g in opt.param_groups:
+                g["lr"] = cfg.extractor_lr * 0.5 * (1 + math.cos(math.pi * (epoch * steps + i) /
+                                                                 (cfg.extractor_epochs * steps)))
+            loss = F.cross_entropy(evaluator(extractor(xb)), yb)
+            opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
+            tot += loss.item() * len(yb); n += len(yb)
+        acc = evaluator_accuracy(run, extractor, evaluator)
+        log.info("extractor epoch %d/%d  loss %.4f  evaluator_acc_on_extractor %.4f  (%.0fs)", epoch + 1,
+                 cfg.extractor_epochs, tot / max(1, n), acc, time.time() - t0)
+        run.save("extractor", {"extractor": extractor.state_dict(), "opt": opt.state_dict(), "epoch": epoch + 1,
+                               "done": False, "eval_acc": acc})
+    run.save("extractor", {"extractor": extractor.state_dict(), "epoch": cfg.extractor_epochs, "done": True,
+                           "eval_acc": acc})
+    return extractor.eval(), evaluator
+
+
+# ================================================================= stage 3: preselection
+
+def run_preselect(run: Run, extractor, evaluator):
+    cfg = run.cfg
+    st = run.load("preselect")
+    if st is not None:
+        perm = st["perm"]
+        log.info("preselect: resumed, channel order %s", perm.tolist())
+    else:
+        n = min(cfg.preselect_samples, run.x_train.shape[0])
+        zg = ZeroBaselineGrad(evaluator, (cfg.arch.channels, *cfg.arch.feature_hw), cfg.arch.num_classes)
+        ci = measure_channel_importance(evaluator, extractor, run.x_train[:n].to(run.dev), run.y_train[:n].to(run.dev),
+                                        cfg.xai, cfg.ig_steps, zg)
+        perm = channel_order(ci.cpu(), cfg.arch.k, cfg.preselect)
+        before = skewness(ci, cfg.arch.k).mean().item()
+        after = skewness(ci[:, perm.to(ci.device)], cfg.arch.k).mean().item()
+        log.info("preselect (%s): skewness of first k=%d channels %.3f -> %.3f; order %s", cfg.preselect,
+                 cfg.arch.k, before, after, perm.tolist())
+        run.save("preselect", {"perm": perm, "skew_before": before, "skew_after": after})
+    # permute the extractor's outputs and the evaluator's inputs together: the evaluator's function
+    # is unchanged, only which channel sits where
+    extractor.permute_outputs(perm.to(run.dev))
+    evaluator.permute_inputs(perm.to(run.dev))
+    return perm
+
+
+# ================================================================= stage 4/5: joint training
+
+@torch.no_grad()
+def init_centroids(model: AgileNN, x: torch.Tensor) -> None:
+    """0 plus quantiles of the positive remote feature values: a sensible start for ReLU6 features."""
+    model.extractor.eval()
+    f = model.extractor(x)[:, model.cfg.k:].reshape(-1)
+    pos = f[f > 1e-3]
+    L = model.quantizer.centroids.numel()
+    if pos.numel() < L:
+        return
+    qs = torch.tensor([(i - 0.5) / (L - 1) for i in range(1, L)], device=pos.device)
+    vals = torch.quantile(pos[:200_000], qs)
+    model.quantizer.centroids.data = torch.cat([torch.zeros(1, device=pos.device), vals])
+
+
+def soft_rate_bits(soft_p: torch.Tensor) -> torch.Tensor:
+    """Entropy (bits/symbol) of each remote channel's batch-average soft assignment, averaged over
+    channels: a differentiable proxy for what the static per-channel ANS model will pay."""
+    p = soft_p.mean(dim=(0, 2, 3))  # [C-k, L]
+    return -(p * torch.log2(p + 1e-9)).sum(1).mean()
+
+
+def build_agilenn(cfg: TrainConfig, extractor, evaluator) -> AgileNN:
+    k = cfg.arch.k
+    return AgileNN(cfg.arch, copy.deepcopy(extractor), evaluator.sliced_copy(slice(k, None), cfg.arch))
+
+
+def train_joint(run: Run, extractor, evaluator) -> AgileNN:
+    cfg = run.cfg
+    a = cfg.arch
+    k, R = a.k, a.channels - a.k
+    model = build_agilenn(cfg, extractor, evaluator).to(run.dev)
+    for p in model.remote.parameters():  # the evaluator copy was frozen
+        p.requires_grad_(True)
+    init_centroids(model, run.x_train[:2000].to(run.dev))
+    pretrained = list(model.extractor.parameters()) + list(model.remote.parameters())
+    fresh = list(model.local.parameters()) + [model.quantizer.centroids, model.alpha_logits]
+    opt = torch.optim.AdamW([{"params": pretrained, "lr": cfg.joint_lr * 0.5, "base": cfg.joint_lr * 0.5},
+                             {"params": fresh, "lr": cfg.joint_lr * 2, "base": cfg.joint_lr * 2}],
+                            weight_decay=1e-4)
+    zg = ZeroBaselineGrad(evaluator, (a.channels, *a.feature_hw), a.num_classes)
+    start = 0
+    st = run.load("joint")
+    if st is not None:
+        model.load_state_dict(st["model"])
+        if st.get("done"):
+            log.info("joint: resumed finished stage (alpha %.4f)", model.alpha.item())
+            return model.eval()
+        opt.load_state_dict(st["opt"]); start = st["epoch"]
+        log.info("joint: resuming at epoch %d", start + 1)
+    steps = run.steps_per_epoch()
+    total = max(1, cfg.joint_epochs * steps)
+    for epoch in range(start, cfg.joint_epochs):
+        model.train()
+        t0 = time.time()
+        sums = {"loss": 0.0, "ce": 0.0, "skew_loss": 0.0, "disorder": 0.0, "rate": 0.0, "skew": 0.0,
+                "train_acc": 0.0, "eval_acc": 0.0}
+        n = 0
+        bar = _bar(run, "joint", epoch, cfg.joint_epochs)
+        for i, (xb, yb) in enumerate(bar):
+            t = (epoch * steps + i) / total
+            for g in opt.param_groups:  # short warm-up, then cosine to zero
+                g["lr"] = g["base"] * min(1.0, (epoch * steps + i + 1) / 100) * 0.5 * (1 + math.cos(math.pi * t))
+            mask = nested_dropout_mask(len(yb), R, cfg.nested_p_full, run.dev)
+            out = model(xb, remote_mask=mask)
+            I, ev_logits = importance(evaluator, out["features"], yb, cfg.xai, cfg.ig_steps, zg, create_graph=True)
+            ci = channel_importance(I)
+            ce = F.cross_entropy(out["merged"], yb)
+            ce = ce + cfg.aux_weight * (F.cross_entropy(out["local"], yb) + F.cross_entropy(out["remote"], yb))
+            ce = ce + cfg.eval_ce_weight * F.cross_entropy(ev_logits, yb)
+            l_skew, l_dis = skewness_loss(ci, k, cfg.rho), disorder_loss(ci, k)
+            rate = soft_rate_bits(out["soft_p"])
+            loss = cfg.lam * ce + (1 - cfg.lam) * (l_skew + l_dis) + cfg.rate_weight * rate
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            b = len(yb); n += b
+            with torch.no_grad():
+                for key, v in (("loss", loss), ("ce", ce), ("skew_loss", l_skew), ("disorder", l_dis), ("rate", rate)):
+                    sums[key] += v.item() * b
+                sums["skew"] += skewness(ci, k).sum().item()
+                sums["train_acc"] += (out["merged"].argmax(1) == yb).sum().item()
+                sums["eval_acc"] += (ev_logits.argmax(1) == yb).sum().item()
+            if i % 50 == 0 and hasattr(bar, "set_postfix"):
+                bar.set_postfix(loss=f"{loss.item():.3f}", skew=f"{skewness(ci, k).mean().item():.2f}")
+        m = {key: v / max(1, n) for key, v in sums.items()}
+        test = evaluate_split(run, model, evaluator, n_max=2000)
+        log.info("joint epoch %d/%d  loss %.4f ce %.4f L_skew %.4f L_dis %.4f rate %.3fb | train: skew %.3f acc %.4f "
+                 "evaluator_acc %.4f | test: combined %.4f local %.4f remote %.4f evaluator_on_extractor %.4f "
+                 "skew %.3f | alpha %.3f centroids %s (%.0fs)", epoch + 1, cfg.joint_epochs, m["loss"], m["ce"],
+                 m["skew_loss"], m["disorder"], m["rate"], m["skew"], m["train_acc"], m["eval_acc"],
+                 test["combined"], test["local"], test["remote"], test["evaluator"], test["skew"],
+                 model.alpha.item(), [round(c, 3) for c in model.quantizer.sorted_centroids().tolist()],
+                 time.time() - t0)
+        run.save("joint", {"model": model.state_dict(), "opt": opt.state_dict(), "epoch": epoch + 1,
+                           "done": False, "log": {**m, **{f"test_{a_}": v for a_, v in test.items()}}})
+    finalize_centroids(model)
+    run.save("joint", {"model": model.state_dict(), "epoch": cfg.joint_epochs, "done": True})
+    return model.eval()
+
+
+def finalize_centroids(model: AgileNN) -> None:
+    """Sort the learned centroids ascending (the codec's contract). Nearest-centroid assignment is
+    order-invariant, so this changes no prediction; exact duplicates are nudged apart."""
+    c = model.quantizer.sorted_centroids().clone()
+    for i in range(1, c.numel()):
+        if c[i] <= c[i - 1]:
+            c[i] = c[i - 1] + 1e-3
+    model.quantizer.centroids.data = c
+
+
+@torch.no_grad()
+def _hard_forward(model: AgileNN, xb, keep: int | None = None):
+    R = model.cfg.channels - model.cfg.k
+    mask = None if keep is None else prefix_mask(keep, R, xb.device)
+    return model(xb, remote_mask=mask)
+
+
+def evaluate_split(run: Run, model: AgileNN, evaluator, n_max: int | None = None, batch_size: int = 500) -> dict:
+    """Test-set accuracies (every remote channel sent) and mean skewness on up to n_max samples."""
+    model.eval()
+    x, y = run.x_test[:n_max], run.y_test[:n_max]
+    cor = {"combined": 0, "local": 0, "remote": 0, "evaluator": 0}
+    skew_sum = 0.0
+    zg = ZeroBaselineGrad(evaluator, (model.cfg.channels, *model.cfg.feature_hw), model.cfg.num_classes)
+    for i in range(0, x.shape[0], batch_size):
+        xb, yb = x[i:i + batch_size].to(run.dev), y[i:i + batch_size].to(run.dev)
+        out = _hard_forward(model, xb)
+        I, ev_logits = importance(evaluator, out["features"], yb, run.cfg.xai, run.cfg.ig_steps, zg)
+        skew_sum += skewness(channel_importance(I), model.cfg.k).sum().item()
+        for key, lg in (("combined", out["merged"]), ("local", out["local"]), ("remote", out["remote"]),
+                        ("evaluator", ev_logits)):
+            cor[key] += (lg.argmax(1) == yb).sum().item()
+    n = max(1, x.shape[0])
+    res = {key: v / n for key, v in cor.items()}
+    res["skew"] = skew_sum / n
+    model.train()
+    return res
+
+
+def run_all(cfg: TrainConfig, resume: bool = False, command: str = "", bundle_dir: str | None = None) -> Path:
+    """All stages, then export + report. Returns the bundle directory."""
+    from .export import export_bundle, update_manifest_metrics
+    from .report import write_report
+
+    run = Run(cfg, resume)
+    (run.out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
+    log.info("data: %s train %d test %d, input %s, features %dx%dx%d (k=%d)", cfg.dataset, len(run.y_train),
+             len(run.y_test), run.train_raw.shape_chw, cfg.arch.channels, *cfg.arch.feature_hw, cfg.arch.k)
+    ref = train_reference(run)
+    extractor, evaluator = train_extractor(run, ref)
+    perm = run_preselect(run, extractor, evaluator)
+    model = train_joint(run, extractor, evaluator)
+    bundle = Path(bundle_dir) if bundle_dir else run.out / "bundle"
+    manifest = export_bundle(run, ref, model, bundle, command)
+    metrics = write_report(run, ref, model, evaluator, bundle, manifest)
+    update_manifest_metrics(bundle, metrics)
+    log.info("bundle written to %s", bundle)
+    return bundle
