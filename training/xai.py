@@ -20,7 +20,7 @@ class ZeroBaselineGrad:
 
     def __init__(self, evaluator: nn.Module, feature_shape: tuple[int, int, int], num_classes: int):
         z = torch.zeros((num_classes, *feature_shape), requires_grad=True,
-                        device=next(evaluator.parameters()).device)
+                        device=next(evaluator.parameters(), torch.empty(0)).device)
         loss = F.cross_entropy(evaluator(z), torch.arange(num_classes, device=z.device), reduction="sum")
         (self.table,) = torch.autograd.grad(loss, z)  # [num_classes, C, H, W]
 

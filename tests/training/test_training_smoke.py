@@ -1,0 +1,113 @@
+"""End to end: agilenn-train on a few hundred tiny images, one epoch per stage, gives a bundle the
+runtime loads; its ONNX files reproduce the torch model; the manifest's alpha is training's alpha."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("tqdm")
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    from agilenn.training.cli import main
+
+    from conftest import write_fashion_mnist  # tests/training/conftest.py (rootdir-relative import)
+
+    root = tmp_path_factory.mktemp("train_smoke")
+    data = write_fashion_mnist(root / "data", n_train=300, n_test=100)
+    out = root / "run"
+    args = ["--data-dir", str(data), "--out", str(out), "--epochs", "1", "--preselect-samples", "100",
+            "--batch-size", "64", "--threads", "2", "--channels", "10", "--body-width", "16"]
+    assert main(args) == 0
+    return out, out / "bundle", args
+
+
+def _model_from_run(out):
+    from agilenn.training.nets import AgileNN, ArchConfig, Body, Stem
+
+    cfg = json.loads((out / "config.json").read_text())
+    arch = ArchConfig(**{**cfg["arch"], "input_hw": tuple(cfg["arch"]["input_hw"])})
+    model = AgileNN(arch, Stem(arch), Body(arch.channels - arch.k, arch))
+    model.load_state_dict(torch.load(out / "ckpt" / "joint.pt", weights_only=False)["model"])
+    return model.eval(), arch
+
+
+def test_bundle_loads_and_has_report(smoke_run):
+    from agilenn.models.bundle import load_bundle
+
+    out, bundle_dir, _ = smoke_run
+    b = load_bundle(bundle_dir)
+    m = b.manifest
+    assert m["dataset"] == "fashion-mnist" and m["command"].startswith("agilenn-train ")
+    assert m["features"] == {"channels": 10, "k": 2, "height": 7, "width": 7}
+    p = np.asarray(m["coder"]["symbol_probabilities"])
+    assert p.shape == (8, 4) and np.allclose(p.sum(1), 1.0)
+    for key in ("reference_accuracy", "combined_accuracy", "local_accuracy", "remote_accuracy", "skewness_mean",
+                "skewness_frac_ge_rho", "ans_bytes_mean", "zstd_bytes_mean", "raw_bytes_mean", "png_bytes_mean",
+                "accuracy_vs_remote_channels"):
+        assert key in m["metrics"], key
+    assert set(m["device_cost"]) == {"macs", "params", "int8_flash_bytes", "peak_activation_bytes"}
+    for name in ("report.json", "report.md", "skewness.png", "accuracy_vs_channels.png", "bytes.png"):
+        assert (bundle_dir / name).is_file(), name
+    assert m["metrics"]["torch_onnx_prediction_agreement"] == 1.0
+
+
+def test_manifest_alpha_is_training_alpha(smoke_run):
+    out, bundle_dir, _ = smoke_run
+    model, _ = _model_from_run(out)
+    manifest = json.loads((bundle_dir / "manifest.json").read_text())
+    assert manifest["alpha"] == float(model.alpha.item())
+    assert np.float32(manifest["alpha"]) == model.alpha.detach().numpy()
+
+
+def test_onnx_matches_torch(smoke_run):
+    import onnxruntime as ort
+
+    from agilenn.codec import dequantize, quantize
+    from agilenn.models.bundle import load_bundle
+    from agilenn.training.datasets import load_dataset
+
+    out, bundle_dir, args = smoke_run
+    model, arch = _model_from_run(out)
+    b = load_bundle(bundle_dir)
+    images = load_dataset("fashion-mnist", "test", args[1]).images[:32]
+    x = b.preprocess(images)
+    dev = ort.InferenceSession(str(bundle_dir / "device.onnx"), providers=["CPUExecutionProvider"])
+    rem = ort.InferenceSession(str(bundle_dir / "remote.onnx"), providers=["CPUExecutionProvider"])
+    local, feats = dev.run(["local_logits", "remote_features"], {"image": x})
+    with torch.no_grad():
+        t = model(torch.from_numpy(x))
+    np.testing.assert_allclose(local, t["local"].numpy(), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(feats, t["features"][:, arch.k:].numpy(), rtol=1e-4, atol=1e-4)
+    centroids = np.asarray(b.manifest["quantizer"]["centroids"], np.float32)
+    deq = dequantize(quantize(feats, centroids), centroids)
+    np.testing.assert_allclose(deq, t["q"].numpy(), atol=1e-5)  # the codec quantizes like training
+    (remote,) = rem.run(["remote_logits"], {"remote_features": deq})
+    np.testing.assert_allclose(remote, t["remote"].numpy(), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(b.merge(local, remote), t["merged"].numpy(), rtol=1e-4, atol=1e-4)
+    ref = ort.InferenceSession(str(bundle_dir / "reference.onnx"), providers=["CPUExecutionProvider"])
+    assert ref.run(["logits"], {"image": x})[0].shape == (32, 10)
+
+
+def test_resume_skips_finished_stages(smoke_run):
+    from agilenn.models.bundle import load_bundle
+    from agilenn.training.cli import main
+
+    out, bundle_dir, args = smoke_run
+    before = json.loads((bundle_dir / "manifest.json").read_text())["alpha"]
+    assert main([*args, "--resume"]) == 0
+    text = (out / "train.log").read_text()
+    for stage in ("reference", "extractor", "joint"):
+        assert f"{stage}: resumed finished stage" in text
+    assert load_bundle(bundle_dir).alpha == before
+
+
+def test_missing_dataset_exits_with_apt_hint(tmp_path, capsys):
+    from agilenn.training.cli import main
+
+    assert main(["--data-dir", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
+    assert "apt-get install dataset-fashion-mnist" in capsys.readouterr().err
