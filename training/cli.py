@@ -64,7 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--aux-weight", type=float, default=d.aux_weight, help="extra CE on local-only and remote-only")
     g.add_argument("--eval-ce-weight", type=float, default=d.eval_ce_weight,
                    help="CE of the frozen evaluator on the extractor's features")
-    g.add_argument("--rate-weight", type=float, default=d.rate_weight, help="weight of the soft-assignment entropy")
+    g.add_argument("--rate-weight", type=float, default=d.rate_weight,
+                   help="weight of the rate hinge: entropy of the soft assignments above --rate-target-bits")
+    g.add_argument("--rate-target-bits", type=float, default=d.rate_target_bits,
+                   help="bits per remote symbol the rate hinge allows for free")
     g.add_argument("--nested-p-full", type=float, default=d.nested_p_full,
                    help="nested dropout: share of samples that keep every remote channel")
     g.add_argument("--no-flip", action="store_true", help="no horizontal-flip augmentation (digits)")
@@ -88,7 +91,8 @@ def config_from_args(args):
               extractor_epochs=args.extractor_epochs, extractor_lr=args.extractor_lr, preselect=args.preselect,
               preselect_samples=args.preselect_samples, joint_epochs=args.joint_epochs, joint_lr=args.joint_lr,
               xai=args.xai, ig_steps=args.ig_steps, rho=args.rho, lam=args.lam, aux_weight=args.aux_weight,
-              eval_ce_weight=args.eval_ce_weight, rate_weight=args.rate_weight, nested_p_full=args.nested_p_full,
+              eval_ce_weight=args.eval_ce_weight, rate_weight=args.rate_weight,
+              rate_target_bits=args.rate_target_bits, nested_p_full=args.nested_p_full,
               flip=not args.no_flip and args.dataset != "svhn", arch=arch,
               model_name=args.name or f"agilenn-{args.dataset}", model_version=args.version)
     kw.update(epochs)

@@ -56,14 +56,15 @@ class TrainConfig:
     preselect_samples: int = 5000
     # stage 4/5
     joint_epochs: int = 15
-    joint_lr: float = 3e-3
+    joint_lr: float = 2e-3
     xai: str = "ig"
     ig_steps: int = 0          # 0: the official 2-point trapezoid
     rho: float = 0.8
     lam: float = 0.8
     aux_weight: float = 0.5    # extra CE on local-only and remote-only logits (both must work alone)
     eval_ce_weight: float = 0.25  # keep the frozen evaluator accurate on the extractor's features
-    rate_weight: float = 0.5   # entropy (bits/symbol) of the soft assignments
+    rate_weight: float = 0.5   # weight of the rate hinge on the soft assignments' entropy ...
+    rate_target_bits: float = 1.3  # ... which only pushes above this many bits per symbol
     nested_p_full: float = 0.5  # nested dropout: share of samples that keep every remote channel
     flip: bool = True
     arch: ArchConfig = field(default_factory=ArchConfig)
@@ -325,14 +326,18 @@ def train_joint(run: Run, extractor, evaluator) -> AgileNN:
                 g["lr"] = g["base"] * min(1.0, (epoch * steps + i + 1) / 100) * 0.5 * (1 + math.cos(math.pi * t))
             mask = nested_dropout_mask(len(yb), R, cfg.nested_p_full, run.dev)
             out = model(xb, remote_mask=mask)
-            I, ev_logits = importance(evaluator, out["features"], yb, cfg.xai, cfg.ig_steps, zg, create_graph=True)
+            # lam == 1 (the plain split baseline) needs no double backprop: the XAI terms weigh nothing
+            I, ev_logits = importance(evaluator, out["features"], yb, cfg.xai, cfg.ig_steps, zg,
+                                      create_graph=cfg.lam < 1)
             ci = channel_importance(I)
             ce = F.cross_entropy(out["merged"], yb)
             ce = ce + cfg.aux_weight * (F.cross_entropy(out["local"], yb) + F.cross_entropy(out["remote"], yb))
             ce = ce + cfg.eval_ce_weight * F.cross_entropy(ev_logits, yb)
             l_skew, l_dis = skewness_loss(ci, k, cfg.rho), disorder_loss(ci, k)
             rate = soft_rate_bits(out["soft_p"])
-            loss = cfg.lam * ce + (1 - cfg.lam) * (l_skew + l_dis) + cfg.rate_weight * rate
+            # a hinge, not a plain penalty: an unconditional entropy term collapses the remote
+            # channels onto one symbol (tried: 0.2 bits/symbol, remote accuracy -7 pp)
+            loss = cfg.lam * ce + (1 - cfg.lam) * (l_skew + l_dis) + cfg.rate_weight * F.relu(rate - cfg.rate_target_bits)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -1,0 +1,51 @@
+"""Small pieces: MCU cost counting, nested-dropout masks, augmentation, quantizer."""
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from agilenn.training.costs import device_cost  # noqa: E402
+from agilenn.training.data import augment  # noqa: E402
+from agilenn.training.nets import SoftHardQuantizer, nested_dropout_mask, prefix_mask  # noqa: E402
+
+
+def test_device_cost_by_hand():
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, stride=2, padding=1, bias=False), torch.nn.BatchNorm2d(4),
+                              torch.nn.Conv2d(4, 4, 3, padding=1, groups=4), torch.nn.Flatten(),
+                              torch.nn.Linear(4 * 4 * 4, 10))
+    c = device_cost(net, (1, 8, 8), held_bytes=7)
+    # conv1: 4x4x4 outputs x 9; dw: 64 x 9; fc: 64 x 10
+    assert c["macs"] == 64 * 9 + 64 * 9 + 640
+    weights, biases = 36 + 36 + 640, 4 + 4 + 10
+    assert c["params"] == weights + biases
+    assert c["int8_flash_bytes"] == weights + 4 * biases
+    assert c["peak_activation_bytes"] == (64 + 64) + 7  # biggest in+out pair + held bytes
+
+
+def test_nested_masks_are_prefixes():
+    m = nested_dropout_mask(500, 6, 0.3)[:, :, 0, 0]
+    kept = m.sum(1)
+    assert ((m.cumsum(1) == torch.arange(1, 7).float()) | (m == 0)).all()  # ones then zeros
+    assert kept.min() >= 1 and kept.max() == 6
+    assert 0.3 < (kept == 6).float().mean() < 0.6  # p_full plus the uniform share of 6
+    assert prefix_mask(2, 4)[0, :, 0, 0].tolist() == [1, 1, 0, 0]
+
+
+def test_augment_keeps_shape_and_content():
+    x = torch.arange(2 * 1 * 6 * 6, dtype=torch.float32).reshape(2, 1, 6, 6)
+    y = augment(x, pad=2, flip=False, gen=torch.Generator().manual_seed(0))
+    assert y.shape == x.shape
+    for n in range(2):  # a shifted crop: every output value comes from the same image
+        assert set(y[n].unique().tolist()) <= set(x[n].unique().tolist())
+
+
+def test_quantizer_forward_is_hard_backward_is_soft():
+    q = SoftHardQuantizer(3)
+    q.centroids.data = torch.tensor([0.0, 1.0, 2.0])
+    f = torch.tensor([0.2, 0.9, 1.6, 5.0], requires_grad=True)
+    out, soft_p = q(f)
+    assert out.tolist() == [0.0, 1.0, 2.0, 2.0]
+    out.sum().backward()
+    assert f.grad is not None and torch.isfinite(f.grad).all() and f.grad.abs().sum() > 0
+    assert torch.allclose(soft_p.sum(-1), torch.ones(4))
