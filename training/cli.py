@@ -42,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--stride", type=int, default=a.stride, choices=(2, 4), help="feature stride")
     g.add_argument("--stem-width", type=int, default=a.stem_width)
     g.add_argument("--body-width", type=int, default=a.body_width)
+    g.add_argument("--body-blocks", type=int, default=a.body_blocks)
     g.add_argument("--local-width", type=int, default=a.local_width)
     g.add_argument("--centroids", type=int, default=a.centroids, help="quantizer levels L")
     g = p.add_argument_group("stages")
@@ -80,7 +81,7 @@ def config_from_args(args):
 
     k = args.k if args.k is not None else max(1, round(0.2 * args.channels))
     arch = ArchConfig(channels=args.channels, k=k, stem_width=args.stem_width, stride=args.stride,
-                      body_width=args.body_width, local_width=args.local_width, centroids=args.centroids)
+                      body_width=args.body_width, body_blocks=args.body_blocks, local_width=args.local_width, centroids=args.centroids)
     epochs = {}
     if args.epochs is not None:
         epochs = {"ref_epochs": args.epochs, "extractor_epochs": args.epochs, "joint_epochs": args.epochs}
