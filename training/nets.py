@@ -169,10 +169,14 @@ class SoftHardQuantizer(nn.Module):
         return torch.softmax(-self.sigma * d, dim=-1), d.argmin(dim=-1)
 
     def forward(self, f):
+        """Returns (quantized f, soft assignments for the rate term). The rate's assignments see the
+        centroids detached: otherwise the cheapest way to lower the soft entropy is to park
+        centroids outside the data range (tried: three of four went negative for ReLU6 features)."""
         soft_p, idx = self.assignments(f)
         soft = (soft_p * self.centroids).sum(-1)
         hard = self.centroids[idx]
-        return soft + (hard - soft).detach(), soft_p
+        rate_p = torch.softmax(-self.sigma * (f.unsqueeze(-1) - self.centroids.detach()) ** 2, dim=-1)
+        return soft + (hard - soft).detach(), rate_p
 
 
 class AgileNN(nn.Module):

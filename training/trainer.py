@@ -64,7 +64,7 @@ class TrainConfig:
     aux_weight: float = 0.5    # extra CE on local-only and remote-only logits (both must work alone)
     eval_ce_weight: float = 0.25  # keep the frozen evaluator accurate on the extractor's features
     rate_weight: float = 0.5   # weight of the rate hinge on the soft assignments' entropy ...
-    rate_target_bits: float = 1.3  # ... which only pushes above this many bits per symbol
+    rate_target_bits: float = 1.4  # ... which only pushes above this many bits per symbol
     nested_p_full: float = 0.5  # nested dropout: share of samples that keep every remote channel
     flip: bool = True
     arch: ArchConfig = field(default_factory=ArchConfig)
