@@ -149,33 +149,48 @@ class LocalPredictor(nn.Module):
 
 
 class SoftHardQuantizer(nn.Module):
-    """Soft-to-hard vector quantizer with L learned scalar centroids (Agustsson et al. 2017).
+    """Soft-to-hard scalar quantizer with L learned centroids (Agustsson et al. 2017).
 
     Forward value is the hard nearest-centroid reconstruction (what the codec sends); gradients
     flow through the soft assignment softmax(-sigma * d^2) (straight-through estimator).
+
+    Centroids are c_0 = 0 (ReLU6 features are exactly 0 most of the time, and 0 must stay exact)
+    and c_l = c_{l-1} + softplus(delta_l): ascending by construction, so levels can neither merge
+    nor be parked outside the data range (tried with free centroids: three of four drifted below
+    0, leaving a 2-level quantizer).
     """
 
     def __init__(self, levels: int, init_max: float = 3.0, sigma: float = 4.0):
         super().__init__()
-        # 0 is always a level: ReLU6 features are exactly 0 most of the time
-        self.centroids = nn.Parameter(torch.linspace(0.0, init_max, levels))
+        self.deltas = nn.Parameter(torch.zeros(levels - 1))
+        self.set_centroids(torch.linspace(0.0, init_max, levels))
         self.sigma = sigma
 
+    @property
+    def centroids(self) -> torch.Tensor:
+        zero = torch.zeros(1, device=self.deltas.device, dtype=self.deltas.dtype)
+        return torch.cat([zero, torch.cumsum(F.softplus(self.deltas), 0)])
+
+    def set_centroids(self, values: torch.Tensor) -> None:
+        """Initialise from ascending values (the first is taken as 0)."""
+        gaps = torch.diff(values.detach().float()).clamp_min(1e-3)
+        self.deltas.data = (gaps + torch.log(-torch.expm1(-gaps))).to(self.deltas.device)  # softplus^-1
+
     def sorted_centroids(self) -> torch.Tensor:
-        return torch.sort(self.centroids.detach()).values
+        return self.centroids.detach()
 
     def assignments(self, f):
-        d = (f.unsqueeze(-1) - self.centroids) ** 2  # [..., L]
-        return torch.softmax(-self.sigma * d, dim=-1), d.argmin(dim=-1)
+        c = self.centroids
+        d = (f.unsqueeze(-1) - c) ** 2  # [..., L]
+        return torch.softmax(-self.sigma * d, dim=-1), d.argmin(dim=-1), c
 
     def forward(self, f):
         """Returns (quantized f, soft assignments for the rate term). The rate's assignments see the
-        centroids detached: otherwise the cheapest way to lower the soft entropy is to park
-        centroids outside the data range (tried: three of four went negative for ReLU6 features)."""
-        soft_p, idx = self.assignments(f)
-        soft = (soft_p * self.centroids).sum(-1)
-        hard = self.centroids[idx]
-        rate_p = torch.softmax(-self.sigma * (f.unsqueeze(-1) - self.centroids.detach()) ** 2, dim=-1)
+        centroids detached: the rate should shape the features, not move the levels."""
+        soft_p, idx, c = self.assignments(f)
+        soft = (soft_p * c).sum(-1)
+        hard = c[idx]
+        rate_p = torch.softmax(-self.sigma * (f.unsqueeze(-1) - c.detach()) ** 2, dim=-1)
         return soft + (hard - soft).detach(), rate_p
 
 

@@ -268,12 +268,12 @@ def init_centroids(model: AgileNN, x: torch.Tensor) -> None:
     model.extractor.eval()
     f = model.extractor(x)[:, model.cfg.k:].reshape(-1)
     pos = f[f > 1e-3]
-    L = model.quantizer.centroids.numel()
+    L = model.quantizer.deltas.numel() + 1
     if pos.numel() < L:
         return
     qs = torch.tensor([(i - 0.5) / (L - 1) for i in range(1, L)], device=pos.device)
     vals = torch.quantile(pos[:200_000], qs)
-    model.quantizer.centroids.data = torch.cat([torch.zeros(1, device=pos.device), vals])
+    model.quantizer.set_centroids(torch.cat([torch.zeros(1, device=pos.device), vals]))
 
 
 def soft_rate_bits(soft_p: torch.Tensor) -> torch.Tensor:
@@ -297,7 +297,7 @@ def train_joint(run: Run, extractor, evaluator) -> AgileNN:
         p.requires_grad_(True)
     init_centroids(model, run.x_train[:2000].to(run.dev))
     pretrained = list(model.extractor.parameters()) + list(model.remote.parameters())
-    fresh = list(model.local.parameters()) + [model.quantizer.centroids, model.alpha_logits]
+    fresh = list(model.local.parameters()) + [model.quantizer.deltas, model.alpha_logits]
     opt = torch.optim.AdamW([{"params": pretrained, "lr": cfg.joint_lr * 0.5, "base": cfg.joint_lr * 0.5},
                              {"params": fresh, "lr": cfg.joint_lr * 2, "base": cfg.joint_lr * 2}],
                             weight_decay=1e-4)
@@ -367,13 +367,12 @@ def train_joint(run: Run, extractor, evaluator) -> AgileNN:
 
 
 def finalize_centroids(model: AgileNN) -> None:
-    """Sort the learned centroids ascending (the codec's contract). Nearest-centroid assignment is
-    order-invariant, so this changes no prediction; exact duplicates are nudged apart."""
+    """The codec needs strictly ascending centroids; the parametrisation guarantees ascending, and
+    a gap that underflowed in float32 is widened (nearest-centroid assignment is unaffected)."""
     c = model.quantizer.sorted_centroids().clone()
     for i in range(1, c.numel()):
-        if c[i] <= c[i - 1]:
-            c[i] = c[i - 1] + 1e-3
-    model.quantizer.centroids.data = c
+        c[i] = torch.maximum(c[i], c[i - 1] + 1e-4)
+    model.quantizer.set_centroids(c)
 
 
 @torch.no_grad()
