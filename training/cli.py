@@ -45,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--body-blocks", type=int, default=a.body_blocks)
     g.add_argument("--local-width", type=int, default=a.local_width)
     g.add_argument("--centroids", type=int, default=a.centroids, help="quantizer levels L")
+    g.add_argument("--centroid-min-gap", type=float, default=a.centroid_min_gap,
+                   help="smallest distance between neighbouring centroids")
     g = p.add_argument_group("stages")
     g.add_argument("--ref-epochs", type=int, default=d.ref_epochs)
     g.add_argument("--ref-lr", type=float, default=d.ref_lr)
@@ -81,7 +83,8 @@ def config_from_args(args):
 
     k = args.k if args.k is not None else max(1, round(0.2 * args.channels))
     arch = ArchConfig(channels=args.channels, k=k, stem_width=args.stem_width, stride=args.stride,
-                      body_width=args.body_width, body_blocks=args.body_blocks, local_width=args.local_width, centroids=args.centroids)
+                      body_width=args.body_width, body_blocks=args.body_blocks, local_width=args.local_width, centroids=args.centroids,
+                      centroid_min_gap=args.centroid_min_gap)
     epochs = {}
     if args.epochs is not None:
         epochs = {"ref_epochs": args.epochs, "extractor_epochs": args.epochs, "joint_epochs": args.epochs}

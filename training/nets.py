@@ -27,6 +27,7 @@ class ArchConfig:
     body_blocks: int = 2      # residual blocks at feature resolution (one strided block follows)
     local_width: int = 32     # width of the local predictor's pointwise conv
     centroids: int = 4        # L: quantizer levels
+    centroid_min_gap: float = 0.0  # smallest allowed distance between neighbouring centroids
     input_hw: tuple = (28, 28)
 
     @property
@@ -160,8 +161,9 @@ class SoftHardQuantizer(nn.Module):
     0, leaving a 2-level quantizer).
     """
 
-    def __init__(self, levels: int, init_max: float = 3.0, sigma: float = 4.0):
+    def __init__(self, levels: int, init_max: float = 3.0, sigma: float = 4.0, min_gap: float = 0.0):
         super().__init__()
+        self.min_gap = min_gap  # without it the CE pulls c_1 onto 0 (the many exact zeros' soft value)
         self.deltas = nn.Parameter(torch.zeros(levels - 1))
         self.set_centroids(torch.linspace(0.0, init_max, levels))
         self.sigma = sigma
@@ -169,11 +171,11 @@ class SoftHardQuantizer(nn.Module):
     @property
     def centroids(self) -> torch.Tensor:
         zero = torch.zeros(1, device=self.deltas.device, dtype=self.deltas.dtype)
-        return torch.cat([zero, torch.cumsum(F.softplus(self.deltas), 0)])
+        return torch.cat([zero, torch.cumsum(self.min_gap + F.softplus(self.deltas), 0)])
 
     def set_centroids(self, values: torch.Tensor) -> None:
         """Initialise from ascending values (the first is taken as 0)."""
-        gaps = torch.diff(values.detach().float()).clamp_min(1e-3)
+        gaps = (torch.diff(values.detach().float()) - self.min_gap).clamp_min(1e-3)
         self.deltas.data = (gaps + torch.log(-torch.expm1(-gaps))).to(self.deltas.device)  # softplus^-1
 
     def sorted_centroids(self) -> torch.Tensor:
@@ -204,7 +206,7 @@ class AgileNN(nn.Module):
         self.cfg = cfg
         self.extractor = extractor
         self.local = LocalPredictor(cfg)
-        self.quantizer = SoftHardQuantizer(cfg.centroids)
+        self.quantizer = SoftHardQuantizer(cfg.centroids, min_gap=cfg.centroid_min_gap)
         self.remote = remote
         self.alpha_logits = nn.Parameter(torch.zeros(2))
 
