@@ -47,10 +47,10 @@ def write_plots(results: dict, out: Path, base: str) -> list[Path]:
     for r in rows:
         if r["mcu_mhz"] == top and r["link"] in (links[0], "none"):
             points[r["scheme"]] = (max(r["payload_bytes_mean"], 1.0), r["accuracy"] * 100)
-    for i, (s, (x, y)) in enumerate(points.items()):
+    # neighbours in bytes take turns above and below their point, so close schemes stay readable
+    for i, (s, (x, y)) in enumerate(sorted(points.items(), key=lambda item: item[1][0])):
         ax.scatter([x], [y], color=colors[s], s=40)
-        # alternate label sides: schemes with similar bytes and accuracy would print over each other
-        ax.annotate(s, (x, y), textcoords="offset points", xytext=(5, 6 if i % 2 else -11), fontsize=8)
+        ax.annotate(s, (x, y), textcoords="offset points", xytext=(-10, 7 if i % 2 else -12), fontsize=8)
     front, best = [], -1.0
     for x, y in sorted(points.values()):
         if y > best:
