@@ -47,10 +47,9 @@ def write_plots(results: dict, out: Path, base: str) -> list[Path]:
     for r in rows:
         if r["mcu_mhz"] == top and r["link"] in (links[0], "none"):
             points[r["scheme"]] = (max(r["payload_bytes_mean"], 1.0), r["accuracy"] * 100)
-    # neighbours in bytes take turns above and below their point, so close schemes stay readable
-    for i, (s, (x, y)) in enumerate(sorted(points.items(), key=lambda item: item[1][0])):
-        ax.scatter([x], [y], color=colors[s], s=40)
-        ax.annotate(s, (x, y), textcoords="offset points", xytext=(-10, 7 if i % 2 else -12), fontsize=8)
+    # a legend, not labels at the points: schemes close in bytes and accuracy would print over each other
+    for s, (x, y) in points.items():
+        ax.scatter([x], [y], color=colors[s], s=40, label=s)
     front, best = [], -1.0
     for x, y in sorted(points.values()):
         if y > best:
@@ -58,7 +57,7 @@ def write_plots(results: dict, out: Path, base: str) -> list[Path]:
             best = y
     if len(front) > 1:
         ax.plot(*zip(*front), color="grey", linestyle="--", linewidth=1, label="Pareto front")
-        ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="lower right")
     ax.set_xscale("log")
     ax.set_xlabel("payload bytes per inference (mean; local-only plotted at 1)")
     ax.set_ylabel("accuracy (%)")
