@@ -129,6 +129,7 @@ def measure(run, ref, model, evaluator, bundle_dir: Path, manifest: dict) -> tup
         "skewness_mean": float(skews.mean()),
         "skewness_median": float(np.median(skews)),
         "skewness_frac_ge_rho": float((skews >= cfg.rho).mean()),
+        "skewness_frac_ge_0.8": float((skews >= 0.8).mean()),
         "ans_bytes_mean": coders["ans"],
         "ans_bytes_p95": float(np.percentile(ans_sizes, 95)),
         "zstd_bytes_mean": coders["zstd"],
@@ -199,6 +200,7 @@ def _markdown(manifest: dict, metrics: dict, plots: list[str]) -> str:
         f"| alpha | {metrics['alpha']:.4f} |",
         f"| skewness mean / median | {metrics['skewness_mean']:.3f} / {metrics['skewness_median']:.3f} |",
         f"| skewness ≥ ρ={metrics['rho']} | {pct(metrics['skewness_frac_ge_rho'])} |",
+        f"| skewness ≥ 0.8 | {pct(metrics['skewness_frac_ge_0.8'])} |",
         f"| ANS bytes / inference (mean, p95) | {metrics['ans_bytes_mean']:.1f}, {metrics['ans_bytes_p95']:.0f} |",
         f"| zstd bytes / inference | {metrics['zstd_bytes_mean']:.1f} |",
         f"| raw bytes / inference | {metrics['raw_bytes_mean']:.1f} |",
@@ -209,6 +211,8 @@ def _markdown(manifest: dict, metrics: dict, plots: list[str]) -> str:
         f"| device part int8 flash | {cost['int8_flash_bytes']:,} B |",
         f"| device part peak activations (int8) | {cost['peak_activation_bytes']:,} B |",
         "", "## Accuracy vs remote channels sent", "",
+        "Leading remote channels kept, the rest zero-filled by the receiver (payload truncation). With 0 "
+        f"channels the agent answers from the local predictor alone ({pct(metrics['local_accuracy'])}).", "",
         "| channels sent | ANS bytes | combined | remote only |", "| --- | --- | --- | --- |",
     ]
     for c in metrics["accuracy_vs_remote_channels"]:

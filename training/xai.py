@@ -34,7 +34,8 @@ def _grad(evaluator, z, labels, create_graph):
     logits = evaluator(z)
     # reduction="sum" so each sample's gradient is its own dCE/dz (not divided by the batch size)
     loss = F.cross_entropy(logits, labels, reduction="sum")
-    (g,) = torch.autograd.grad(loss, z, create_graph=create_graph)
+    # retain_graph: the caller may still backprop through the evaluator logits (its CE term)
+    (g,) = torch.autograd.grad(loss, z, create_graph=create_graph, retain_graph=True)
     return g, logits
 
 

@@ -111,3 +111,18 @@ def test_missing_dataset_exits_with_apt_hint(tmp_path, capsys):
 
     assert main(["--data-dir", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
     assert "apt-get install dataset-fashion-mnist" in capsys.readouterr().err
+
+
+def test_plain_split_lambda_one(tmp_path):
+    """lam = 1 (the plain split baseline) skips the double backprop and still exports a bundle."""
+    from agilenn.models.bundle import load_bundle
+    from agilenn.training.cli import main
+
+    from conftest import write_fashion_mnist
+
+    data = write_fashion_mnist(tmp_path / "data", n_train=200, n_test=50)
+    out = tmp_path / "run"
+    assert main(["--data-dir", str(data), "--out", str(out), "--epochs", "1", "--preselect-samples", "50",
+                 "--channels", "10", "--body-width", "16", "--lam", "1", "--name", "plain-split-test"]) == 0
+    b = load_bundle(out / "bundle")
+    assert b.name == "plain-split-test" and b.manifest["training"]["config"]["lam"] == 1.0
