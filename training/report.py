@@ -44,6 +44,7 @@ def measure(run, ref, model, evaluator, bundle_dir: Path, manifest: dict) -> tup
 
     cfg, a = run.cfg, run.cfg.arch
     R = a.channels - a.k
+    model, evaluator = model.cpu().eval(), evaluator.cpu().eval()  # export already moved the rest to CPU
     x, y = run.x_test, run.y_test.numpy()
     n = len(y)
     so = ort.SessionOptions()
@@ -161,6 +162,7 @@ def _plots(bundle_dir: Path, metrics: dict, arrays: dict) -> list[str]:
     fig, ax = plt.subplots(figsize=(5, 3.2))
     ax.plot([c["ans_bytes_mean"] for c in curve], [100 * c["combined_accuracy"] for c in curve], "o-", label="combined")
     ax.plot([c["ans_bytes_mean"] for c in curve], [100 * c["remote_accuracy"] for c in curve], "s--", label="remote only")
+    ax.axhline(100 * metrics["local_accuracy"], color="tab:gray", ls=":", label="local only (no payload)")
     for c in curve:
         ax.annotate(str(c["channels_sent"]), (c["ans_bytes_mean"], 100 * c["combined_accuracy"]), fontsize=7,
                     xytext=(2, -9), textcoords="offset points")

@@ -212,13 +212,11 @@ def train_extractor(run: Run, ref: ReferenceNN):
     acc = evaluator_accuracy(run, extractor, evaluator)
     log.info("extractor init from reference stem: evaluator acc on extractor features %.4f", acc)
     for epoch in range(start, cfg.extractor_epochs):
-        for g in opt.param_groups:  # cosine within the stage
-            g["lr"] = cfg.extractor_lr
         extractor.train()
         t0, tot, n = time.time(), 0.0, 0
         steps = run.steps_per_epoch()
         for i, (xb, yb) in enumerate(_bar(run, "extractor", epoch, cfg.extractor_epochs)):
-            for g in opt.param_groups:
+            for g in opt.param_groups:  # cosine within the stage
                 g["lr"] = cfg.extractor_lr * 0.5 * (1 + math.cos(math.pi * (epoch * steps + i) /
                                                                  (cfg.extractor_epochs * steps)))
             loss = F.cross_entropy(evaluator(extractor(xb)), yb)
