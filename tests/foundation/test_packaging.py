@@ -22,6 +22,10 @@ def test_wheel_holds_only_the_agilenn_namespace(tmp_path):
                    "agilenn/v1/inference.proto", "agilenn/server/__init__.py", "agilenn/device_agent/__init__.py"):
         assert module in names, module
     assert not any(n.startswith("agilenn/__init__") for n in names), "agilenn is a namespace package"
+    # Every shipped bundle file travels in the wheel, so agent and server find it with no arguments.
+    shipped = [p.relative_to(ROOT / "models") for p in (ROOT / "models" / "repository").glob("*/*/*") if p.is_file()]
+    for rel in shipped:
+        assert f"agilenn/models/{rel.as_posix()}" in names, f"{rel} is not packaged"
 
 
 def test_installed_import_names():
