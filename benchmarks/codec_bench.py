@@ -17,9 +17,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 
 from agilenn.codec import CODER_NAMES, HEADER_SIZE, cross_entropy_bits, order0_entropy_bits
+from agilenn.device_agent.device_model import single_thread_session
 from agilenn.models import DEFAULT_MODEL, DEFAULT_REPOSITORY, BundleError, load_bundle
 
 
@@ -31,9 +31,7 @@ def default_bundle_dir() -> Path:
 
 
 def device_features(bundle, images: np.ndarray, batch: int = 256) -> np.ndarray:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    session = ort.InferenceSession(str(bundle.onnx_path("device")), options, providers=["CPUExecutionProvider"])
+    session = single_thread_session(bundle.onnx_path("device"))
     out = []
     for start in range(0, len(images), batch):
         x = bundle.preprocess(images[start : start + batch])

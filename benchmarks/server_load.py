@@ -33,13 +33,12 @@ import numpy as np
 # --- client (runs in its own process) --------------------------------------------------------
 def _payloads(model_dir: Path, n: int = 64) -> tuple[list[bytes], str, str]:
     """Realistic payloads: the bundle's device model on random images, then its codec."""
-    import onnxruntime as ort
-
+    from agilenn.device_agent.device_model import single_thread_session
     from agilenn.models.model_repository import ModelRepository
 
     repo = ModelRepository([model_dir] if model_dir else None)
     bundle = repo.resolve("", "")
-    session = ort.InferenceSession(str(bundle.onnx_path("device")), providers=["CPUExecutionProvider"])
+    session = single_thread_session(bundle.onnx_path("device"))
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, size=(n, *bundle.input_shape[1:], bundle.input_shape[0]), dtype=np.uint8)
     feats = session.run(["remote_features"], {"image": bundle.preprocess(images)})[0]
