@@ -56,6 +56,8 @@ class RawCoder(Coder):
         expected = (n * bits + 7) // 8
         if len(body) != expected:
             raise PayloadError(f"raw body is {len(body)} bytes, expected {expected} for {n} symbols of {bits} bits")
+        if (n * bits) % 8 and body[-1] >> ((n * bits) % 8):
+            raise PayloadError("raw body has nonzero padding bits after the last symbol")
         planes = np.unpackbits(np.frombuffer(body, dtype=np.uint8), bitorder="little", count=n * bits)
         weights = (1 << np.arange(bits, dtype=np.uint16)).astype(np.uint16)
         symbols = (planes.reshape(n, bits).astype(np.uint16) * weights).sum(axis=1)
@@ -84,8 +86,9 @@ class ZstdCoder(Coder):
         if declared != n:
             raise PayloadError(f"zstd frame declares {declared} bytes of content, expected {n}")
         try:
-            # max_output_size caps the allocation even if the frame header lies (zstd bombs).
-            data = zstandard.ZstdDecompressor().decompress(body, max_output_size=n)
+            # max_output_size caps the allocation even if the frame header lies (zstd bombs);
+            # allow_extra_data=False: exactly one frame, nothing after it (a second frame or junk is rejected).
+            data = zstandard.ZstdDecompressor().decompress(body, max_output_size=n, allow_extra_data=False)
         except zstandard.ZstdError as exc:
             raise PayloadError(f"zstd body does not decompress: {exc}") from None
         if len(data) != n:
@@ -147,7 +150,15 @@ class AnsCoder(Coder):
             raise PayloadError(f"ans body does not decode: {exc}") from None
         if not coder.is_empty():
             raise PayloadError("ans body has data left over after the last symbol (corrupt or wrong model)")
-        return np.asarray(symbols, dtype=np.uint8).reshape(channels, positions)
+        symbols = np.asarray(symbols, dtype=np.uint8).reshape(channels, positions)
+        # Exactness: is_empty() only says the state is back to constriction's initial one; a body cut
+        # to nothing, or with an extra zero byte, can still pass it and decode to wrong symbols. The
+        # encoder is deterministic, so the one valid body for these symbols is their encoding:
+        # re-encode and compare (costs about one more decode).
+        if self.encode(symbols, levels, probabilities) != body:
+            raise PayloadError(f"ans body of {len(body)} bytes is not the encoding of the {n} symbols it decodes to "
+                               "(truncated, padded or corrupt)")
+        return symbols
 
 
 CODER_NAMES = ("ans", "zstd", "raw")

@@ -14,16 +14,16 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from agilenn.models.model_repository import ModelRepository
 from agilenn.v1 import inference_pb2 as pb
-from agilenn.v1 import inference_pb2_grpc as pb_grpc
 
 from .auth import BearerTokenInterceptor, read_token
 from .metrics import Metrics
+from .reflection import enable_reflection
 from .models import BatchingOptions, ServedModels
 from .servicer import InferenceServicer
+from .wire import inference_handlers
 
 log = logging.getLogger("agilenn.server")
 
@@ -32,6 +32,17 @@ HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 # Protobuf framing around the payload; the transport limit sits this far above the input limit so a
 # modestly oversized input in a stream is answered in-band instead of breaking the stream.
 _ENVELOPE_BYTES = 64 * 1024
+# HTTP/2 flow control per stream, sized to the in-flight window (--stream-window): once a stream
+# has that many requests in flight the server stops reading it, and the transport may buffer only
+# this many bytes more before the client's writes block. A typical request (ANS payload, protobuf
+# and gRPC framing) is well under 256 bytes. gRPC still lets a single larger message through: the
+# transport widens a stream's window for the message being read.
+_REQUEST_BYTES_ESTIMATE = 256
+_MIN_STREAM_WINDOW_BYTES = 8 * 1024
+
+
+def http2_stream_window_bytes(stream_window: int) -> int:
+    return max(_MIN_STREAM_WINDOW_BYTES, stream_window * _REQUEST_BYTES_ESTIMATE)
 
 
 @dataclass
@@ -103,11 +114,15 @@ class InferenceServer:
                 ("grpc.keepalive_permit_without_calls", 1),
                 ("grpc.http2.min_recv_ping_interval_without_data_ms", 5000),
                 ("grpc.http2.max_ping_strikes", 0),
+                # Backpressure: a fixed per-stream window. BDP probing would grow it (to megabytes,
+                # thousands of buffered requests per stream) whenever a client floods.
+                ("grpc.http2.bdp_probe", 0),
+                ("grpc.http2.lookahead_bytes", http2_stream_window_bytes(o.stream_window)),
             ],
         )
-        pb_grpc.add_InferenceServicer_to_server(self.servicer, self._server)
+        self._server.add_generic_rpc_handlers([inference_handlers(self.servicer)])
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
-        reflection.enable_server_reflection((INFERENCE_SERVICE, HEALTH_SERVICE, reflection.SERVICE_NAME), self._server)
+        enable_reflection((INFERENCE_SERVICE, HEALTH_SERVICE), self._server)
         address = f"{o.host}:{o.port}"
         try:
             if credentials is None:

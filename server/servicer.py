@@ -26,6 +26,7 @@ from .errors import RequestError
 from .inputs import decode_image
 from .metrics import Metrics, ModelMetrics
 from .models import ServedModel, ServedModels
+from .wire import MalformedMessage, RateLimitedLog, echoed_ref, model_ref_problem
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,7 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         self._active = 0  # inference RPCs in progress (unary calls and open streams)
         self._idle = asyncio.Event()
         self._idle.set()
+        self._client_error_log = RateLimitedLog(log)
 
     # --- shutdown ---------------------------------------------------------------------------
     def drain(self) -> None:
@@ -86,11 +88,21 @@ class InferenceServicer(pb_grpc.InferenceServicer):
             self._idle.set()
 
     # --- the two halves of a request ----------------------------------------------------------
+    def _malformed(self, req: MalformedMessage, arrival: float, where: str) -> _Pending:
+        """A message that is not an InferRequest: answered like a bad payload, logged at most now and then."""
+        self._client_error_log("%s: %s", where, req.describe())
+        p = _Pending(0, pb.ModelRef(), arrival)
+        p.error = RequestError(pb.INVALID_PAYLOAD, req.describe())
+        return p
+
     def _start(self, req: pb.InferRequest, deadline: float | None, arrival: float) -> _Pending:
-        p = _Pending(req.request_id, req.model, arrival)
+        p = _Pending(req.request_id, echoed_ref(req.model), arrival)
         try:
             if self.draining:
                 raise RequestError(pb.UNAVAILABLE, "the server is shutting down")
+            problem = model_ref_problem(req.model)
+            if problem is not None:
+                raise RequestError(pb.MODEL_NOT_FOUND, problem)
             try:
                 p.model = self.models.resolve(req.model.name, req.model.version)
             except ModelNotFound as exc:
@@ -183,6 +195,10 @@ class InferenceServicer(pb_grpc.InferenceServicer):
     # --- RPCs -------------------------------------------------------------------------------
     async def Infer(self, request, context):
         arrival = time.perf_counter()
+        if isinstance(request, MalformedMessage):
+            p = self._malformed(request, arrival, "Infer")
+            self._unknown.count(p.error.code_name)
+            await context.abort(p.error.grpc_status, p.error.message)
         deadline = self._deadline(request, arrival, self._rpc_deadline(context))
         p = self._start(request, deadline, arrival)
         self._enter()
@@ -205,16 +221,24 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         queue: asyncio.Queue = asyncio.Queue()
         window = asyncio.Semaphore(self.stream_window)
 
+        read_error: list[BaseException] = []  # why reading stopped before the client closed its side
+
         async def read():
+            received = 0
             try:
                 async for req in request_iterator:
                     await window.acquire()
+                    received += 1
                     arrival = time.perf_counter()
-                    queue.put_nowait(self._start(req, self._deadline(req, arrival, rpc_deadline), arrival))
+                    if isinstance(req, MalformedMessage):  # answered in-band, in order; the stream carries on
+                        queue.put_nowait(self._malformed(req, arrival, f"InferStream message {received}"))
+                    else:
+                        queue.put_nowait(self._start(req, self._deadline(req, arrival, rpc_deadline), arrival))
             except asyncio.CancelledError:
                 pass
-            except Exception as exc:  # a broken transport; the writer sees _END and stops
-                log.debug("stream read ended: %s", exc)
+            except Exception as exc:  # the transport broke or gRPC ended the call (e.g. an oversize message)
+                read_error.append(exc)
+                log.debug("stream read ended after %d messages: %s", received, exc)
             finally:
                 queue.put_nowait(_END)
 
@@ -236,6 +260,10 @@ class InferenceServicer(pb_grpc.InferenceServicer):
                 yield resp
             if draining:
                 await context.abort(grpc.StatusCode.UNAVAILABLE, "the server is shutting down; reconnect")
+            if read_error:  # never end OK when reading failed; every request read has been answered above
+                exc = read_error[0]
+                await context.abort(grpc.StatusCode.UNAVAILABLE,
+                                    f"reading the stream failed ({exc.__class__.__name__}); reconnect")
         finally:
             self._streams.discard(queue)
             reader.cancel()
