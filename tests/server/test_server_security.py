@@ -51,9 +51,27 @@ def test_bearer_token(bundle_dir, remote, token_file):
             assert _calls(stub, remote, (("authorization", "Bearer wrong"),)) == [grpc.StatusCode.UNAUTHENTICATED] * 4
             assert _calls(stub, remote, (("authorization", TOKEN),)) == [grpc.StatusCode.UNAUTHENTICATED] * 4
             assert _calls(stub, remote, GOOD) == [grpc.StatusCode.OK] * 4
+            # RFC 6750: the scheme name is case-insensitive; the token is not
+            for header in (f"bearer {TOKEN}", f"BEARER {TOKEN}", f"BeArEr  {TOKEN}"):
+                assert _calls(stub, remote, (("authorization", header),)) == [grpc.StatusCode.OK] * 4
+            assert _calls(stub, remote, (("authorization", f"Bearer {TOKEN.upper()}"),)) == \
+                [grpc.StatusCode.UNAUTHENTICATED] * 4
+            # reflection needs no token (it describes the public schema; grpcurl asks it first), both versions
+            for version in ("v1", "v1alpha"):
+                assert "agilenn.v1.Inference" in _reflected_services(channel, version)
             with pytest.raises(grpc.RpcError) as info:
                 stub.Infer(pb.InferRequest(feature_payload=b"x"), timeout=30)
             assert "bearer token" in info.value.details()
+
+
+def _reflected_services(channel, version):
+    from grpc_reflection.v1alpha import reflection_pb2 as r
+
+    info = channel.stream_stream(f"/grpc.reflection.{version}.ServerReflection/ServerReflectionInfo",
+                                 request_serializer=r.ServerReflectionRequest.SerializeToString,
+                                 response_deserializer=r.ServerReflectionResponse.FromString)
+    (reply,) = list(info(iter([r.ServerReflectionRequest(list_services="")]), timeout=30))
+    return [s.name for s in reply.list_services_response.service]
 
 
 def _openssl(*args, cwd):
