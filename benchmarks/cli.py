@@ -3,6 +3,7 @@
     agilenn-bench latency [--quick]      end-to-end latency over emulated links (docs/latency.md)
     agilenn-bench codec ...              bytes per coder (benchmarks/codec_bench.py)
     agilenn-bench server-load ...        server throughput/latency under N devices (benchmarks/server_load.py)
+    agilenn-bench soak ...               hostile traffic, backpressure and memory of the server (benchmarks/soak.py)
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ FULL_IMAGES = 1000
 DELEGATES = {
     "codec": ("codec_bench", "bytes per coder against the entropy (benchmarks/codec_bench.py)"),
     "server-load": ("server_load", "server throughput and latency under many devices (benchmarks/server_load.py)"),
+    "soak": ("soak", "hostile traffic, backpressure and memory of the server (benchmarks/soak.py)"),
 }
 
 

@@ -58,7 +58,7 @@ class ServerOptions:
     max_queue_size: int = 1024
     max_request_bytes: int = 1 << 20
     onnx_threads: int = 1
-    stream_window: int = 256
+    stream_window: int = 32  # = the default max batch: 8 flooding streams stay far below max_queue_size
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_client_ca: Path | None = None

@@ -53,7 +53,7 @@ def _us(seconds: float) -> int:
 
 class InferenceServicer(pb_grpc.InferenceServicer):
     def __init__(self, models: ServedModels, metrics: Metrics, max_request_bytes: int = 1 << 20,
-                 stream_window: int = 256):
+                 stream_window: int = 32):
         self.models = models
         self.max_request_bytes = max_request_bytes
         # How many requests one stream may have in flight; past it the server stops reading and
@@ -273,7 +273,16 @@ class InferenceServicer(pb_grpc.InferenceServicer):
                     p.future.cancel()
             self._leave()
 
+    async def _reject_malformed(self, request, context, method: str) -> None:
+        if isinstance(request, MalformedMessage):
+            self._client_error_log("%s: %s", method, request.describe())
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.describe())
+
     async def GetManifest(self, request, context):
+        await self._reject_malformed(request, context, "GetManifest")
+        problem = model_ref_problem(request.model)
+        if problem is not None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, problem)
         try:
             model = self.models.resolve(request.model.name, request.model.version)
         except ModelNotFound as exc:
@@ -281,6 +290,7 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         return pb.GetManifestResponse(model=model.ref, manifest_json=model.bundle.manifest_text)
 
     async def ListModels(self, request, context):
+        await self._reject_malformed(request, context, "ListModels")
         refs = [self.models.resolve(name, version).ref for name, version in self.models.repository.models()]
         default = self.models.resolve("", "").ref  # its highest version
         return pb.ListModelsResponse(models=refs, default_model=default)
