@@ -67,9 +67,14 @@ class InferenceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def InferStream(self, request_iterator, context):
-        """One long-lived stream per device. Replies carry the request_id of their request and come
-        back in request order. A failed request is answered in-band (InferResponse.error) and the
-        stream carries on; only a broken transport ends it.
+        """One long-lived stream per device. Every message the server reads gets exactly one reply, in
+        request order, carrying the request's request_id. A failed request is answered in-band
+        (InferResponse.error) and the stream carries on; so is a message that is not a valid
+        InferRequest (INVALID_PAYLOAD, request_id 0). A stream ends with a non-OK status only when the
+        transport breaks, the server shuts down (UNAVAILABLE, after answering every request it read)
+        or a message exceeds the transport's size limit (RESOURCE_EXHAUSTED). The server reads at
+        most --stream-window requests ahead of its replies; past that, HTTP/2 flow control makes the
+        client's writes wait.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
