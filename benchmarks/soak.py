@@ -112,12 +112,14 @@ async def _soak(address: str, pool, requests: int, streams: int, depth: int, una
         call = stream_call(timeout=3600)
         in_flight = asyncio.Semaphore(depth)
         sent: collections.deque = collections.deque()
+        sent_count = [0]
 
         async def writer():
             for i in range(per_stream):
                 await in_flight.acquire()
                 case = pool[(s * per_stream + i) % len(pool)]
                 sent.append((case, time.perf_counter()))
+                sent_count[0] += 1
                 await call.write(case.wire)
             await call.done_writing()
 
@@ -135,12 +137,20 @@ async def _soak(address: str, pool, requests: int, streams: int, depth: int, una
                 elif status == "OK" and case.expect == "OK":
                     latencies.append(time.perf_counter() - t)
 
+        writing = asyncio.get_running_loop().create_task(writer())
         try:
-            await asyncio.gather(writer(), reader())
+            await reader()
             stream_ends[(await call.code()).name] += 1
         except grpc.RpcError as exc:
             stream_ends[exc.code().name] += 1
+        finally:  # a stream that ended early leaves its writer waiting for replies that never come
+            writing.cancel()
+            try:
+                await writing
+            except (asyncio.CancelledError, Exception):  # the call is over; how the write failed does not matter
+                pass
         counts["stream unanswered"] += len(sent)
+        counts["stream never sent (stream ended early)"] += per_stream - sent_count[0]
 
     async def unary_worker(w: int, workers: int) -> None:
         for i in range(w, unary, workers):

@@ -16,3 +16,19 @@ def test_server_load_benchmark_smoke(bundle_dir, tmp_path, capsys):
     for r in report["results"]:
         assert r["errors"] == 0 and r["requests"] > 0 and r["p99_ms"] >= r["p50_ms"] > 0
     assert "| batching | 4 |" in capsys.readouterr().out
+
+
+def test_soak_benchmark_smoke(bundle_dir, tmp_path):
+    from agilenn.benchmarks.cli import main as bench
+
+    out = tmp_path / "soak.json"
+    assert bench(["soak", "--model-dir", str(bundle_dir), "--requests", "800", "--streams", "8", "--unary", "40",
+                  "--pool", "200", "--flood-seconds", "0.5", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    soak, flood = report["soak"], report["flood"]
+    assert soak["stream_end_status"] == {"OK": 8} and soak["not_as_expected"] == {}
+    assert soak["counts"]["stream unanswered"] == 0 and soak["counts"]["stream OK"] > 0
+    assert sum(v for k, v in soak["counts"].items() if k.startswith("unary ")) == 40
+    assert soak["rss"]["before_mib"] > 0 and soak["valid_p99_ms"] > 0
+    assert flood["answered"] == flood["written"] > 0
+    assert report["server_log_tracebacks"] == 0
