@@ -9,6 +9,8 @@ import grpc
 
 from agilenn.v1 import inference_pb2 as pb
 
+from .wire import MAX_MESSAGE_CHARS, clip
+
 GRPC_STATUS = {
     pb.INVALID_PAYLOAD: grpc.StatusCode.INVALID_ARGUMENT,
     pb.MODEL_NOT_FOUND: grpc.StatusCode.NOT_FOUND,
@@ -22,6 +24,7 @@ GRPC_STATUS = {
 
 class RequestError(Exception):
     def __init__(self, code: int, message: str):
+        message = clip(message, MAX_MESSAGE_CHARS)  # a unary call sends it in a size-limited trailer
         super().__init__(message)
         self.code = code
         self.message = message
