@@ -15,7 +15,7 @@ pytest.importorskip("tqdm")
 def smoke_run(tmp_path_factory):
     from agilenn.training.cli import main
 
-    from conftest import write_fashion_mnist  # tests/training/conftest.py (rootdir-relative import)
+    from training_test_helpers import write_fashion_mnist
 
     root = tmp_path_factory.mktemp("train_smoke")
     data = write_fashion_mnist(root / "data", n_train=300, n_test=100)
@@ -69,7 +69,7 @@ def test_onnx_matches_torch(smoke_run):
 
     from agilenn.codec import dequantize, quantize
     from agilenn.models.bundle import load_bundle
-    from agilenn.training.datasets import load_dataset
+    from agilenn.datasets import load_dataset
 
     out, bundle_dir, args = smoke_run
     model, arch = _model_from_run(out)
@@ -118,7 +118,7 @@ def test_plain_split_lambda_one(tmp_path):
     from agilenn.models.bundle import load_bundle
     from agilenn.training.cli import main
 
-    from conftest import write_fashion_mnist
+    from training_test_helpers import write_fashion_mnist
 
     data = write_fashion_mnist(tmp_path / "data", n_train=200, n_test=50)
     out = tmp_path / "run"
