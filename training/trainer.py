@@ -448,8 +448,9 @@ def run_all(cfg: TrainConfig, resume: bool = False, command: str = "", bundle_di
     perm = run_preselect(run, extractor, evaluator)
     model = train_joint(run, extractor, evaluator)
     bundle = Path(bundle_dir) if bundle_dir else run.out / "bundle"
-    manifest = export_bundle(run, ref, model, bundle, command)
-    metrics = write_report(run, ref, model, evaluator, bundle, manifest)
+    manifest = export_bundle(run, ref, model, bundle, command, evaluator=evaluator, channel_order=perm)
+    # extractor: stage 2's, permuted by preselection; the start of joint training (which copies it)
+    metrics = write_report(run, ref, model, evaluator, bundle, manifest, initial_extractor=extractor)
     update_manifest_metrics(bundle, metrics)
     log.info("bundle written to %s", bundle)
     return bundle
