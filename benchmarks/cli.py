@@ -55,7 +55,8 @@ def _latency_parser(sub) -> argparse.ArgumentParser:
                    help="random-weight bundles instead of trained ones (plumbing checks; accuracy is chance)")
     p.add_argument("--budget-bytes", type=int,
                    help="byte budget of agilenn-budget (default: half its full payload's mean size)")
-    p.add_argument("--dataset", default="fashion-mnist")
+    p.add_argument("--dataset", help="test images: fashion-mnist, cifar10, ..., or imagefolder:PATH "
+                                     "(default: the bundle's own data set)")
     p.add_argument("--goodput-seconds", type=float, help="length of each link's goodput check (default 2, quick 0.5)")
     p.add_argument("--out", type=Path, help="output folder (default benchmarks/results/<YYYY-MM-DD>)")
     p.add_argument("--no-plots", action="store_true")
@@ -91,7 +92,7 @@ def _bundles(args, tmp: Path):
 def run_latency(args, argv) -> int:
     import numpy as np
 
-    from agilenn.training.datasets import load_dataset
+    from agilenn.datasets import load_for_model
 
     from .latency import Config, run
     from .report import write_results
@@ -106,7 +107,10 @@ def run_latency(args, argv) -> int:
     out = args.out or Path("benchmarks") / "results" / time.strftime("%Y-%m-%d", time.gmtime())
     with tempfile.TemporaryDirectory(prefix="agilenn-bench-") as tmp:
         agilenn, plain = _bundles(args, Path(tmp))
-        data = load_dataset(args.dataset, "test").subset(n, seed=0)
+        if args.dataset is None:  # a synthetic bundle has Fashion-MNIST's input shape but no data set
+            dataset = agilenn.manifest.get("dataset", "fashion-mnist")
+            args.dataset = "fashion-mnist" if dataset == "synthetic" else dataset
+        data = load_for_model(args.dataset, "test", agilenn.input_shape).subset(n, seed=0)
         if data.shape_chw != agilenn.input_shape:
             raise SystemExit(f"agilenn-bench: {args.dataset} images are {data.shape_chw}, the bundle takes "
                              f"{agilenn.input_shape}")

@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     src = i.add_mutually_exclusive_group(required=True)
     src.add_argument("--port", help="serial device (or pyserial URL) an MCU sends frames on")
     src.add_argument("--images", nargs="+", help="image files or folders (png/jpg/npy)")
-    src.add_argument("--dataset", help="replay a dataset split, e.g. fashion-mnist")
+    src.add_argument("--dataset", help="replay a dataset split: fashion-mnist, cifar10, ..., or imagefolder:PATH")
     i.add_argument("--baud", type=int, default=115200, help="serial baud rate (default %(default)s)")
     i.add_argument("--split", default="test", help="dataset split (default %(default)s)")
     i.add_argument("--data-dir", help="dataset folder (default: the dataset's standard place)")
@@ -129,7 +129,8 @@ def _replay(args, agent: Agent, summary: Summary, stop: threading.Event) -> None
     from .sources import dataset_samples, image_samples
 
     if args.dataset:
-        samples = dataset_samples(args.dataset, args.split, args.limit, args.data_dir)
+        samples = dataset_samples(args.dataset, args.split, args.limit, args.data_dir,
+                                  input_shape_chw=agent.bundle.input_shape)
     else:
         c, h, w = agent.bundle.input_shape
         samples = image_samples(args.images, (h, w, c), agent.bundle.classes)

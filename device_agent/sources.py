@@ -24,11 +24,13 @@ class Sample:
 
 
 def dataset_samples(name: str, split: str = "test", limit: int | None = None, data_dir=None,
-                    offset: int = 0) -> Iterator[Sample]:
-    """The first ``limit`` images of a split, in file order (so runs are comparable)."""
-    from agilenn.training.datasets import load_dataset
+                    offset: int = 0, input_shape_chw: tuple[int, int, int] | None = None) -> Iterator[Sample]:
+    """The first ``limit`` images of a split, in file order (so runs are comparable). An image
+    folder is resized/converted to ``input_shape_chw`` (the bundle's input) when given."""
+    from agilenn.datasets import load_dataset, load_for_model
 
-    data = load_dataset(name, split, data_dir)
+    data = (load_for_model(name, split, input_shape_chw, data_dir) if input_shape_chw is not None
+            else load_dataset(name, split, data_dir))
     end = len(data) if limit is None else min(len(data), offset + limit)
     for i in range(offset, end):
         yield Sample(f"{data.name}/{split}/{i}", data.images[i], int(data.labels[i]))

@@ -4,6 +4,7 @@
     <bundle>/device.onnx     image -> local_logits, remote_features   (extractor + local predictor)
     <bundle>/remote.onnx     remote_features -> remote_logits         (remote NN)
     <bundle>/reference.onnx  image -> logits                           (optional; edge-only baseline)
+    <bundle>/extractor.onnx  image -> features; evaluator.onnx features -> logits  (optional; XAI audit)
 
 load_bundle() validates everything it can without running a model, so a bad bundle fails at start-up
 with a message naming the file and field, not at the first request.
@@ -30,6 +31,7 @@ MANIFEST = "manifest.json"
 DEVICE_INPUT, DEVICE_LOCAL_LOGITS, DEVICE_REMOTE_FEATURES = "image", "local_logits", "remote_features"
 REMOTE_INPUT, REMOTE_LOGITS = "remote_features", "remote_logits"
 REFERENCE_INPUT, REFERENCE_LOGITS = "image", "logits"
+EXTRACTOR_FEATURES = "features"  # extractor.onnx output = evaluator.onnx input (all C channels)
 
 
 class BundleError(ValueError):
@@ -262,6 +264,12 @@ def load_bundle(path, check_onnx: bool = True) -> Bundle:
         _check_onnx(files["remote"], {REMOTE_INPUT: remote_shape}, {REMOTE_LOGITS: [None, n_cls]})
         if "reference" in files:
             _check_onnx(files["reference"], {REFERENCE_INPUT: [None, c_in, h, w]}, {REFERENCE_LOGITS: [None, n_cls]})
+        # optional, for re-measuring attributions (training/attribution.py); the runtime never loads them
+        features = [None, bundle.channels, *bundle.feature_hw]
+        if "extractor" in files:
+            _check_onnx(files["extractor"], {DEVICE_INPUT: [None, c_in, h, w]}, {EXTRACTOR_FEATURES: features})
+        if "evaluator" in files:
+            _check_onnx(files["evaluator"], {EXTRACTOR_FEATURES: features}, {REFERENCE_LOGITS: [None, n_cls]})
     return bundle
 
 

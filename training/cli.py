@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import shlex
 import sys
+from pathlib import Path
 
-from .datasets import DATASETS, DatasetNotFoundError
+from agilenn.datasets import DATASETS, IMAGEFOLDER_PREFIX, DatasetNotFoundError, check_dataset_name
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,7 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="agilenn-train", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     g = p.add_argument_group("data and run")
-    g.add_argument("--dataset", default=d.dataset, choices=DATASETS)
+    g.add_argument("--dataset", default=d.dataset, type=_dataset_arg,
+                   help=f"one of {', '.join(DATASETS)}, or imagefolder:PATH (PATH/train/<class>/*.jpg|png, PATH/test/...)")
     g.add_argument("--data-dir", default=None, help="dataset folder (default: the dataset's standard location)")
     g.add_argument("--out", default=d.out, help="run directory: checkpoints, log, config")
     g.add_argument("--bundle-dir", default=None, help="where to write the bundle (default: OUT/bundle)")
@@ -98,9 +101,24 @@ def config_from_args(args):
               eval_ce_weight=args.eval_ce_weight, rate_weight=args.rate_weight,
               rate_target_bits=args.rate_target_bits, nested_p_full=args.nested_p_full,
               flip=not args.no_flip and args.dataset != "svhn", arch=arch,
-              model_name=args.name or f"agilenn-{args.dataset}", model_version=args.version)
+              model_name=args.name or f"agilenn-{_dataset_slug(args.dataset)}", model_version=args.version)
     kw.update(epochs)
     return TrainConfig(**kw)
+
+
+def _dataset_arg(value: str) -> str:
+    try:
+        return check_dataset_name(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _dataset_slug(dataset: str) -> str:
+    """A model-name-safe word for the data set: the folder's name for imagefolder:PATH."""
+    if dataset.startswith(IMAGEFOLDER_PREFIX):
+        name = Path(dataset[len(IMAGEFOLDER_PREFIX):].rstrip("/")).name or "images"
+        return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-").lower() or "images"
+    return dataset
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .datasets import Dataset
+from agilenn.datasets import Dataset
 
 SCALE = 1.0 / 255.0
 

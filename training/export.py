@@ -56,7 +56,11 @@ def symbol_probabilities(model, x: torch.Tensor, centroids: np.ndarray, batch_si
     return counts / counts.sum(1, keepdims=True)
 
 
-def export_bundle(run, ref, model, bundle_dir: Path, command: str) -> dict:
+def export_bundle(run, ref, model, bundle_dir: Path, command: str, evaluator=None, channel_order=None) -> dict:
+    """Writes the ONNX files and manifest.json. With ``evaluator`` (the frozen body that judged
+    importance, reading features in the trained extractor's channel order) the bundle also carries
+    evaluator.onnx + extractor.onnx and an 'xai' section, so skewness can be re-measured from it
+    (training/attribution.py)."""
     from agilenn.models.bundle import write_manifest
 
     cfg, a = run.cfg, run.cfg.arch
@@ -72,6 +76,16 @@ def export_bundle(run, ref, model, bundle_dir: Path, command: str) -> dict:
     _export(device_part, img, bundle_dir / "device.onnx", ["image"], ["local_logits", "remote_features"])
     _export(model.remote, torch.zeros(2, R, fh, fw), bundle_dir / "remote.onnx", ["remote_features"], ["remote_logits"])
     _export(ref, img, bundle_dir / "reference.onnx", ["image"], ["logits"])
+    files = {"device": "device.onnx", "remote": "remote.onnx", "reference": "reference.onnx"}
+    xai = None
+    if evaluator is not None:
+        _export(evaluator.cpu().eval(), torch.zeros(2, a.channels, fh, fw), bundle_dir / "evaluator.onnx",
+                ["features"], ["logits"])
+        _export(model.extractor, img, bundle_dir / "extractor.onnx", ["image"], ["features"])
+        files.update(evaluator="evaluator.onnx", extractor="extractor.onnx")
+        xai = {"method": cfg.xai, "ig_steps": cfg.ig_steps, "rho": cfg.rho, "preselect": cfg.preselect,
+               # channel_order[i]: which of the stage-2 extractor's channels preselection put at position i
+               "channel_order": [int(c) for c in channel_order] if channel_order is not None else None}
 
     centroids = model.quantizer.sorted_centroids().numpy().astype(np.float32)
     probs = symbol_probabilities(model, run.x_train, centroids)
@@ -90,11 +104,13 @@ def export_bundle(run, ref, model, bundle_dir: Path, command: str) -> dict:
         # float32 -> float: bundle.merge() casts back to float32, reproducing training exactly
         "alpha": float(model.alpha.detach().float().item()),
         "coder": {"default": "ans", "zstd_level": 19, "symbol_probabilities": probs.round(8).tolist()},
-        "files": {"device": "device.onnx", "remote": "remote.onnx", "reference": "reference.onnx"},
+        "files": files,
         "metrics": {},
         "device_cost": cost,
         "training": {"config": cfg.to_dict()},
     }
+    if xai is not None:
+        manifest["xai"] = xai
     # re-normalise after rounding so each row sums to 1 in the JSON
     p = np.asarray(manifest["coder"]["symbol_probabilities"])
     manifest["coder"]["symbol_probabilities"] = (p / p.sum(1, keepdims=True)).tolist()

@@ -13,17 +13,20 @@ import copy
 import json
 import logging
 import math
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from agilenn.datasets import load_dataset
+
 from . import data as D
-from .datasets import load_dataset
 from .nets import AgileNN, ArchConfig, ReferenceNN, nested_dropout_mask, prefix_mask
 from .preselect import channel_order, measure_channel_importance
 from .xai import ZeroBaselineGrad, channel_importance, disorder_loss, importance, skewness, skewness_loss
@@ -116,6 +119,16 @@ class Run:
         for xb, yb in D.batches(self.x_train, self.y_train, self.cfg.batch_size, True, self.gen):
             yield D.augment(xb, flip=self.cfg.flip, gen=self.gen).to(self.dev), yb.to(self.dev)
 
+    def sample(self, split: str, n: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """A fixed random subset of n items of a split (all of it when n is None or too big).
+
+        Never the first n: image folders load class by class, so a prefix can be one class."""
+        x, y = (self.x_train, self.y_train) if split == "train" else (self.x_test, self.y_test)
+        if n is None or n >= x.shape[0]:
+            return x, y
+        idx = torch.from_numpy(np.sort(np.random.default_rng(self.cfg.seed).permutation(x.shape[0])[:n]))
+        return x[idx], y[idx]
+
     def steps_per_epoch(self) -> int:
         return math.ceil(self.x_train.shape[0] / self.cfg.batch_size)
 
@@ -137,8 +150,27 @@ def _freeze(m: nn.Module) -> nn.Module:
 
 
 def _bar(run: Run, stage: str, epoch: int, epochs: int):
-    return tqdm(run.train_batches(), total=run.steps_per_epoch(), desc=f"{stage} {epoch + 1}/{epochs}",
-                leave=False, mininterval=5.0, disable=None)
+    """Progress over one epoch's batches: a tqdm bar on a terminal; otherwise (a background run
+    logging to a file, where tqdm prints nothing) a log line every LOG_EVERY_S with rate and ETA."""
+    desc = f"{stage} {epoch + 1}/{epochs}"
+    if sys.stderr.isatty():
+        return tqdm(run.train_batches(), total=run.steps_per_epoch(), desc=desc, leave=False, mininterval=5.0)
+    return _logged_progress(run.train_batches(), run.steps_per_epoch(), desc)
+
+
+LOG_EVERY_S = 30.0  # seconds between progress lines when not on a terminal
+
+
+def _logged_progress(batches, total: int, desc: str, every_s: float = LOG_EVERY_S):
+    t0 = last = time.time()
+    for step, batch in enumerate(batches, 1):
+        yield batch
+        now = time.time()
+        if now - last >= every_s and step < total:
+            last = now
+            rate = step / (now - t0)
+            log.info("%s: step %d/%d (%.0f%%), %.2f steps/s, epoch ETA %.0fs", desc, step, total,
+                     100.0 * step / total, rate, (total - step) / rate)
 
 
 # ================================================================= stage 1: reference NN
@@ -241,10 +273,9 @@ def run_preselect(run: Run, extractor, evaluator):
         perm = st["perm"]
         log.info("preselect: resumed, channel order %s", perm.tolist())
     else:
-        n = min(cfg.preselect_samples, run.x_train.shape[0])
+        xs, ys = run.sample("train", cfg.preselect_samples)
         zg = ZeroBaselineGrad(evaluator, (cfg.arch.channels, *cfg.arch.feature_hw), cfg.arch.num_classes)
-        ci = measure_channel_importance(evaluator, extractor, run.x_train[:n].to(run.dev), run.y_train[:n].to(run.dev),
-                                        cfg.xai, cfg.ig_steps, zg)
+        ci = measure_channel_importance(evaluator, extractor, xs.to(run.dev), ys.to(run.dev), cfg.xai, cfg.ig_steps, zg)
         perm = channel_order(ci.cpu(), cfg.arch.k, cfg.preselect)
         before = skewness(ci, cfg.arch.k).mean().item()
         after = skewness(ci[:, perm.to(ci.device)], cfg.arch.k).mean().item()
@@ -293,7 +324,7 @@ def train_joint(run: Run, extractor, evaluator) -> AgileNN:
     model = build_agilenn(cfg, extractor, evaluator).to(run.dev)
     for p in model.remote.parameters():  # the evaluator copy was frozen
         p.requires_grad_(True)
-    init_centroids(model, run.x_train[:2000].to(run.dev))
+    init_centroids(model, run.sample("train", 2000)[0].to(run.dev))
     pretrained = list(model.extractor.parameters()) + list(model.remote.parameters())
     fresh = list(model.local.parameters()) + [model.quantizer.deltas, model.alpha_logits]
     opt = torch.optim.AdamW([{"params": pretrained, "lr": cfg.joint_lr * 0.5, "base": cfg.joint_lr * 0.5},
@@ -381,9 +412,10 @@ def _hard_forward(model: AgileNN, xb, keep: int | None = None):
 
 
 def evaluate_split(run: Run, model: AgileNN, evaluator, n_max: int | None = None, batch_size: int = 500) -> dict:
-    """Test-set accuracies (every remote channel sent) and mean skewness on up to n_max samples."""
+    """Test-set accuracies (every remote channel sent) and mean skewness on a fixed random subset of
+    n_max samples (the whole test set when n_max is None)."""
     model.eval()
-    x, y = run.x_test[:n_max], run.y_test[:n_max]
+    x, y = run.sample("test", n_max)
     cor = {"combined": 0, "local": 0, "remote": 0, "evaluator": 0}
     skew_sum = 0.0
     zg = ZeroBaselineGrad(evaluator, (model.cfg.channels, *model.cfg.feature_hw), model.cfg.num_classes)
@@ -416,8 +448,9 @@ def run_all(cfg: TrainConfig, resume: bool = False, command: str = "", bundle_di
     perm = run_preselect(run, extractor, evaluator)
     model = train_joint(run, extractor, evaluator)
     bundle = Path(bundle_dir) if bundle_dir else run.out / "bundle"
-    manifest = export_bundle(run, ref, model, bundle, command)
-    metrics = write_report(run, ref, model, evaluator, bundle, manifest)
+    manifest = export_bundle(run, ref, model, bundle, command, evaluator=evaluator, channel_order=perm)
+    # extractor: stage 2's, permuted by preselection; the start of joint training (which copies it)
+    metrics = write_report(run, ref, model, evaluator, bundle, manifest, initial_extractor=extractor)
     update_manifest_metrics(bundle, metrics)
     log.info("bundle written to %s", bundle)
     return bundle

@@ -34,7 +34,7 @@ def eval_bundle_dir(synthetic_bundle):
 
 @pytest.fixture(scope="session")
 def fashion_test():
-    from agilenn.training.datasets import DatasetNotFoundError, load_dataset
+    from agilenn.datasets import DatasetNotFoundError, load_dataset
 
     try:
         return load_dataset("fashion-mnist", "test")

@@ -47,7 +47,7 @@ def test_server_in_the_namespace_answers_the_agent_through_the_shaped_path(tmp_p
     from agilenn.benchmarks.testbed import Testbed
     from agilenn.models import load_bundle
     from agilenn.models.synthetic import make_random_bundle
-    from agilenn.training.datasets import load_dataset
+    from agilenn.datasets import load_dataset
 
     bundle = load_bundle(make_random_bundle(tmp_path / "b"))
     image = load_dataset("fashion-mnist", "test").images[0]

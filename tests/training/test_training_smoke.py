@@ -15,7 +15,7 @@ pytest.importorskip("tqdm")
 def smoke_run(tmp_path_factory):
     from agilenn.training.cli import main
 
-    from conftest import write_fashion_mnist  # tests/training/conftest.py (rootdir-relative import)
+    from training_test_helpers import write_fashion_mnist
 
     root = tmp_path_factory.mktemp("train_smoke")
     data = write_fashion_mnist(root / "data", n_train=300, n_test=100)
@@ -69,7 +69,7 @@ def test_onnx_matches_torch(smoke_run):
 
     from agilenn.codec import dequantize, quantize
     from agilenn.models.bundle import load_bundle
-    from agilenn.training.datasets import load_dataset
+    from agilenn.datasets import load_dataset
 
     out, bundle_dir, args = smoke_run
     model, arch = _model_from_run(out)
@@ -118,7 +118,7 @@ def test_plain_split_lambda_one(tmp_path):
     from agilenn.models.bundle import load_bundle
     from agilenn.training.cli import main
 
-    from conftest import write_fashion_mnist
+    from training_test_helpers import write_fashion_mnist
 
     data = write_fashion_mnist(tmp_path / "data", n_train=200, n_test=50)
     out = tmp_path / "run"
@@ -126,3 +126,19 @@ def test_plain_split_lambda_one(tmp_path):
                  "--channels", "10", "--body-width", "16", "--lam", "1", "--name", "plain-split-test"]) == 0
     b = load_bundle(out / "bundle")
     assert b.name == "plain-split-test" and b.manifest["training"]["config"]["lam"] == 1.0
+
+
+def test_bundle_carries_what_the_xai_audit_needs(smoke_run):
+    from agilenn.training.attribution import audit_bundle
+
+    out, bundle_dir, _ = smoke_run
+    m = json.loads((bundle_dir / "manifest.json").read_text())
+    assert m["files"]["evaluator"] == "evaluator.onnx" and m["files"]["extractor"] == "extractor.onnx"
+    assert sorted(m["xai"]["channel_order"]) == list(range(10)) and m["xai"]["method"] == "ig"
+    report = m["metrics"]["xai_audit"]
+    assert set(report) >= {"initial", "trained", "samples", "tolerance"}
+    again = audit_bundle(bundle_dir, data_dir=out.parent / "data")  # from the bundle's files alone
+    assert again["samples"] == report["samples"] == 100
+    assert again["trained"]["faithful"]["ig_steps"] == report["trained"]["faithful"]["ig_steps"]
+    assert abs(again["trained"]["faithful"]["skewness_mean"] - report["trained"]["faithful"]["skewness_mean"]) < 1e-3
+    assert "## XAI audit" in (bundle_dir / "report.md").read_text()
