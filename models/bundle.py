@@ -184,10 +184,14 @@ def validate_manifest(manifest: dict, where: str = MANIFEST) -> None:
     try:
         FeatureCodec.from_manifest(manifest)
     except (ValueError, TypeError, KeyError) as exc:
-        raise BundleError(f"{where}: 'coder.symbol_probabilities': {exc}") from None
+        field = "'coder.frequencies'" if "frequenc" in str(exc) else "'coder.symbol_probabilities'"
+        raise BundleError(f"{where}: {field}: {exc}") from None
     if coder.get("default", "ans") == "ans":
         _require(coder.get("symbol_probabilities") is not None, where,
                  "'coder.symbol_probabilities' is required when the default coder is ans")
+    if coder.get("default") == "rans":
+        _require(coder.get("frequencies") is not None, where,
+                 "'coder.frequencies' and 'coder.frequency_bits' are required when the default coder is rans")
 
     files = manifest.get("files")
     _require(isinstance(files, dict) and "device" in files and "remote" in files, where,

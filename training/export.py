@@ -56,6 +56,15 @@ def symbol_probabilities(model, x: torch.Tensor, centroids: np.ndarray, batch_si
     return counts / counts.sum(1, keepdims=True)
 
 
+def rans_tables(probabilities, precision: int | None = None) -> dict:
+    """The rans coder's integer tables (docs/protocol.md), computed once here and stored in the
+    manifest so that no decoder and no C encoder ever recomputes them."""
+    from agilenn.codec.rans import DEFAULT_PRECISION, quantize_frequencies
+
+    bits = DEFAULT_PRECISION if precision is None else precision
+    return {"frequency_bits": bits, "frequencies": quantize_frequencies(probabilities, bits).tolist()}
+
+
 def export_bundle(run, ref, model, bundle_dir: Path, command: str) -> dict:
     from agilenn.models.bundle import write_manifest
 
@@ -98,6 +107,7 @@ def export_bundle(run, ref, model, bundle_dir: Path, command: str) -> dict:
     # re-normalise after rounding so each row sums to 1 in the JSON
     p = np.asarray(manifest["coder"]["symbol_probabilities"])
     manifest["coder"]["symbol_probabilities"] = (p / p.sum(1, keepdims=True)).tolist()
+    manifest["coder"].update(rans_tables(manifest["coder"]["symbol_probabilities"]))
     write_manifest(bundle_dir, manifest)
     return manifest
 
