@@ -29,8 +29,6 @@ INT8_FILE = "device_int8.json"
 # Static sources copied into every library; the coder's and the framing's join when present.
 STATIC_SOURCES = ["agn_common.h", "agn_common.c", "agn_config.h", "agn_kernels.h", "agn_kernels.c",
                   "agn_infer.c", "agn_payload.h", "agn_payload.c", "agn_device.c"]
-# Without the coder only the network part can be built (kernels_only: tests of logits and indices).
-NETWORK_SOURCES = ["agn_common.h", "agn_common.c", "agn_config.h", "agn_kernels.h", "agn_kernels.c", "agn_infer.c"]
 CODER_SOURCES = ["agn_rans.h", "agn_rans.c"]
 FRAME_SOURCES = ["agn_frame.h", "agn_frame.c"]
 KIND = {"conv": "AGN_KIND_CONV", "dwconv": "AGN_KIND_DWCONV", "conv1x1": "AGN_KIND_CONV1X1", "dense": "AGN_KIND_DENSE"}
@@ -89,7 +87,7 @@ def render(text: str, values: dict) -> str:
     return text
 
 
-def generate(bundle_dir, out_dir, kernels_only: bool = False) -> Generated:
+def generate(bundle_dir, out_dir) -> Generated:
     from agilenn.codec.payload import HEADER_SIZE
     from agilenn.models import load_bundle
 
@@ -106,9 +104,7 @@ def generate(bundle_dir, out_dir, kernels_only: bool = False) -> Generated:
     tables = _coder_tables(bundle, remote, model.levels)
     have_coder = all((CSRC / f).is_file() for f in CODER_SOURCES)
     have_frame = all((CSRC / f).is_file() for f in FRAME_SOURCES)
-    if kernels_only:
-        tables, have_coder, have_frame = tables or (12, np.ones((remote, model.levels), np.int64)), False, False
-    elif tables is None or not have_coder:
+    if tables is None or not have_coder:
         raise Int8ModelError(f"{bundle.path}: the C library needs the rans coder (manifest coder.rans tables and "
                              f"{', '.join(CODER_SOURCES)} in {CSRC})")
     precision, freq = tables
@@ -127,14 +123,13 @@ def generate(bundle_dir, out_dir, kernels_only: bool = False) -> Generated:
         "PAYLOAD_MAX_BYTES": payload_max, "ARENA_BYTES": plan.arena_bytes,
     }
     (out / "agilenn_device.h").write_text(render((CSRC / "agilenn_device.h.in").read_text(), values))
-    static = NETWORK_SOURCES if kernels_only else STATIC_SOURCES + CODER_SOURCES + (FRAME_SOURCES if have_frame else [])
-    for name in static:
+    for name in STATIC_SOURCES + CODER_SOURCES + (FRAME_SOURCES if have_frame else []):
         text = (CSRC / name).read_text()
         (out / name).write_text(render(text, values) if "@" in text else text)
     (out / "agn_model.h").write_text(_model_h(bundle, model, plan, values, precision, freq))
     (out / "agn_model.c").write_text(_model_c(bundle, model, plan, values, precision, freq))
     code = None
-    coder_table_bytes = int(freq.size) * 2 * 2  # uint16 freq + start per symbol
+    coder_table_bytes = int(freq.size) * 12  # one agn_rans_symbol (uint32 + 2 x uint16 + uint8, padded) per entry
     cost = device_cost(model, code_bytes=code, coder_table_bytes=coder_table_bytes)
     sources = sorted(p.name for p in out.glob("*.c"))
     sizes = arm_size(out, sources)
@@ -191,7 +186,8 @@ def _model_h(bundle, model, plan, values, precision, freq) -> str:
     }
     lines = [_header_comment(bundle, values, "agn_model.h: the model's layer table, tables and arena plan (internal)."),
              "#ifndef AGN_MODEL_H\n#define AGN_MODEL_H\n",
-             '#include "agilenn_device.h"\n#include "agn_kernels.h"\n',
+             '#include "agilenn_device.h"\n#include "agn_kernels.h"\n'
+             '#include "agn_rans.h"\n',
              f"#if AGN_API_VERSION_MAJOR != 1 || AGN_GENERATOR_VERSION_NUM != {values['GENERATOR_VERSION_NUM']} "
              f"|| AGN_MODEL_HASH32 != {values['MODEL_HASH32']}",
              '#error "agn_model.h was generated for another bundle or generator than agilenn_device.h: generate again"',
@@ -211,7 +207,6 @@ def _model_h(bundle, model, plan, values, precision, freq) -> str:
              " * buffers alive at the same time never overlap (checked below). */"]
     for key, name in offs.items():
         lines.append(f"#define AGN_OFF_{key} {plan.offset(name)}u   /* {name}: {sizes[name]} B */")
-    lines.append("#define AGN_OFF_CODER 0u   /* the coder needs no arena scratch */")
     for name, b in plan.buffers.items():
         lines.append(f"#define AGN_BUF_{_ident(name)}_OFF {b.offset}u")
         lines.append(f"#define AGN_BUF_{_ident(name)}_SIZE {b.size}u")
@@ -227,9 +222,9 @@ def _model_h(bundle, model, plan, values, precision, freq) -> str:
               "extern const int16_t agn_model_thresholds[AGN_LEVELS - 1];",
               "/* agn_infer.c: steps 1-4 of agn_device_run (logits at AGN_OFF_LOGITS, indices at AGN_OFF_INDICES) */",
               "void agn_device_infer(const uint8_t *image, uint8_t *arena);",
-              "/* rans tables, one row per remote channel: freq[c][s] and start[c][s] = freq[c][0] + ... + freq[c][s-1] */",
-              "extern const uint16_t agn_model_rans_freq[AGN_REMOTE_CHANNELS * AGN_LEVELS];",
-              "extern const uint16_t agn_model_rans_start[AGN_REMOTE_CHANNELS * AGN_LEVELS];",
+              "/* the rans coder's tables (manifest coder.frequencies), one per remote channel, prepared as",
+              " * agn_rans_prepare() would (reciprocals), but const: in flash, no start-up work */",
+              "extern const agn_rans_model agn_model_rans;",
               "\n#endif /* AGN_MODEL_H */\n"]
     return "\n".join(lines)
 
@@ -279,7 +274,26 @@ def _model_c(bundle, model, plan, values, precision, freq) -> str:
     parts.append("/* centroid index = #{i : q > thresholds[i]} on the int8 remote features */")
     parts.append(_c_array("int16_t", "agn_thresholds", model.thresholds).replace("static const", "const", 1)
                  .replace("agn_thresholds[", "agn_model_thresholds["))
-    start = np.concatenate([np.zeros((freq.shape[0], 1), np.int64), np.cumsum(freq, 1)[:, :-1]], 1)
-    for arr, name in ((freq, "agn_model_rans_freq"), (start, "agn_model_rans_start")):
-        parts.append(_c_array("uint16_t", name, arr, model.levels * 6).replace("static const", "const", 1))
+    parts.append(_rans_tables(freq, precision))
     return "\n".join(parts)
+
+
+def rans_symbol(f: int, start: int) -> tuple:
+    """(rcp, freq, start, rcp_shift) of one table entry, as agn_rans_prepare() computes it:
+    l = ceil(log2 f), rcp = floor(2^(31+l) / f), rcp_shift = 31 + l (agn_rans.h explains why)."""
+    l = (int(f) - 1).bit_length()
+    return (1 << (31 + l)) // int(f), int(f), int(start), 31 + l
+
+
+def _rans_tables(freq: np.ndarray, precision: int) -> str:
+    rows = []
+    for t, row in enumerate(np.asarray(freq, np.int64)):
+        start = 0
+        for s, f in enumerate(row.tolist()):
+            rcp, fr, st, sh = rans_symbol(f, start)
+            rows.append(f"    {{{rcp}u, {fr}u, {st}u, {sh}u}}")
+            start += f
+    tables, levels = freq.shape
+    return ("/* rans: symbols[t * levels + s] = {rcp, freq, start, rcp_shift} of symbol s in table t */\n"
+            f"static const agn_rans_symbol agn_rans_symbols[{len(rows)}] = {{\n" + ",\n".join(rows) + "\n};\n"
+            f"const agn_rans_model agn_model_rans = {{agn_rans_symbols, {tables}u, {levels}u, {precision}u}};\n")

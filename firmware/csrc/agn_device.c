@@ -48,7 +48,7 @@ agn_status agn_device_run(const uint8_t *image, size_t image_bytes, void *arena,
     (void)num_logits;
 #endif
     agn_device_infer(image, a);
-    status = agn_payload_encode_within(a + AGN_OFF_INDICES, a + AGN_OFF_CODER, payload, payload_cap, payload_len,
+    status = agn_payload_encode_within(a + AGN_OFF_INDICES, payload, payload_cap, payload_len,
                                        &sent);
     if (status != AGN_OK) {
         return status;
