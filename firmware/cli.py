@@ -4,6 +4,8 @@
                                                manifest format_version 2, int8 vs float in the report)
     agilenn-firmware generate --bundle DIR --out DIR   emit the C99 device library for the bundle
     agilenn-firmware cost --bundle DIR         print the device cost (MACs, params, flash, arena) as JSON
+    agilenn-firmware build --board mps2-an500 --bundle DIR   the firmware ELF (firmware/run.py)
+    agilenn-firmware run --bundle DIR --limit 100            that firmware in QEMU against agilenn-agent
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ def main(argv=None) -> int:
     g.add_argument("--out", required=True, help="output directory for the C sources")
     c = sub.add_parser("cost", help="device cost of a bundle's integer device part as JSON")
     c.add_argument("--bundle", required=True)
+    from .run import add_commands
+
+    add_commands(sub)  # build, run
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
@@ -37,7 +42,12 @@ def main(argv=None) -> int:
 
     from .int8 import Int8ModelError
 
+    from .build import BuildError
+    from .qemu import QemuError
+
     try:
+        if getattr(args, "func", None) is not None:
+            return args.func(args)
         if args.command == "quantize":
             from .bundle_int8 import add_int8_device
 
@@ -60,7 +70,7 @@ def main(argv=None) -> int:
             from .cost import bundle_device_cost
 
             print(json.dumps(bundle_device_cost(load_bundle(args.bundle)), indent=1))
-    except (BundleError, Int8ModelError, FileNotFoundError) as exc:
+    except (BundleError, Int8ModelError, FileNotFoundError, BuildError, QemuError) as exc:
         print(f"agilenn-firmware: {exc}", file=sys.stderr)
         return 2
     return 0
