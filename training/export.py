@@ -98,7 +98,7 @@ def export_bundle(run, ref, model, bundle_dir: Path, command: str) -> dict:
         "quantizer": {"centroids": [float(c) for c in centroids]},
         # float32 -> float: bundle.merge() casts back to float32, reproducing training exactly
         "alpha": float(model.alpha.detach().float().item()),
-        "coder": {"default": "ans", "zstd_level": 19, "symbol_probabilities": probs.round(8).tolist()},
+        "coder": {"default": "rans", "zstd_level": 19, "symbol_probabilities": probs.round(8).tolist()},
         "files": {"device": "device.onnx", "remote": "remote.onnx", "reference": "reference.onnx"},
         "metrics": {},
         "device_cost": cost,

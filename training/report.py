@@ -86,7 +86,7 @@ def measure(run, ref, model, evaluator, bundle_dir: Path, manifest: dict) -> tup
 
     # bytes on the wire, per coder (full payload: 13-byte header + body)
     coders = {}
-    for coder in ("ans", "zstd", "raw"):
+    for coder in ("ans", "rans", "zstd", "raw"):
         sizes = np.array([len(codec.encode_indices(idx_all[j], coder)) for j in range(n)])
         coders[coder] = float(sizes.mean())
     ans_sizes = np.array([len(codec.encode_indices(idx_all[j], "ans")) for j in range(n)])
@@ -133,6 +133,7 @@ def measure(run, ref, model, evaluator, bundle_dir: Path, manifest: dict) -> tup
         "skewness_frac_ge_0.8": float((skews >= 0.8).mean()),
         "ans_bytes_mean": coders["ans"],
         "ans_bytes_p95": float(np.percentile(ans_sizes, 95)),
+        "rans_bytes_mean": coders["rans"],
         "zstd_bytes_mean": coders["zstd"],
         "raw_bytes_mean": coders["raw"],
         "payload_header_bytes": 13,
