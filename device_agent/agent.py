@@ -17,11 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
+from agilenn.firmware.cost import bundle_device_cost
 from agilenn.models import Bundle, load_bundle
 
 from .client import ClientSecurity, RemoteClient, RemoteReply
 from .device_model import DevicePart
-from .mcu import Mcu, count_macs, parse_mcu
+from .mcu import Mcu, parse_mcu
 from .messages import Reason
 
 DEFAULT_SERVER = "127.0.0.1:50051"
@@ -89,6 +90,8 @@ class Agent:
     server_address=None runs local-only (every answer degraded, reason "no_server").
     deadline_ms bounds the wait for the remote logits; max_payload_bytes drops trailing remote
     channels until the payload fits; mcu ("stm32f746@216MHz") models the device part's compute time.
+    numerics: "auto" (default: the bundle's integer device part when it has one, else device.onnx),
+    "int8" or "float".
     """
 
     def __init__(
@@ -103,15 +106,16 @@ class Agent:
         security: ClientSecurity | None = None,
         connect_timeout_s: float = 2.0,
         backoff_max_s: float = 2.0,
+        numerics: str = "auto",
     ):
         self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
-        self.device = DevicePart(self.bundle)
+        self.device = DevicePart(self.bundle, numerics)
         self.codec = self.bundle.codec()
         self.coder = coder
         self.deadline_s = None if deadline_ms is None or deadline_ms <= 0 else deadline_ms / 1e3
         self.max_payload_bytes = max_payload_bytes
         self.mcu = parse_mcu(mcu) if isinstance(mcu, str) else mcu
-        self.device_macs = count_macs(self.bundle.onnx_path("device"))
+        self.device_macs = bundle_device_cost(self.bundle)["macs"]
         self.server_address = server_address
         self.client = None
         if server_address:
@@ -164,7 +168,7 @@ class Agent:
             reply = self.client.infer(b"", self.deadline_s)
         else:
             start = time.perf_counter()
-            indices = self.codec.quantize(out.remote_features)
+            indices = out.indices(self.codec)
             payload, sent = self.codec.encode_within(indices, self.max_payload_bytes, self.coder)
             t.encode_ms = (time.perf_counter() - start) * 1e3
             reply = self.client.infer(payload, self.deadline_s)

@@ -2,9 +2,9 @@
 
     time = MACs x cycles_per_MAC / clock
 
-MACs come from the ONNX graph (Conv, ConvTranspose, Gemm, MatMul; shapes from onnx shape
-inference, batch 1). Everything else (activations, pooling, slicing) is folded into the
-cycles-per-MAC figure, which is measured end to end on a real network, not per kernel.
+MACs come from the generated C device library's plan (agilenn.firmware.cost.bundle_device_cost).
+Everything else (activations, pooling, slicing) is folded into the cycles-per-MAC figure, which is
+measured end to end on a real network, not per kernel.
 
 Where the cycles-per-MAC figure comes from (docs/agent.md, "MCU emulation"):
 
@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from functools import lru_cache
-from pathlib import Path
 
 M7_CYCLES_PER_MAC = 99.1e-3 * 216e6 / 12.3e6  # ~1.74, CMSIS-NN CIFAR-10 on STM32F746 (see above)
 _COREMARK_PER_MHZ = {"cortex-m7": 5.01, "cortex-m33": 4.02, "cortex-m4": 3.42}
@@ -98,68 +96,8 @@ def parse_mcu(spec: str) -> Mcu:
     return Mcu(name, CORES[core_name], clock_hz)
 
 
-# --- MAC counting -------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class LayerMacs:
-    node: str
-    op: str
-    macs: int
-
-
-def _dims(value_info) -> list[int]:
-    # Symbolic dimensions (the batch) count as 1.
-    return [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else 1 for d in value_info.type.tensor_type.shape.dim]
-
-
-def _prod(xs) -> int:
-    out = 1
-    for x in xs:
-        out *= int(x)
-    return out
-
-
-def layer_macs(onnx_path) -> list[LayerMacs]:
-    """Multiply-accumulates of every Conv/ConvTranspose/Gemm/MatMul node for one input (batch 1)."""
-    import onnx
-
-    model = onnx.shape_inference.infer_shapes(onnx.load(str(onnx_path)))
-    g = model.graph
-    shapes = {vi.name: _dims(vi) for vi in [*g.input, *g.value_info, *g.output]}
-    shapes.update({t.name: list(t.dims) for t in g.initializer})
-    attrs = lambda node: {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}  # noqa: E731
-
-    out = []
-    for node in g.node:
-        if node.op_type not in ("Conv", "ConvTranspose", "Gemm", "MatMul"):
-            continue
-        try:
-            a, b, y = shapes[node.input[0]], shapes[node.input[1]], shapes[node.output[0]]
-        except KeyError as exc:
-            raise ValueError(f"{onnx_path}: no shape for {exc} of {node.op_type} node {node.name!r}") from None
-        if node.op_type == "Conv":
-            # every output element costs (C_in / group) x kernel taps; the weight is [M, C_in/g, k...]
-            macs = _prod(y) * _prod(b[1:])
-        elif node.op_type == "ConvTranspose":
-            # every input element is scattered through (M / group) x kernel taps; weight [C_in, M/g, k...]
-            macs = _prod(a) * _prod(b[1:])
-        elif node.op_type == "Gemm":
-            # K from B, usually a weight initializer with a known shape (A may be a reshaped activation)
-            k = b[1] if attrs(node).get("transB", 0) else b[0]
-            macs = _prod(y) * k
-        else:  # MatMul, numpy semantics: B is [..., K, N]
-            macs = _prod(y) * (b[-2] if len(b) >= 2 else b[0])
-        out.append(LayerMacs(node.name or node.output[0], node.op_type, int(macs)))
-    return out
-
-
-@lru_cache(maxsize=32)
-def _total_macs(path: str, mtime: float) -> int:
-    return sum(layer.macs for layer in layer_macs(path))
-
-
-def count_macs(onnx_path) -> int:
-    path = Path(onnx_path)
-    return _total_macs(str(path.resolve()), path.stat().st_mtime)
+# MACs are not counted here: they come with the rest of the device cost from the generated C
+# library's plan (agilenn.firmware.cost.bundle_device_cost), the one source for every consumer.
 
 
 def main() -> None:  # pragma: no cover - a convenience for humans: agilenn.device_agent.mcu BUNDLE [MCU...]
@@ -173,7 +111,9 @@ def main() -> None:  # pragma: no cover - a convenience for humans: agilenn.devi
     p.add_argument("mcu", nargs="*", default=list(PRESETS))
     args = p.parse_args()
     bundle = load_bundle(args.bundle)
-    macs = count_macs(bundle.onnx_path("device"))
+    from agilenn.firmware.cost import bundle_device_cost
+
+    macs = bundle_device_cost(bundle)["macs"]
     print(json.dumps({"device_macs": macs, **{s: round(parse_mcu(s).compute_ms(macs), 3) for s in args.mcu}}))
 
 

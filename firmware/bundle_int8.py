@@ -74,7 +74,7 @@ def measured_cost(bundle_dir, model: Int8DeviceModel) -> dict:
 
 
 def add_int8_device(bundle_dir, calibration_images=None, test_images=None, test_labels=None,
-                    calibration_count: int = CALIBRATION_IMAGES) -> dict:
+                    calibration_count: int = CALIBRATION_IMAGES, calibration_label: str | None = None) -> dict:
     """Quantize, evaluate and record; returns the manifest's int8_device section."""
     from agilenn.models import load_bundle, write_manifest
     from agilenn.training.datasets import load_dataset
@@ -86,7 +86,7 @@ def add_int8_device(bundle_dir, calibration_images=None, test_images=None, test_
         calibration_images = load_dataset(dataset, "train").subset(calibration_count, seed=0).images
         calib_source = f"{dataset} train, {len(calibration_images)} images (seed 0)"
     else:
-        calib_source = f"{len(calibration_images)} caller-given images"
+        calib_source = calibration_label or f"{len(calibration_images)} caller-given images"
     model = quantize_device(bundle, calibration_images, calib_source)
     sha = model.save(bundle_dir / INT8_FILE)
     model = Int8DeviceModel.load(bundle_dir / INT8_FILE)  # evaluate exactly what was written

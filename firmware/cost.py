@@ -6,6 +6,9 @@ calls bundle_device_cost(); nothing else estimates MACs, flash or SRAM.
 
 from __future__ import annotations
 
+import functools
+from pathlib import Path
+
 import numpy as np
 
 from .plan import device_cost
@@ -27,6 +30,18 @@ def bundle_device_cost(bundle) -> dict:
         return {k: cost.get(k) for k in KEYS}
     if bundle.has_int8_device:
         return {k: v for k, v in device_cost(bundle.int8_device()).items() if k in KEYS}
+    return dict(_structural_cost(str(bundle.onnx_path("device")), bundle.manifest_text))
+
+
+@functools.lru_cache(maxsize=16)
+def _structural_cost(device_onnx: str, manifest_text: str) -> tuple:
+    import json
+
+    from agilenn.models import load_bundle
+
+    bundle = load_bundle(Path(device_onnx).parent, check_onnx=False)
+    if bundle.manifest_text != manifest_text:  # the files changed under us: cost what is there now
+        bundle.manifest = json.loads(manifest_text)
     c, h, w = bundle.input_shape
     images = np.random.default_rng(0).integers(0, 256, size=(8, h, w, c), dtype=np.uint8)
-    return {k: v for k, v in device_cost(quantize_device(bundle, images)).items() if k in KEYS}
+    return tuple((k, v) for k, v in device_cost(quantize_device(bundle, images)).items() if k in KEYS)

@@ -9,7 +9,6 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .costs import device_cost
 from .data import SCALE
 
 OPSET = 17
@@ -66,7 +65,7 @@ def rans_tables(probabilities, precision: int | None = None) -> dict:
 
 
 def export_bundle(run, ref, model, bundle_dir: Path, command: str) -> dict:
-    from agilenn.models.bundle import write_manifest
+    from agilenn.models.bundle import FORMAT_VERSION, write_manifest
 
     cfg, a = run.cfg, run.cfg.arch
     bundle_dir = Path(bundle_dir)
@@ -84,10 +83,9 @@ def export_bundle(run, ref, model, bundle_dir: Path, command: str) -> dict:
 
     centroids = model.quantizer.sorted_centroids().numpy().astype(np.float32)
     probs = symbol_probabilities(model, run.x_train, centroids)
-    cost = device_cost(device_part, (c_in, h, w), held_bytes=R * fh * fw)
     manifest = {
         "format": "agilenn-bundle",
-        "format_version": 1,
+        "format_version": FORMAT_VERSION,
         "model": {"name": cfg.model_name, "version": cfg.model_version},
         "dataset": cfg.dataset,
         "created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
@@ -101,7 +99,7 @@ def export_bundle(run, ref, model, bundle_dir: Path, command: str) -> dict:
         "coder": {"default": "rans", "zstd_level": 19, "symbol_probabilities": probs.round(8).tolist()},
         "files": {"device": "device.onnx", "remote": "remote.onnx", "reference": "reference.onnx"},
         "metrics": {},
-        "device_cost": cost,
+        # device_cost and the integer device part are added by agilenn.firmware.bundle_int8 after the report
         "training": {"config": cfg.to_dict()},
     }
     # re-normalise after rounding so each row sums to 1 in the JSON
