@@ -66,6 +66,8 @@ class EmulatedBoard:
         self.proc: subprocess.Popen | None = None
         self.agent_port: str | None = None
         self.images_served = 0
+        self.images_allowed = len(self.images)  # release(): the camera serves no image past this many
+        self._camera_wake = threading.Event()
         self.log_lines: list[str] = []
         self._results: queue.Queue = queue.Queue()
         self._stop = threading.Event()
@@ -131,9 +133,19 @@ class EmulatedBoard:
         server.close()
         return None
 
+    def release(self, count: int) -> None:
+        """Let the camera serve images up to ``count`` in total (a test pauses the firmware this way)."""
+        self.images_allowed = min(count, len(self.images))
+        self._camera_wake.set()
+
     def _camera(self, server: socket.socket) -> None:
         conn = self._accept(server)
+        requests = 0
         while conn is not None and not self._stop.is_set():
+            while requests and self.images_served < self.images_allowed:
+                conn.sendall(self.images[self.images_served].tobytes())
+                self.images_served += 1
+                requests -= 1
             try:
                 data = conn.recv(64)
             except socket.timeout:
@@ -142,10 +154,9 @@ class EmulatedBoard:
                 return
             if not data:
                 return
-            for byte in data:
-                if byte == CAMERA_REQUEST and self.images_served < len(self.images):
-                    conn.sendall(self.images[self.images_served].tobytes())
-                    self.images_served += 1
+            # The firmware asks again when an image does not come within 10 s; one pending request
+            # is all it waits for.
+            requests = min(1, requests + data.count(CAMERA_REQUEST))
 
     def _log(self, server: socket.socket) -> None:
         conn = self._accept(server)

@@ -119,7 +119,7 @@ def cmd_run(args) -> int:
                 lines = [line for line in out.splitlines() if line.startswith("{")]
                 agent_summary = json.loads(lines[-1]) if lines else None
     summary = summarize(results, build_info)
-    summary["agent"] = agent_summary and {k: agent_summary.get(k) for k in ("images", "degraded", "reasons")}
+    summary["agent"] = agent_summary and {k: agent_summary.get(k) for k in ("n", "degraded", "degraded_reasons")}
     if args.json:
         print(json.dumps(summary))
     else:
