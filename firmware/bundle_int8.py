@@ -54,8 +54,8 @@ def evaluate(bundle, model: Int8DeviceModel, images: np.ndarray, labels: np.ndar
     res = {k: v / n for k, v in hits.items()}
     res.update(test_samples=n, index_agreement=same_idx / (n * int(np.prod(codec.shape))),
                local_prediction_agreement=same_pred_local / n, combined_prediction_agreement=same_pred_combined / n,
-               local_drop_pp=100 * (res["float_local"] - res["int8_local"]),
-               combined_drop_pp=100 * (res["float_combined"] - res["int8_combined"]))
+               local_drop_pp=round(100 * (res["float_local"] - res["int8_local"]), 4),
+               combined_drop_pp=round(100 * (res["float_combined"] - res["int8_combined"]), 4))
     return res
 
 
@@ -147,6 +147,37 @@ def report_markdown(section: dict, cost: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _cost_rows(text: str, cost: dict) -> str:
+    """The training report's device-cost rows, rewritten with the generated library's figures
+    (reports written before format 2 carry an older estimate there)."""
+    rows = {
+        "| device part MACs |": f"| device part MACs | {cost['macs']:,} |",
+        "| device part params |": f"| device part params | {cost['params']:,} |",
+        "| device part int8 flash |": None, "| device part peak activations (int8) |": None,
+        "| device part tables (int8 weights, int32 bias, requantization) |":
+            f"| device part tables (int8 weights, int32 bias, requantization) | {cost['weight_bytes']:,} B |",
+        "| device part arena (peak SRAM of the generated C library) |":
+            f"| device part arena (peak SRAM of the generated C library) | {cost['arena_bytes']:,} B |",
+    }
+    out, added = [], False
+    for line in text.split("\n"):
+        key = next((k for k in rows if line.startswith(k)), None)
+        if key is None:
+            out.append(line)
+            continue
+        if key == "| device part params |" and not added:
+            out.append(rows[key])
+            flash = f"{cost['flash_bytes']:,} B" if cost.get("flash_bytes") is not None else "not measured"
+            out += [rows["| device part tables (int8 weights, int32 bias, requantization) |"],
+                    f"| device part flash (code + tables, Cortex-M7 -O2) | {flash} |",
+                    rows["| device part arena (peak SRAM of the generated C library) |"]]
+            added = True
+        elif rows[key] is not None and key not in ("| device part tables (int8 weights, int32 bias, requantization) |",
+                                                    "| device part arena (peak SRAM of the generated C library) |"):
+            out.append(rows[key])
+    return "\n".join(out)
+
+
 def update_report(bundle_dir, section: dict, cost: dict) -> None:
     """Replace (or append) the int8 section of report.md and the int8_device key of report.json."""
     bundle_dir = Path(bundle_dir)
@@ -159,7 +190,7 @@ def update_report(bundle_dir, section: dict, cost: dict) -> None:
             text = head + report_markdown(section, cost) + tail
         else:
             text = text.rstrip("\n") + "\n\n" + report_markdown(section, cost)
-        md.write_text(text)
+        md.write_text(_cost_rows(text, cost))
     js = bundle_dir / "report.json"
     if js.is_file():
         doc = json.loads(js.read_text())
