@@ -217,10 +217,15 @@ class DecoderTables:
         freq = np.asarray(frequencies, dtype=np.int64)
         start = cumulative(freq)
         shift = STATE_BITS - self.precision
-        self.levels = freq.shape[1]
         self._starts = start.tolist()
-        # Per table and symbol: (freq, start, limit); limit = the encoder's emit threshold.
-        self._entries = [[(f, c, f << shift) for f, c in zip(fr, st)] for fr, st in zip(freq.tolist(), start.tolist())]
+        # Per table and symbol: (symbol, freq, start, limit); limit = the encoder's emit threshold.
+        self._entries = [[(s, f, c, f << shift) for s, (f, c) in enumerate(zip(fr, st))]
+                         for fr, st in zip(freq.tolist(), start.tolist())]
+        # Slot -> entry lists are faster than bisecting (~30 %), but cost 8 bytes per slot and table:
+        # only for small tables (the shipped bundle: 19 x 4096 slots, 0.6 MB).
+        self._slots = None
+        if freq.shape[0] << self.precision <= 1 << 20:
+            self._slots = [[e for e in row for _ in range(e[1])] for row in self._entries]
 
     def decode(self, body: bytes, table_index) -> np.ndarray:
         """Symbols of one body; raise PayloadError unless ``body`` is exactly their encoding.
@@ -241,12 +246,11 @@ class DecoderTables:
             x = (x << UNIT_BITS) | units[pos]
             pos += 1
         precision, mask = self.precision, (1 << self.precision) - 1
-        starts, entries = self._starts, self._entries
+        starts, entries, slots = self._starts, self._entries, self._slots
         out = [0] * count
         for i, t in enumerate(tables):
             slot = x & mask
-            s = bisect_right(starts[t], slot) - 1
-            f, c, limit = entries[t][s]
+            s, f, c, limit = slots[t][slot] if slots is not None else entries[t][bisect_right(starts[t], slot) - 1]
             x = f * (x >> precision) + slot - c
             if x < LOW and pos < end:
                 x = (x << UNIT_BITS) | units[pos]
