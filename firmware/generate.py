@@ -76,14 +76,14 @@ def _coder_tables(bundle, channels: int, levels: int):
 
 
 def render(text: str, values: dict) -> str:
+    """Fill the @NAME@ placeholders of a template; a placeholder left unfilled is a generator bug."""
+    import re
+
     for key, value in values.items():
         text = text.replace(f"@{key}@", str(value))
-    if "@" in text.replace("@brief", ""):
-        import re
-
-        left = sorted(set(re.findall(r"@[A-Z_]+@", text)))
-        if left:
-            raise RuntimeError(f"template placeholders left unfilled: {left}")
+    left = sorted(set(re.findall(r"@[A-Z][A-Z0-9_]*@", text)))
+    if left:
+        raise RuntimeError(f"template placeholders left unfilled: {left}")
     return text
 
 
