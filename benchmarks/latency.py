@@ -174,8 +174,12 @@ def _scheme_info(s: Scheme) -> dict:
 def _device_ms(p: Pass, mcu: str) -> tuple[float, int]:
     if not p.scheme.runs_device_part:
         return 0.0, 0
-    macs = device_cost(p.scheme.bundle).macs
-    return parse_mcu(mcu).compute_ms(macs), macs
+    cost = device_cost(p.scheme.bundle)  # measured instructions when the firmware was measured, else MACs
+    return parse_mcu(mcu).compute_ms(cost.macs, cost.instructions), cost.macs
+
+
+def _instructions(p: Pass) -> float | None:
+    return device_cost(p.scheme.bundle).instructions if p.scheme.runs_device_part else None
 
 
 def _footprint(bundle) -> dict:
@@ -223,7 +227,8 @@ def _rows(p: Pass, cfg: Config) -> list[dict]:
             "latency_ms_mean": _mean(latency),
             "device_ms": round(device_ms, 4),
             "device_macs": macs,
-            "device_energy_mj": round(estimate(macs, mcu).energy_mj, 5) if macs else 0.0,
+            "device_energy_mj": round(estimate(macs, mcu, _instructions(p)).energy_mj, 5) if macs else 0.0,
+            "device_cost_basis": device_cost(p.scheme.bundle).basis if p.scheme.runs_device_part else "",
             **(_footprint(p.scheme.bundle) if p.scheme.runs_device_part else
                {"device_params": 0, "device_int8_flash_bytes": 0, "device_peak_sram_bytes": 0}),
             "host_device_ms_mean": _mean(col("host_device_ms")),

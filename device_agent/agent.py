@@ -22,7 +22,7 @@ from agilenn.models import Bundle, load_bundle
 
 from .client import ClientSecurity, RemoteClient, RemoteReply
 from .device_model import DevicePart
-from .mcu import Mcu, parse_mcu
+from .mcu import Mcu, measured_instructions, parse_mcu
 from .messages import Reason
 
 DEFAULT_SERVER = "127.0.0.1:50051"
@@ -116,6 +116,8 @@ class Agent:
         self.max_payload_bytes = max_payload_bytes
         self.mcu = parse_mcu(mcu) if isinstance(mcu, str) else mcu
         self.device_macs = bundle_device_cost(self.bundle)["macs"]
+        # the firmware's measured instruction count when there is one (agilenn-firmware run --record)
+        self.device_instructions = measured_instructions(self.bundle)
         self.server_address = server_address
         self.client = None
         if server_address:
@@ -156,7 +158,7 @@ class Agent:
         out = self.device.run(image)
         t.host_compute_ms = out.compute_ms
         if self.mcu is not None:
-            t.mcu_compute_ms = self.mcu.compute_ms(self.device_macs)
+            t.mcu_compute_ms = self.mcu.compute_ms(self.device_macs, self.device_instructions)
         t.device_compute_ms = t.mcu_compute_ms if t.mcu_compute_ms is not None else t.host_compute_ms
 
         total = self.codec.shape[0]

@@ -1,6 +1,25 @@
-"""MCU cost model: how long the device part would take on a Cortex-M, from its multiply-accumulates.
+"""MCU cost model: how long the device part would take on a Cortex-M.
 
-    time = MACs x cycles_per_MAC / clock
+    time = instructions x cycles_per_instruction / clock     when the firmware was measured
+    time = MACs x cycles_per_MAC / clock                      otherwise
+
+Instructions are measured: the generated device library in the firmware on QEMU's Cortex-M7
+(mps2-an500, -icount shift=0), recorded in the bundle's device_measured.json by
+`agilenn-firmware run --record` (agilenn.firmware.measured; a record made with other C sources or
+another integer device part is ignored). Every caller says which of the two it used.
+
+The cycles-per-instruction figure (an assumption with its bracket, not a measurement):
+
+- Cortex-M7, 1.0 cycle/instruction. The M7 issues up to two instructions per cycle (Arm Cortex-M7
+  Technical Reference Manual, DDI 0489, "dual-issue" six-stage pipeline), so 0.5 is its floor.
+  Measured pair timings on an STM32H730 (Quinapalus, "Cortex-M7 instruction cycle counts, timings,
+  and dual-issue combinations", quinapalus.com/cm7cycles.html) show loads, multiplies and
+  multiply-accumulates at one cycle each with only some pairs dual-issuing, and load-use
+  dependencies stalling, which is the shape of int8 kernel code; with caches on (or code and data
+  in TCM) and no flash wait states, 1.0 is the round figure between the floor and single issue. On
+  an STM32F746 running from flash through the ART accelerator the real figure can be higher.
+- Other cores: the M7 figure scaled by Arm's CoreMark/MHz ratio (M7 5.01, M33 4.02, M4 3.42), as for
+  cycles/MAC below: the same instructions (ARMv7E-M/v8-M DSP) on a core with less issue width.
 
 MACs come from the generated C device library's plan (agilenn.firmware.cost.bundle_device_cost).
 Everything else (activations, pooling, slicing) is folded into the cycles-per-MAC figure, which is
@@ -27,7 +46,10 @@ import re
 from dataclasses import dataclass
 
 M7_CYCLES_PER_MAC = 99.1e-3 * 216e6 / 12.3e6  # ~1.74, CMSIS-NN CIFAR-10 on STM32F746 (see above)
+M7_CYCLES_PER_INSTRUCTION = 1.0  # dual-issue floor 0.5, single issue 1 (see above)
 _COREMARK_PER_MHZ = {"cortex-m7": 5.01, "cortex-m33": 4.02, "cortex-m4": 3.42}
+_CPI_SOURCE = ("assumed 1.0 for the dual-issue Cortex-M7 (floor 0.5; Arm DDI 0489; pair timings: "
+               "quinapalus.com/cm7cycles.html)")
 
 
 @dataclass(frozen=True)
@@ -35,13 +57,20 @@ class Core:
     name: str
     cycles_per_mac: float
     source: str
+    cycles_per_instruction: float = M7_CYCLES_PER_INSTRUCTION
+    cpi_source: str = _CPI_SOURCE
 
 
 CORES = {
     "cortex-m7": Core("cortex-m7", M7_CYCLES_PER_MAC, "CMSIS-NN CIFAR-10 CNN on STM32F746 @216 MHz (arXiv:1801.06601)"),
-    "cortex-m33": Core("cortex-m33", M7_CYCLES_PER_MAC * 5.01 / 4.02, "M7 figure x CoreMark/MHz ratio (assumption)"),
-    "cortex-m4": Core("cortex-m4", M7_CYCLES_PER_MAC * 5.01 / 3.42, "M7 figure x CoreMark/MHz ratio (assumption)"),
+    "cortex-m33": Core("cortex-m33", M7_CYCLES_PER_MAC * 5.01 / 4.02, "M7 figure x CoreMark/MHz ratio (assumption)",
+                       M7_CYCLES_PER_INSTRUCTION * 5.01 / 4.02, "M7 figure x CoreMark/MHz ratio (assumption)"),
+    "cortex-m4": Core("cortex-m4", M7_CYCLES_PER_MAC * 5.01 / 3.42, "M7 figure x CoreMark/MHz ratio (assumption)",
+                      M7_CYCLES_PER_INSTRUCTION * 5.01 / 3.42, "M7 figure x CoreMark/MHz ratio (assumption)"),
 }
+
+BASIS_MEASURED = "measured instructions"  # instructions (QEMU Cortex-M7) x cycles/instruction
+BASIS_MACS = "MAC model"  # MACs x cycles/MAC
 
 # Chips -> (core, maximum clock in MHz). A chip name is accepted wherever a core name is.
 CHIPS = {
@@ -66,8 +95,22 @@ class Mcu:
     def spec(self) -> str:
         return f"{self.name}@{self.clock_hz / 1e6:g}MHz"
 
-    def compute_ms(self, macs: int) -> float:
-        return macs * self.core.cycles_per_mac / self.clock_hz * 1e3
+    def cycles(self, macs: int, instructions: float | None = None) -> float:
+        """Cycles of one inference: from measured instructions when given, else from the MACs."""
+        if instructions is not None:
+            return instructions * self.core.cycles_per_instruction
+        return macs * self.core.cycles_per_mac
+
+    def compute_ms(self, macs: int, instructions: float | None = None) -> float:
+        return self.cycles(macs, instructions) / self.clock_hz * 1e3
+
+
+def measured_instructions(bundle) -> float | None:
+    """Mean instructions per inference of the bundle's device part as measured in the firmware, or None."""
+    from agilenn.firmware.measured import measured_device_cost
+
+    measured = measured_device_cost(bundle)
+    return None if measured is None else float(measured["instructions_per_inference"]["mean"])
 
 
 def parse_mcu(spec: str) -> Mcu:

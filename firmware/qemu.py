@@ -33,12 +33,13 @@ class QemuError(RuntimeError):
     pass
 
 
-def qemu_command(elf, machine: str, camera_port: int, log_port: int, qemu: str = "qemu-system-arm") -> list[str]:
+def qemu_command(elf, machine: str, camera_port: int, log_port: int, qemu: str = "qemu-system-arm",
+                 extra_args=()) -> list[str]:
     return [qemu, "-M", machine, "-display", "none", "-monitor", "none",
             "-serial", "pty",  # UART0: the agent
             "-serial", f"tcp:127.0.0.1:{camera_port}",  # UART1: the camera
             "-serial", f"tcp:127.0.0.1:{log_port}",  # UART2: the log
-            "-kernel", str(elf), "-icount", "shift=0"]
+            "-kernel", str(elf), "-icount", "shift=0", *extra_args]
 
 
 def parse_log_line(line: str) -> dict | None:
@@ -55,7 +56,7 @@ def parse_log_line(line: str) -> dict | None:
 
 class EmulatedBoard:
     def __init__(self, elf, images: np.ndarray, machine: str = "mps2-an500", qemu: str | None = None,
-                 startup_timeout_s: float = 30.0):
+                 startup_timeout_s: float = 30.0, extra_args=()):
         self.elf = Path(elf)
         self.images = np.ascontiguousarray(images, dtype=np.uint8)
         self.machine = machine
@@ -63,6 +64,7 @@ class EmulatedBoard:
         if self.qemu is None:
             raise QemuError("qemu-system-arm is not installed (Debian: apt-get install qemu-system-arm)")
         self.startup_timeout_s = startup_timeout_s
+        self.extra_args = tuple(extra_args)  # more qemu options, e.g. the profiler's -d exec
         self.proc: subprocess.Popen | None = None
         self.agent_port: str | None = None
         self.images_served = 0
@@ -77,7 +79,8 @@ class EmulatedBoard:
     # --- lifecycle ------------------------------------------------------------------------------
     def start(self) -> "EmulatedBoard":
         camera, log = socket.create_server(("127.0.0.1", 0)), socket.create_server(("127.0.0.1", 0))
-        cmd = qemu_command(self.elf, self.machine, camera.getsockname()[1], log.getsockname()[1], self.qemu)
+        cmd = qemu_command(self.elf, self.machine, camera.getsockname()[1], log.getsockname()[1], self.qemu,
+                           self.extra_args)
         self.command = cmd
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      text=True, bufsize=1)

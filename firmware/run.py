@@ -49,6 +49,8 @@ def add_commands(sub) -> None:
     r.add_argument("--no-agent", action="store_true", help="start no agent: print the pty and wait for yours")
     r.add_argument("--json", action="store_true", help="end with one JSON summary line")
     r.add_argument("--quiet", action="store_true", help="no per-image lines")
+    r.add_argument("--record", action="store_true",
+                   help="write the measured device cost to <bundle>/device_measured.json (the MCU cost model reads it)")
     r.set_defaults(func=cmd_run)
 
 
@@ -120,6 +122,14 @@ def cmd_run(args) -> int:
                 agent_summary = json.loads(lines[-1]) if lines else None
     summary = summarize(results, build_info)
     summary["agent"] = agent_summary and {k: agent_summary.get(k) for k in ("n", "degraded", "degraded_reasons")}
+    if args.record and len(results) == len(images):
+        from .build import BOARDS
+        from .measured import record
+
+        version = subprocess.run(["qemu-system-arm", "--version"], capture_output=True, text=True).stdout.split("\n")[0]
+        path = record(bundle, summary, args.board, BOARDS[args.board].cpu, version,
+                      " ".join(["agilenn-firmware", *sys.argv[1:]]))
+        print(f"agilenn-firmware: recorded the measured device cost in {path}", file=sys.stderr)
     if args.json:
         print(json.dumps(summary))
     else:
