@@ -126,3 +126,21 @@ def test_sources_compile_for_cortex_m7(tmp_path, source):
     result = subprocess.run(["arm-none-eabi-gcc", *CFLAGS, "-mcpu=cortex-m7", "-mthumb", "-c", str(CSRC / source),
                              "-o", str(tmp_path / "out.o")], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_generator_const_tables_equal_what_agn_rans_prepare_computes(clib):
+    """The generated library ships the prepared tables as const (no start-up work); they must be the
+    values agn_rans_prepare() would compute, entry for entry."""
+    from agilenn.firmware.generate import rans_symbol
+
+    rng = np.random.default_rng(2)
+    shipped = load_bundle(SHIPPED).codec()
+    cases = [(shipped.frequencies, shipped.frequency_bits)]
+    cases += [(rans.quantize_frequencies(rng.dirichlet(np.ones(6), size=3), p), p) for p in (1 + 2, 8, 12, 16)]
+    for freq, precision in cases:
+        st, model = clib.prepare(freq, precision)
+        assert st == AGN_OK
+        starts = rans.cumulative(freq)
+        for k, (f, c) in enumerate(zip(np.ravel(freq).tolist(), np.ravel(starts).tolist())):
+            entry = model.symbols[k]
+            assert (entry.rcp, entry.freq, entry.start, entry.rcp_shift) == rans_symbol(f, c)
