@@ -263,12 +263,12 @@ def _model_c(bundle, model, plan, values, precision, freq) -> str:
             _, kh, kw, _ = layer.weights.shape
             sh, sw = layer.stride
             pt, pl = layer.pads[0], layer.pads[1]
-        in_off = plan.offset(src) if src != "local_in" else plan.offset("local_in")
         entries.append(
             f"    {{{KIND[layer.kind]},\n"
             f"     {{agn_w_{n}, agn_b_{n}, {{agn_m_{n}, agn_s_{n}}}, {layer.zp_in}, {layer.zp_out}, {layer.act_min}, "
             f"{layer.act_max}, {kh}, {kw}, {sh}, {sw}, {pt}, {pl}}},\n"
-            f"     {{1, {ih}, {iw}, {ic}}}, {{1, {oh}, {ow}, {oc}}}, {in_off}u, {plan.offset(layer.name)}u}}")
+            f"     {{1, {ih}, {iw}, {ic}}}, {{1, {oh}, {ow}, {oc}}}, AGN_BUF_{_ident(src)}_OFF, "
+            f"AGN_BUF_{_ident(layer.name)}_OFF}}")  # the offsets the static asserts of agn_model.h check
         src = layer.name
     parts.append("const agn_layer agn_model_layers[AGN_MODEL_LAYERS] = {\n" + ",\n".join(entries) + "\n};\n")
     parts.append("/* centroid index = #{i : q > thresholds[i]} on the int8 remote features */")
