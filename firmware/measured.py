@@ -20,11 +20,12 @@ FIRMWARE_DIR = Path(__file__).parent
 
 
 def sources_sha256(board: str = "mps2-an500") -> str:
-    """One hash over every C source that decides the instruction count: the library's static sources
-    (csrc/), the board support and the firmware app. A measurement made with other sources is stale."""
+    """One hash over everything that decides the instruction count: the library's static sources
+    (csrc/), the generator that writes the rest, the board support and the firmware app. A
+    measurement made with other sources is stale."""
     h = hashlib.sha256()
-    files = sorted([*(FIRMWARE_DIR / "csrc").glob("*.[ch]*"), *(FIRMWARE_DIR / "board" / board).glob("*"),
-                    *(FIRMWARE_DIR / "app").glob("*")])
+    files = sorted([*(FIRMWARE_DIR / "csrc").glob("*.[ch]*"), FIRMWARE_DIR / "generate.py",
+                    *(FIRMWARE_DIR / "board" / board).glob("*"), *(FIRMWARE_DIR / "app").glob("*")])
     for f in files:
         if f.is_file():
             h.update(f.name.encode() + b"\0" + f.read_bytes() + b"\0")
