@@ -44,6 +44,7 @@ class SimReport:
     noise_chunks: int = 0
     corrupted_frames: int = 0
     model: str = ""
+    request: str = "IMAGE"  # what the simulated MCU sends: IMAGE, or FEATURES (it runs the device part)
     answers: list = field(default_factory=list)  # per image: predicted class, or -1 for an error answer
     reasons: list = field(default_factory=list)  # per image: the PREDICTION's reason code (None for no prediction)
 
@@ -111,7 +112,7 @@ class McuSim:
         self.features = features
         self.rng = np.random.default_rng(seed)
         self.want_logits = want_logits
-        self.report = SimReport()
+        self.report = SimReport(request="IMAGE" if features is None else "FEATURES")
         self.hello: HelloReply | None = None
 
     def _noise(self) -> None:
