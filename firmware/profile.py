@@ -37,7 +37,8 @@ def symbols(elf) -> tuple[list[int], list[str]]:
     return addrs, names
 
 
-def profile(bundle_dir, elf, images) -> tuple[collections.Counter, list[dict]]:
+def profile(bundle_dir, elf, images, per_pc: bool = False) -> tuple[collections.Counter, list[dict]]:
+    """Instructions per function (per_pc: per instruction address) while the firmware handles images."""
     from agilenn.device_agent.agent import Agent
     from agilenn.device_agent.serial_bridge import SerialBridge
     from agilenn.device_agent.serial_link import SerialLink, open_serial
@@ -65,6 +66,9 @@ def profile(bundle_dir, elf, images) -> tuple[collections.Counter, list[dict]]:
                 m = TRACE.match(line)
                 if m:
                     pc = int(m.group(1), 16)
+                    if per_pc:
+                        counts[pc] += 1
+                        continue
                     i = bisect.bisect_right(addrs, pc) - 1
                     counts[names[i] if i >= 0 else "?"] += 1
     return counts, results
@@ -76,11 +80,21 @@ def main(argv=None) -> int:
     p.add_argument("--elf", required=True)
     p.add_argument("--images", type=int, default=1)
     p.add_argument("--top", type=int, default=25)
+    p.add_argument("--function", help="show this function's disassembly with a count per instruction")
     args = p.parse_args(argv)
     from agilenn.training.datasets import load_dataset
 
     images = load_dataset("fashion-mnist", "test").images[: args.images]
-    counts, results = profile(args.bundle, args.elf, images)
+    counts, results = profile(args.bundle, args.elf, images, per_pc=bool(args.function))
+    if args.function:
+        dump = subprocess.run([shutil.which("arm-none-eabi-objdump"), "-d", "--no-show-raw-insn",
+                               f"--disassemble={args.function}", str(args.elf)], check=True, capture_output=True,
+                              text=True).stdout
+        for line in dump.splitlines():
+            m = re.match(r"\s*([0-9a-f]+):\t(.*)", line)
+            if m:
+                print(f"{counts.get(int(m.group(1), 16), 0):>9,}  {m.group(1)}  {m.group(2)}")
+        return 0
     total = sum(counts.values())
     measured = sum(r["instructions"] for r in results)
     print(f"{total:,} instructions logged; the firmware measured {measured:,} in its device part "
