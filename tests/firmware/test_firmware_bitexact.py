@@ -11,7 +11,7 @@ import pytest
 from agilenn.codec import HEADER_SIZE
 from agilenn.models import load_bundle
 from agilenn.training.datasets import load_dataset
-from fw_lib_helpers import shipped_bundle_dir
+from fw_lib_helpers import driver_fixture, generated_fixture, shipped_bundle_dir  # noqa: F401 (fixtures)
 
 N_IMAGES = 1000
 

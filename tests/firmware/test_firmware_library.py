@@ -10,11 +10,16 @@ import subprocess
 
 import numpy as np
 import pytest
-from fw_lib_helpers import DRIVER, compile_c, shipped_bundle_dir
-
 from agilenn.firmware.cost import bundle_device_cost
 from agilenn.models import load_bundle
 from agilenn.training.datasets import load_dataset
+from fw_lib_helpers import (  # noqa: F401 (fixtures)
+    DRIVER,
+    compile_c,
+    driver_fixture,
+    generated_fixture,
+    shipped_bundle_dir,
+)
 
 FLASH_LIMIT, ARENA_LIMIT = 32 * 1024, 16 * 1024
 AGN_OK, AGN_ERR_ARG, AGN_ERR_NOSPACE, AGN_ERR_ALIGN = 0, 1, 2, 3
