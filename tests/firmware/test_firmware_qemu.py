@@ -66,6 +66,51 @@ def test_firmware_build_fits_the_paper_mcu(firmware):
     assert firmware.sections[".bss"] >= firmware.device_cost["arena_bytes"]
 
 
+def test_cortex_m7_features_are_bit_exact_with_python(int8_bundle, firmware, fmnist_test):
+    """Every FEATURES frame the Cortex-M7 build sends (int16 logits, scale, coded payload) equals
+    the Python integer device part's byte for byte (the host tests check the same for gcc on x86)."""
+    import threading
+
+    from agilenn.device_agent.agent import Agent
+    from agilenn.device_agent.framing import Frame, MsgType
+    from agilenn.device_agent.mcu_sim import FeaturesMaker
+    from agilenn.device_agent.serial_bridge import SerialBridge
+    from agilenn.device_agent.serial_link import SerialLink, open_serial
+    from agilenn.firmware.qemu import EmulatedBoard
+
+    class RecordingLink(SerialLink):
+        def receive(self, timeout):
+            event = super().receive(timeout)
+            if isinstance(event, Frame) and event.type == MsgType.FEATURES:
+                sent.append(bytes(event.payload))
+            return event
+
+    n = 200
+    images = fmnist_test.images[:n]
+    sent: list[bytes] = []
+    with Agent(int8_bundle, None) as agent, EmulatedBoard(firmware.elf, images) as board:
+        bridge = SerialBridge(RecordingLink(open_serial(board.agent_port, 115200)), agent)
+        stop = threading.Event()
+        thread = threading.Thread(target=bridge.serve, args=(stop,), daemon=True)
+        thread.start()
+        try:
+            results = list(board.results(n, timeout_s=120))
+        finally:
+            stop.set()
+            thread.join(10)
+            bridge.link.close()
+    assert len(sent) == n and [r["tries"] for r in results] == [1] * n
+    maker = FeaturesMaker(load_bundle(int8_bundle))
+    cycles = slice(8, 12)  # the measured instruction count: the one field Python cannot know
+    for i, (image, frame) in enumerate(zip(images, sent)):
+        expected = bytearray(maker(image).pack())
+        got = bytearray(frame)
+        assert int.from_bytes(got[cycles], "little") == results[i]["instructions"]
+        got[cycles] = expected[cycles] = b"\0\0\0\0"
+        first = next((k for k in range(max(len(got), len(expected))) if got[k:k + 1] != expected[k:k + 1]), None)
+        assert first is None, f"image {i}: {len(got)} vs {len(expected)} bytes, first difference at byte {first}"
+
+
 def _agent(bundle, port, server_address):
     cmd = [sys.executable, "-m", "agilenn.device_agent.cli", "--port", port, "--bundle", str(bundle),
            "--server", server_address, "--deadline-ms", "2000", "--json", "--connect-wait-s", "30"]
