@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -26,6 +27,7 @@ pytestmark = pytest.mark.skipif(
 
 N_FULL = 100  # images answered with the server up
 N_DOWN = 8  # images answered while it is down
+N_BACK = 60  # at most this many more while the agent reconnects (one per 0.5 s while degraded)
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +125,7 @@ def test_firmware_in_qemu_serves_the_agent_and_survives_the_server(int8_bundle, 
     from agilenn.server.testing import running_server
 
     bundle = load_bundle(int8_bundle)
-    n_total = N_FULL + N_DOWN + 40  # the tail: enough to see the agent reconnect and answer in full again
+    n_total = N_FULL + N_DOWN + N_BACK
     images, labels = fmnist_test.images[:n_total], fmnist_test.labels[:n_total]
     int8 = bundle.int8_device()
 
@@ -149,6 +151,8 @@ def test_firmware_in_qemu_serves_the_agent_and_survives_the_server(int8_bundle, 
                 back += list(board.results(1, timeout_s=120))
                 if len(back) >= 5 and not any(r["degraded"] for r in back[-5:]):
                     break
+                if back[-1]["degraded"]:
+                    time.sleep(0.5)  # give the agent's reconnect (backoff up to 2 s) time, not images
         finally:
             agent.send_signal(signal.SIGTERM)
             out, err = agent.communicate(timeout=60)
@@ -181,3 +185,19 @@ def test_firmware_in_qemu_serves_the_agent_and_survives_the_server(int8_bundle, 
     instructions = {r["instructions"] for r in results}
     assert min(instructions) > 0
     assert 0 < max(r["stack"] for r in results) < firmware.stack_reserved_bytes
+
+
+def test_log_lines_parse_and_garbage_does_not():
+    from agilenn.firmware.qemu import parse_log_line, qemu_command
+
+    line = ("image 12 class 4 local 4 degraded 0 reason 0 tries 1 payload 131 channels 19 instructions 608040 "
+            "stack 1748")
+    assert parse_log_line(line) == {"image": 12, "class": 4, "local": 4, "degraded": 0, "reason": 0, "tries": 1,
+                                    "payload": 131, "channels": 19, "instructions": 608040, "stack": 1748}
+    for junk in ["", "agilenn firmware x:1 on mps2-an500", "image 1 class", "image x class 1", line[:40],
+                 "hello: agent serves m:1"]:
+        assert parse_log_line(junk) is None
+    cmd = qemu_command("fw.elf", "mps2-an500", 1111, 2222)
+    assert cmd[cmd.index("-icount") + 1] == "shift=0"
+    assert [cmd[i + 1] for i, a in enumerate(cmd) if a == "-serial"] == ["pty", "tcp:127.0.0.1:1111",
+                                                                       "tcp:127.0.0.1:2222"]
