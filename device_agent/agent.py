@@ -191,6 +191,8 @@ class Agent:
             raise ValueError(f"feature payload is for remote features "
                              f"{[header.channels_total, header.height, header.width]}, "
                              f"the model's are {list(self.codec.shape)}")
+        if header.levels != self.codec.levels:
+            raise ValueError(f"feature payload uses {header.levels} quantization levels, the model {self.codec.levels}")
         t = Timings(device_compute_ms=device_ms)
         if self.client is None:
             reply = RemoteReply(reason=Reason.NO_SERVER, detail="agent runs without a server")

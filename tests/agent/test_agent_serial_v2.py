@@ -138,7 +138,10 @@ def test_strictness_errata_through_the_bridge(serial_agent, synthetic_bundle):
         wrong_n = Features(np.zeros(7, np.int16), good.scale, good.payload)
         other_shape = bytearray(good.payload)
         other_shape[5] += 1  # channels_total
+        other_levels = bytearray(good.payload)
+        other_levels[4] += 1  # levels - 1
         for seq, f in [(8, wrong_n), (9, Features(good.logits_q, good.scale, bytes(other_shape))),
+                       (13, Features(good.logits_q, good.scale, bytes(other_levels))),
                        (10, Features(good.logits_q, good.scale, b"")), (11, Features(good.logits_q, good.scale, b"XY" * 9))]:
             answer = _ask(link, pack_frame(Frame(MsgType.FEATURES, seq, f.pack())))
             assert _error_code(answer) == ErrorCode.BAD_MESSAGE and answer.seq == seq
