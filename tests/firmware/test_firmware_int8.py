@@ -40,9 +40,9 @@ def test_integer_thresholds_agree_with_the_float_quantizer(gaps, scale):
     mids = (centroids[:-1] + centroids[1:]) / 2
     thresholds = np.clip(np.floor(mids / scale - 128), -129, 127).astype(np.int64)
     q = np.arange(-128, 128)
-    real = scale * (q + 128)
-    # the float rule on the exact real values (float64; the codec's float32 rounding aside)
-    expected = np.searchsorted(mids, real, side="left")
+    # the float rule "value > midpoint" on the int8 grid, compared in units of the scale (in float64
+    # a value that equals a midpoint exactly could round either way when multiplied back)
+    expected = np.searchsorted(mids / scale, q + 128, side="left")
     assert np.array_equal(centroid_indices(q, thresholds), expected)
 
 
