@@ -149,32 +149,22 @@ def report_markdown(section: dict, cost: dict) -> str:
 
 def _cost_rows(text: str, cost: dict) -> str:
     """The training report's device-cost rows, rewritten with the generated library's figures
-    (reports written before format 2 carry an older estimate there)."""
-    rows = {
-        "| device part MACs |": f"| device part MACs | {cost['macs']:,} |",
-        "| device part params |": f"| device part params | {cost['params']:,} |",
-        "| device part int8 flash |": None, "| device part peak activations (int8) |": None,
-        "| device part tables (int8 weights, int32 bias, requantization) |":
-            f"| device part tables (int8 weights, int32 bias, requantization) | {cost['weight_bytes']:,} B |",
-        "| device part arena (peak SRAM of the generated C library) |":
-            f"| device part arena (peak SRAM of the generated C library) | {cost['arena_bytes']:,} B |",
-    }
-    out, added = [], False
+    (reports written before format 2 carry an older estimate there). Idempotent."""
+    flash = f"{cost['flash_bytes']:,} B" if cost.get("flash_bytes") is not None else "not measured"
+    new = [f"| device part params | {cost['params']:,} |",
+           f"| device part tables (int8 weights, int32 bias, requantization) | {cost['weight_bytes']:,} B |",
+           f"| device part flash (code + tables, Cortex-M7 -O2) | {flash} |",
+           f"| device part arena (peak SRAM of the generated C library) | {cost['arena_bytes']:,} B |"]
+    owned = ("| device part params |", "| device part int8 flash |", "| device part peak activations (int8) |",
+             "| device part tables ", "| device part flash ", "| device part arena ")
+    out = []
     for line in text.split("\n"):
-        key = next((k for k in rows if line.startswith(k)), None)
-        if key is None:
+        if line.startswith("| device part MACs |"):
+            out.append(f"| device part MACs | {cost['macs']:,} |")
+        elif line.startswith("| device part params |"):
+            out += new
+        elif not line.startswith(owned):
             out.append(line)
-            continue
-        if key == "| device part params |" and not added:
-            out.append(rows[key])
-            flash = f"{cost['flash_bytes']:,} B" if cost.get("flash_bytes") is not None else "not measured"
-            out += [rows["| device part tables (int8 weights, int32 bias, requantization) |"],
-                    f"| device part flash (code + tables, Cortex-M7 -O2) | {flash} |",
-                    rows["| device part arena (peak SRAM of the generated C library) |"]]
-            added = True
-        elif rows[key] is not None and key not in ("| device part tables (int8 weights, int32 bias, requantization) |",
-                                                    "| device part arena (peak SRAM of the generated C library) |"):
-            out.append(rows[key])
     return "\n".join(out)
 
 
