@@ -30,6 +30,9 @@ def main(argv=None) -> int:
     g = sub.add_parser("generate", help="emit the C99 device library of a bundle")
     g.add_argument("--bundle", required=True, help="bundle directory with an int8 device part")
     g.add_argument("--out", required=True, help="output directory for the C sources")
+    g.add_argument("--test-vectors", type=int, default=0, metavar="N",
+                   help="also write OUT/test/agn_selftest.c: N dataset test images with the Python reference's "
+                        "payloads and logits, and a memcmp self-test (default 0: none)")
     c = sub.add_parser("cost", help="device cost of a bundle's integer device part as JSON")
     c.add_argument("--bundle", required=True)
     from .run import add_commands
@@ -59,7 +62,7 @@ def main(argv=None) -> int:
         elif args.command == "generate":
             from .generate import generate
 
-            out = generate(args.bundle, args.out)
+            out = generate(args.bundle, args.out, test_vectors=args.test_vectors)
             c = out.cost
             flash = f"{c['flash_bytes']:,} B flash" if c.get("flash_bytes") is not None else "flash not measured"
             print(f"wrote {len(list(out.out.iterdir()))} files to {out.out}: {c['macs']:,} MACs, {flash}, "

@@ -143,3 +143,25 @@ def test_generate_without_an_int8_part_says_what_to_run(tmp_path):
     res = subprocess.run(["agilenn-firmware", "generate", "--bundle", str(bundle), "--out", str(tmp_path / "out")],
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 2 and "agilenn-firmware quantize" in res.stderr
+
+
+def test_generated_self_test_passes_and_names_a_mismatch(tmp_path):
+    """`generate --test-vectors N` writes test/agn_selftest.c (the Python reference's payloads and
+    logits, half of them under a byte budget); built with the library under the sanitizers it passes,
+    and a vector altered by one value is reported by index."""
+    out = tmp_path / "lib"
+    res = subprocess.run(["agilenn-firmware", "generate", "--bundle", str(shipped_bundle_dir()), "--out", str(out),
+                          "--test-vectors", "40"], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    flags = ["-I", str(out), "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-DAGN_SELFTEST_MAIN"]
+    exe = compile_c([*sorted(out.glob("*.c")), out / "test" / "agn_selftest.c"], tmp_path / "selftest", flags)
+    run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and "40 vectors OK" in run.stdout, run.stdout + run.stderr
+    src = (out / "test" / "agn_selftest.c").read_text()
+    head, rest = src.split("agn_tv_logits[", 1)
+    size, body = rest.split("= {\n    ", 1)
+    first, tail = body.split(",", 1)
+    (out / "test" / "agn_selftest.c").write_text(f"{head}agn_tv_logits[{size}= {{\n    {int(first) + 1},{tail}")
+    exe = compile_c([*sorted(out.glob("*.c")), out / "test" / "agn_selftest.c"], tmp_path / "selftest2", flags)
+    run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 1 and "1 of 40 vectors differ; first: vector 0" in run.stdout, run.stdout
