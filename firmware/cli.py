@@ -62,7 +62,13 @@ def main(argv=None) -> int:
         elif args.command == "generate":
             from .generate import generate
 
-            out = generate(args.bundle, args.out, test_vectors=args.test_vectors)
+            out = generate(args.bundle, args.out)
+            if args.test_vectors:
+                from agilenn.models import load_bundle
+
+                from .selftest import write_test_vectors
+
+                write_test_vectors(load_bundle(args.bundle), out.model, out.out / "test", args.test_vectors)
             c = out.cost
             flash = f"{c['flash_bytes']:,} B flash" if c.get("flash_bytes") is not None else "flash not measured"
             print(f"wrote {len(list(out.out.iterdir()))} files to {out.out}: {c['macs']:,} MACs, {flash}, "
