@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from agilenn.codec import CODER_NAMES, HEADER_SIZE, cross_entropy_bits, order0_entropy_bits
+from agilenn.codec import HEADER_SIZE, cross_entropy_bits, order0_entropy_bits
 from agilenn.device_agent.device_model import single_thread_session
 from agilenn.models import DEFAULT_MODEL, DEFAULT_REPOSITORY, BundleError, load_bundle
 
@@ -46,9 +46,7 @@ def coder_table(bundle, features: np.ndarray) -> dict:
     symbols = indices.reshape(n, c, h * w)
     entropy_bytes = order0_entropy_bits(symbols, codec.levels) / 8 / n
     rows = {}
-    for name in CODER_NAMES:
-        if name == "ans" and codec.probabilities is None:
-            continue
+    for name in codec.available_coders:
         payloads, t_enc = [], time.perf_counter()
         for sample in indices:
             payloads.append(codec.encode_indices(sample, coder=name))
@@ -78,6 +76,18 @@ def coder_table(bundle, features: np.ndarray) -> dict:
         "raw_bits_bytes": c * h * w * np.log2(codec.levels) / 8,
         "coders": rows,
     }
+    if codec.frequencies is not None:
+        from agilenn.codec.rans import EncoderTables
+
+        result["rans_frequency_bits"] = codec.frequency_bits
+        result["rans_table_bytes"] = int(codec.frequencies.size * 2)  # uint16 entries in flash
+        # The vectorised encoder (all samples at once, as training's export and this benchmark can).
+        tables = EncoderTables(codec.frequencies, codec.frequency_bits)
+        t_batch = time.perf_counter()
+        bodies = tables.encode_batch(symbols.reshape(n, -1), np.repeat(np.arange(c), h * w))
+        result["rans_batch_encode_us"] = 1e6 * (time.perf_counter() - t_batch) / n
+        if sum(map(len, bodies)) != round(rows["rans"]["body_bytes_mean"] * n):
+            raise AssertionError("rans batch and per-payload encoders disagree")
     if codec.probabilities is not None:
         xent = cross_entropy_bits(symbols, codec.probabilities) / 8 / n
         result["model_cross_entropy_bytes_mean"] = xent
@@ -92,7 +102,10 @@ def format_table(result: dict) -> str:
         f"{result['levels']} levels, header {result['header_bytes']} B",
         f"order-0 entropy floor: {result['entropy_bytes_mean']:.1f} B/inference"
         + (f"; manifest tables' cross-entropy: {result['model_cross_entropy_bytes_mean']:.1f} B"
-           if "model_cross_entropy_bytes_mean" in result else ""),
+           if "model_cross_entropy_bytes_mean" in result else "")
+        + (f"; rans tables: {result['rans_frequency_bits']}-bit, {result['rans_table_bytes']} B as uint16, "
+           f"batch encode {result['rans_batch_encode_us']:.0f} µs/payload"
+           if "rans_table_bytes" in result else ""),
         "",
         "| coder | bytes mean | bytes p99 | body / entropy | body / model xent | encode µs | decode µs |",
         "|---|---:|---:|---:|---:|---:|---:|",

@@ -20,7 +20,6 @@ so framing (gRPC, HTTP/2, TCP/IP), the reply's bytes, the relay and all host sof
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
 import platform
 import sys
@@ -29,10 +28,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from agilenn.device_agent.mcu import count_macs, parse_mcu
+from agilenn.device_agent.mcu import parse_mcu
 
 from .links import LinkProfile
-from .mcu_cost import device_report, estimate, graph_cost
+from .mcu_cost import device_cost, device_report, estimate
 from .schemes import Measured, Scheme
 from .testbed import Testbed
 
@@ -154,7 +153,7 @@ def _with_budget(scheme: Scheme, cfg: Config) -> Scheme:
     from agilenn.device_agent.device_model import DevicePart
 
     device, codec = DevicePart(scheme.bundle), scheme.bundle.codec()
-    sizes = [len(codec.encode(device.run(image).remote_features, scheme.coder)) for image in cfg.images[:50]]
+    sizes = [len(codec.encode_indices(device.run(image).indices(codec), scheme.coder)) for image in cfg.images[:50]]
     budget = max(HEADER_SIZE + 1, int(round(float(np.mean(sizes)) * cfg.budget_fraction)))
     return dataclasses.replace(scheme, budget_bytes=budget)
 
@@ -175,13 +174,16 @@ def _scheme_info(s: Scheme) -> dict:
 def _device_ms(p: Pass, mcu: str) -> tuple[float, int]:
     if not p.scheme.runs_device_part:
         return 0.0, 0
-    macs = count_macs(p.scheme.bundle.onnx_path("device"))
-    return parse_mcu(mcu).compute_ms(macs), macs
+    cost = device_cost(p.scheme.bundle)  # measured instructions when the firmware was measured, else MACs
+    return parse_mcu(mcu).compute_ms(cost.macs, cost.instructions), cost.macs
 
 
-@functools.lru_cache(maxsize=8)
-def _footprint(device_onnx: str) -> dict:
-    c = graph_cost(device_onnx)
+def _instructions(p: Pass) -> float | None:
+    return device_cost(p.scheme.bundle).instructions if p.scheme.runs_device_part else None
+
+
+def _footprint(bundle) -> dict:
+    c = device_cost(bundle)
     return {"device_params": c.params, "device_int8_flash_bytes": c.int8_flash_bytes,
             "device_peak_sram_bytes": c.peak_sram_bytes}
 
@@ -225,8 +227,9 @@ def _rows(p: Pass, cfg: Config) -> list[dict]:
             "latency_ms_mean": _mean(latency),
             "device_ms": round(device_ms, 4),
             "device_macs": macs,
-            "device_energy_mj": round(estimate(macs, mcu).energy_mj, 5) if macs else 0.0,
-            **(_footprint(str(p.scheme.bundle.onnx_path("device"))) if p.scheme.runs_device_part else
+            "device_energy_mj": round(estimate(macs, mcu, _instructions(p)).energy_mj, 5) if macs else 0.0,
+            "device_cost_basis": device_cost(p.scheme.bundle).basis if p.scheme.runs_device_part else "",
+            **(_footprint(p.scheme.bundle) if p.scheme.runs_device_part else
                {"device_params": 0, "device_int8_flash_bytes": 0, "device_peak_sram_bytes": 0}),
             "host_device_ms_mean": _mean(col("host_device_ms")),
             "encode_ms_mean": _mean(col("encode_ms")),

@@ -1,16 +1,18 @@
-"""What the device part costs on an MCU: MACs, parameters, int8 flash, peak SRAM, time and energy.
+"""What the device part costs on an MCU: MACs, parameters, flash, peak SRAM, time and energy.
 
-MACs and the cycles-per-MAC figure come from the agent's cost model (agilenn.device_agent.mcu:
-CMSIS-NN's CIFAR-10 CNN on an STM32F746, Lai et al. 2018, arXiv:1801.06601). This module adds what
-a deployment also has to fit, all read from the device ONNX graph, assuming int8 deployment with
-batch-norm folded into the convolutions (as CMSIS-NN/TFLite-Micro deploy):
+MACs, parameters, flash and SRAM come from one place, the generated C device library
+(agilenn.firmware.cost.bundle_device_cost -> agilenn.firmware.plan): the tables the generator
+emits, the code measured with arm-none-eabi-size on a Cortex-M7 -O2 build when the bundle was
+quantized, and the static arena the generator computed (every live int8 tensor, the int16 im2col
+scratch and the logits). Where no Cortex-M build was measured (a bundle without an integer part,
+or no ARM compiler), flash is the tables alone.
 
-- flash: int8 weights (1 byte) + int32 biases (4 bytes) of every Conv/Gemm/MatMul; any other float
-  initializer is counted at 4 bytes (conservative: it would normally be folded away).
-- peak SRAM: int8 activations, 1 byte per element. Tensors live from the node that makes them to
-  the last node that reads them; graph outputs (the remote features waiting to be sent, the local
-  logits) live to the end. Reshape-like nodes alias their input. Scratch buffers (CMSIS-NN's
-  im2col) and the stack are not included.
+Time: when the firmware was measured on the emulated Cortex-M7 (the bundle's device_measured.json,
+`agilenn-firmware run --record`), cycles = measured instructions x cycles/instruction; otherwise
+cycles = MACs x cycles/MAC (CMSIS-NN's CIFAR-10 CNN on an STM32F746, Lai et al. 2018,
+arXiv:1801.06601). Both figures and their sources are in agilenn.device_agent.mcu; `basis` in every
+result says which one was used.
+
 - energy: cycles x energy per cycle. STM32F746 at 216 MHz draws about 102 mA typical in Run mode
   with peripherals off (datasheet DS10916, Run-mode current table; ~472 uA/MHz), at VDD = 3.3 V:
   3.3 V x 0.472 mA/MHz = 1.56 nJ/cycle. Assumption: current scales linearly with the clock, so
@@ -22,7 +24,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from agilenn.device_agent.mcu import Mcu, count_macs, parse_mcu
+from agilenn.device_agent.mcu import BASIS_MACS, BASIS_MEASURED, Mcu, measured_instructions, parse_mcu
 
 VDD = 3.3
 RUN_CURRENT_A_PER_HZ = 0.472e-3 / 1e6  # STM32F746, DS10916 Run mode typical, peripherals disabled
@@ -30,83 +32,27 @@ ENERGY_PER_CYCLE_J = VDD * RUN_CURRENT_A_PER_HZ  # ~1.56 nJ
 ENERGY_SOURCE = ("STM32F746 datasheet DS10916, Run-mode typical current, peripherals disabled: ~102 mA at 216 MHz "
                  "(472 uA/MHz) at VDD 3.3 V")
 
-_ALIASES = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout"}
-_WEIGHTED = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
-_FLOAT_TYPES = {1, 10, 11, 16}  # FLOAT, FLOAT16, DOUBLE, BFLOAT16 (onnx.TensorProto)
-
-
 @dataclass(frozen=True)
-class GraphCost:
+class DeviceCost:
     macs: int
     params: int
-    int8_flash_bytes: int
-    peak_sram_bytes: int
+    int8_flash_bytes: int  # code + tables when measured, else the tables alone
+    peak_sram_bytes: int  # the generated library's arena
+    flash_measured: bool
+    instructions: float | None = None  # per inference, measured in the firmware on QEMU's Cortex-M7
+
+    @property
+    def basis(self) -> str:
+        return BASIS_MACS if self.instructions is None else BASIS_MEASURED
 
 
-def graph_cost(onnx_path) -> GraphCost:
-    import onnx
-    from onnx import numpy_helper
+def device_cost(bundle) -> DeviceCost:
+    from agilenn.firmware.cost import bundle_device_cost
 
-    model = onnx.shape_inference.infer_shapes(onnx.load(str(onnx_path)))
-    g = model.graph
-    inits = {t.name: t for t in g.initializer}
-
-    # --- parameters and flash ---------------------------------------------------------------
-    weight_bytes = {}
-    for node in g.node:
-        if node.op_type in _WEIGHTED:
-            if len(node.input) > 1 and node.input[1] in inits:
-                weight_bytes[node.input[1]] = 1
-            if len(node.input) > 2 and node.input[2] in inits:
-                weight_bytes[node.input[2]] = 4
-    params = flash = 0
-    for name, t in inits.items():
-        if t.data_type not in _FLOAT_TYPES:
-            continue  # shapes, axes, slice bounds: compiled into the code, not stored as parameters
-        n = int(numpy_helper.to_array(t).size)
-        params += n
-        flash += n * weight_bytes.get(name, 4)
-
-    # --- peak SRAM: liveness over the node order (ONNX graphs are topologically sorted) ------
-    def elements(value_info) -> int:
-        n = 1
-        for d in value_info.type.tensor_type.shape.dim:
-            n *= d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else 1
-        return n
-
-    infos = {vi.name: vi for vi in [*g.input, *g.value_info, *g.output]}
-    size = {name: elements(vi) for name, vi in infos.items()
-            if vi.type.tensor_type.elem_type in _FLOAT_TYPES or vi.type.tensor_type.elem_type == 2}  # 2: uint8
-    root = {}  # alias -> the buffer it views
-
-    def buffer(name):
-        while name in root:
-            name = root[name]
-        return name
-
-    for node in g.node:
-        if node.op_type in _ALIASES and node.input and node.input[0] in size:
-            root[node.output[0]] = node.input[0]
-    last_use = {}
-    for i, node in enumerate(g.node):
-        for name in node.input:
-            if name in size and name not in inits:
-                last_use[buffer(name)] = i
-    end = len(g.node)
-    for out in g.output:
-        last_use[buffer(out.name)] = end
-
-    live = {buffer(vi.name): size.get(vi.name, 0) for vi in g.input if vi.name not in inits}
-    peak = sum(live.values())
-    for i, node in enumerate(g.node):
-        for name in node.output:
-            if name in size and name not in root:
-                live[name] = size[name]
-        peak = max(peak, sum(live.values()))
-        for name in list(live):
-            if last_use.get(name, -1) <= i:
-                del live[name]
-    return GraphCost(int(count_macs(onnx_path)), int(params), int(flash), int(peak))
+    c = bundle_device_cost(bundle)
+    measured = c.get("flash_bytes") is not None
+    return DeviceCost(int(c["macs"]), int(c["params"]), int(c["flash_bytes"] if measured else c["weight_bytes"]),
+                      int(c["arena_bytes"]), measured, measured_instructions(bundle))
 
 
 @dataclass(frozen=True)
@@ -116,24 +62,31 @@ class McuEstimate:
     cycles_per_mac: float
     compute_ms: float
     energy_mj: float
+    basis: str = BASIS_MACS  # BASIS_MEASURED: measured instructions x cycles/instruction
+    cycles_per_instruction: float | None = None
 
 
-def estimate(macs: int, mcu: Mcu | str) -> McuEstimate:
+def estimate(macs: int, mcu: Mcu | str, instructions: float | None = None) -> McuEstimate:
     mcu = parse_mcu(mcu) if isinstance(mcu, str) else mcu
-    cycles = macs * mcu.core.cycles_per_mac
-    return McuEstimate(mcu.spec, mcu.clock_hz / 1e6, round(mcu.core.cycles_per_mac, 4), mcu.compute_ms(macs),
-                       cycles * ENERGY_PER_CYCLE_J * 1e3)
+    cycles = mcu.cycles(macs, instructions)
+    return McuEstimate(mcu.spec, mcu.clock_hz / 1e6, round(mcu.core.cycles_per_mac, 4),
+                       mcu.compute_ms(macs, instructions), cycles * ENERGY_PER_CYCLE_J * 1e3,
+                       BASIS_MACS if instructions is None else BASIS_MEASURED,
+                       None if instructions is None else mcu.core.cycles_per_instruction)
 
 
 def device_report(bundle, mcus) -> dict:
     """The cost block of the results: graph figures plus time and energy per MCU clock."""
-    cost = graph_cost(bundle.onnx_path("device"))
+    cost = device_cost(bundle)
     first = parse_mcu(mcus[0])
     return {
         **asdict(cost),
+        "basis": cost.basis,
         "cycles_per_mac": round(first.core.cycles_per_mac, 4),
         "cycles_per_mac_source": first.core.source,
+        "cycles_per_instruction": first.core.cycles_per_instruction,
+        "cycles_per_instruction_source": first.core.cpi_source,
         "energy_per_cycle_nj": round(ENERGY_PER_CYCLE_J * 1e9, 4),
         "energy_source": ENERGY_SOURCE,
-        "per_mcu": [asdict(estimate(cost.macs, m)) for m in mcus],
+        "per_mcu": [asdict(estimate(cost.macs, m, cost.instructions)) for m in mcus],
     }

@@ -15,7 +15,7 @@ from pathlib import Path
 ROW_FIELDS = (
     "scheme", "link", "mcu", "mcu_mhz", "n", "accuracy", "degraded", "payload_bytes_mean", "payload_bytes_p50",
     "channels_sent_mean", "wire_bytes_up_mean", "wire_bytes_down_mean", "latency_ms_p50", "latency_ms_p99",
-    "latency_ms_mean", "device_ms", "device_macs", "device_energy_mj", "device_params", "device_int8_flash_bytes",
+    "latency_ms_mean", "device_ms", "device_macs", "device_energy_mj", "device_cost_basis", "device_params", "device_int8_flash_bytes",
     "device_peak_sram_bytes", "host_device_ms_mean", "encode_ms_mean",
     "network_ms_mean", "transmit_ms_mean", "server_queue_ms_mean", "server_compute_ms_mean", "server_total_ms_mean",
     "merge_ms_mean",
@@ -61,7 +61,10 @@ def markdown(doc: dict, base: str = "latency") -> str:
         f"{doc['images']} images ({doc['dataset']}), {doc['duration_s']} s, host {doc['host']['machine']} with "
         f"{doc['host']['cpus']} CPUs (1-min load average {doc['host']['loadavg_1m_start']} at the start, "
         f"{doc['host']['loadavg_1m_end']} at the end), MCU model {doc['mcu']['chip']} at "
-        f"{', '.join(str(m) for m in doc['mcu']['mhz'])} MHz.  ",
+        f"{', '.join(str(m) for m in doc['mcu']['mhz'])} MHz; device time from "
+        f"{', '.join(sorted({r['device_cost_basis'] for r in rows if r.get('device_cost_basis')})) or 'none'} "
+        "(measured instructions: the firmware on QEMU's Cortex-M7 x cycles/instruction; MAC model: MACs x "
+        "cycles/MAC; agilenn.device_agent.mcu).  ",
         f"Shaper: **{shaper['shaper']}**"
         + (f" (namespace {shaper['namespace']}, veth MTU {shaper['mtu']}, tbf burst {shaper['tbf_burst_bytes']} B; "
            f"relay {'adds serialization, delay, jitter, loss' if shaper['relay']['shapes_rate'] else 'adds delay, jitter, loss'})"

@@ -5,6 +5,8 @@ Every coder gets the same arguments, so the payload layer can pick one by id:
   close to the order-0 entropy, the default.
 - ``zstd``: one byte per symbol, zstd-compressed; needs no model, a general fallback.
 - ``raw``: fixed-width bit packing; no model, no compression, the baseline.
+- ``rans``: rANS specified to the bit (codec/rans.py, docs/protocol.md) under the manifest's integer
+  per-channel frequency tables; what a C encoder on the device writes.
 
 Decoders see hostile input: they must raise PayloadError (never crash, hang or allocate without bound).
 All sizes they are given come from the model, never from the payload.
@@ -161,12 +163,49 @@ class AnsCoder(Coder):
         return symbols
 
 
-CODER_NAMES = ("ans", "zstd", "raw")
+class RansCoder(Coder):
+    """codec/rans.py with order-0 tables: symbol (channel c, position j) is coded with table c.
+
+    The tables are the manifest's integer ``coder.frequencies``, fixed when the coder is made, so
+    ``probabilities`` is not used. Decode tables are built once per model, not per payload.
+    """
+
+    name, coder_id = "rans", 3
+    needs_model = True
+
+    def __init__(self, frequencies, precision: int):
+        from . import rans
+
+        self._rans = rans
+        self.frequencies = np.asarray(frequencies, dtype=np.int64)
+        self.precision = int(precision)
+        self._encoder = rans.EncoderTables(self.frequencies, self.precision)
+        self._decoder = rans.DecoderTables(self.frequencies, self.precision)
+
+    @staticmethod
+    def table_index(channels: int, positions: int) -> np.ndarray:
+        """Order 0: every symbol of channel c is coded with table c."""
+        return np.repeat(np.arange(channels, dtype=np.int64), positions)
+
+    def encode(self, symbols, levels, probabilities=None):
+        channels, positions = symbols.shape
+        return self._encoder.encode(symbols.reshape(-1), self.table_index(channels, positions))
+
+    def decode(self, body, channels, positions, levels, probabilities=None):
+        symbols = self._decoder.decode(body, self.table_index(channels, positions))
+        return symbols.reshape(channels, positions)
 
 
-def make_coder(name: str, zstd_level: int = 19) -> Coder:
+CODER_NAMES = ("ans", "rans", "zstd", "raw")
+
+
+def make_coder(name: str, zstd_level: int = 19, frequencies=None, frequency_bits: int | None = None) -> Coder:
     if name == "ans":
         return AnsCoder()
+    if name == "rans":
+        if frequencies is None or frequency_bits is None:
+            raise ValueError("the rans coder needs the model's integer frequency tables (coder.frequencies)")
+        return RansCoder(frequencies, frequency_bits)
     if name == "zstd":
         return ZstdCoder(zstd_level)
     if name == "raw":
@@ -174,4 +213,4 @@ def make_coder(name: str, zstd_level: int = 19) -> Coder:
     raise ValueError(f"unknown coder {name!r}; choose one of {', '.join(CODER_NAMES)}")
 
 
-CODER_BY_ID = {0: "raw", 1: "zstd", 2: "ans"}
+CODER_BY_ID = {0: "raw", 1: "zstd", 2: "ans", 3: "rans"}

@@ -5,7 +5,7 @@ Layout (little-endian, 13-byte header, then the coder's body; docs/protocol.md i
     offset size field
     0      2    magic  b"AG"
     2      1    version (1)
-    3      1    coder id (0 raw, 1 zstd, 2 ans)
+    3      1    coder id (0 raw, 1 zstd, 2 ans, 3 rans)
     4      1    levels - 1 (number of centroids minus one)
     5      2    channels_total  remote channels of the model (C - k)
     7      2    channels_sent   leading remote channels present; the receiver zero-fills the rest
@@ -27,6 +27,7 @@ import numpy as np
 from .coders import CODER_BY_ID, CODER_NAMES, make_coder
 from .errors import PayloadError
 from .quantize import dequantize, quantize, validate_centroids
+from .rans import validate_frequencies
 
 MAGIC = b"AG"
 VERSION = 1
@@ -86,6 +87,8 @@ class FeatureCodec:
         symbol_probabilities=None,
         default_coder: str = "ans",
         zstd_level: int = 19,
+        frequencies=None,
+        frequency_bits: int | None = None,
     ):
         self.centroids = validate_centroids(centroids)
         self.levels = int(self.centroids.size)
@@ -100,10 +103,25 @@ class FeatureCodec:
             if not np.all(np.isfinite(p)) or np.any(p < 0) or np.any(p.sum(axis=1) <= 0):
                 raise ValueError("symbol_probabilities must be finite, non-negative, with a positive sum per channel")
             self.probabilities = p / p.sum(axis=1, keepdims=True)
+        # The rans coder's integer tables (one per remote channel), exactly as stored in the manifest.
+        self.frequencies, self.frequency_bits = None, None
+        if frequencies is not None or frequency_bits is not None:
+            if frequencies is None or frequency_bits is None:
+                raise ValueError("frequencies and frequency_bits come together (both or neither)")
+            self.frequencies = validate_frequencies(frequencies, frequency_bits, channels, self.levels)
+            self.frequency_bits = int(frequency_bits)
         if default_coder not in CODER_NAMES:
             raise ValueError(f"unknown coder {default_coder!r}; choose one of {', '.join(CODER_NAMES)}")
+        available = {"raw", "zstd"}
+        if self.probabilities is not None:
+            available.add("ans")
+        if self.frequencies is not None:
+            available.add("rans")
         self.default_coder = default_coder
-        self._coders = {name: make_coder(name, zstd_level) for name in CODER_NAMES if name != "ans" or self.probabilities is not None}
+        self._coders = {
+            name: make_coder(name, zstd_level, self.frequencies, self.frequency_bits)
+            for name in CODER_NAMES if name in available
+        }
 
     @classmethod
     def from_manifest(cls, manifest: dict) -> "FeatureCodec":
@@ -117,13 +135,21 @@ class FeatureCodec:
             symbol_probabilities=coder.get("symbol_probabilities"),
             default_coder=coder.get("default", "ans"),
             zstd_level=coder.get("zstd_level", 19),
+            frequencies=coder.get("frequencies"),
+            frequency_bits=coder.get("frequency_bits"),
         )
+
+    @property
+    def available_coders(self) -> tuple[str, ...]:
+        """Coders this model can use (ans and rans need the manifest's tables), in CODER_NAMES order."""
+        return tuple(name for name in CODER_NAMES if name in self._coders)
 
     def _coder(self, name: str | None):
         name = name or self.default_coder
         if name not in self._coders:
-            raise PayloadError(f"coder {name!r} is not available for this model (no symbol probability tables)"
-                               if name == "ans" else f"unknown coder {name!r}")
+            tables = {"ans": "coder.symbol_probabilities", "rans": "coder.frequencies"}
+            raise PayloadError(f"coder {name!r} is not available for this model (no {tables[name]} in its manifest)"
+                               if name in tables else f"unknown coder {name!r}")
         return self._coders[name]
 
     # --- sender -----------------------------------------------------------------------------

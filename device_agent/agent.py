@@ -17,11 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
+from agilenn.firmware.cost import bundle_device_cost
 from agilenn.models import Bundle, load_bundle
 
 from .client import ClientSecurity, RemoteClient, RemoteReply
 from .device_model import DevicePart
-from .mcu import Mcu, count_macs, parse_mcu
+from .mcu import Mcu, measured_instructions, parse_mcu
 from .messages import Reason
 
 DEFAULT_SERVER = "127.0.0.1:50051"
@@ -89,6 +90,8 @@ class Agent:
     server_address=None runs local-only (every answer degraded, reason "no_server").
     deadline_ms bounds the wait for the remote logits; max_payload_bytes drops trailing remote
     channels until the payload fits; mcu ("stm32f746@216MHz") models the device part's compute time.
+    numerics: "auto" (default: the bundle's integer device part when it has one, else device.onnx),
+    "int8" or "float".
     """
 
     def __init__(
@@ -103,15 +106,18 @@ class Agent:
         security: ClientSecurity | None = None,
         connect_timeout_s: float = 2.0,
         backoff_max_s: float = 2.0,
+        numerics: str = "auto",
     ):
         self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
-        self.device = DevicePart(self.bundle)
+        self.device = DevicePart(self.bundle, numerics)
         self.codec = self.bundle.codec()
         self.coder = coder
         self.deadline_s = None if deadline_ms is None or deadline_ms <= 0 else deadline_ms / 1e3
         self.max_payload_bytes = max_payload_bytes
         self.mcu = parse_mcu(mcu) if isinstance(mcu, str) else mcu
-        self.device_macs = count_macs(self.bundle.onnx_path("device"))
+        self.device_macs = bundle_device_cost(self.bundle)["macs"]
+        # the firmware's measured instruction count when there is one (agilenn-firmware run --record)
+        self.device_instructions = measured_instructions(self.bundle)
         self.server_address = server_address
         self.client = None
         if server_address:
@@ -136,13 +142,23 @@ class Agent:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    @property
+    def local_logit_scale(self) -> float | None:
+        """Scale (as float32) of the integer local predictor's int16 logits; None without an integer device part."""
+        if not hasattr(self, "_logit_scale"):
+            from .int8_device import load_int8_device
+
+            int8 = load_int8_device(self.bundle)
+            self._logit_scale = None if int8 is None else float(np.float32(int8.logit_scale))
+        return self._logit_scale
+
     # --- inference ------------------------------------------------------------------------------
     def infer(self, image: np.ndarray) -> InferenceResult:
         t = Timings()
         out = self.device.run(image)
         t.host_compute_ms = out.compute_ms
         if self.mcu is not None:
-            t.mcu_compute_ms = self.mcu.compute_ms(self.device_macs)
+            t.mcu_compute_ms = self.mcu.compute_ms(self.device_macs, self.device_instructions)
         t.device_compute_ms = t.mcu_compute_ms if t.mcu_compute_ms is not None else t.host_compute_ms
 
         total = self.codec.shape[0]
@@ -154,11 +170,39 @@ class Agent:
             reply = self.client.infer(b"", self.deadline_s)
         else:
             start = time.perf_counter()
-            indices = self.codec.quantize(out.remote_features)
+            indices = out.indices(self.codec)
             payload, sent = self.codec.encode_within(indices, self.max_payload_bytes, self.coder)
             t.encode_ms = (time.perf_counter() - start) * 1e3
             reply = self.client.infer(payload, self.deadline_s)
-            t.network_ms = reply.network_ms
+        return self._merge(out.local_logits, reply, payload, sent, t)
+
+    def infer_features(self, local_logits: np.ndarray, payload: bytes, device_ms: float = 0.0) -> InferenceResult:
+        """The remote half for a device that ran the device part itself (serial FEATURES).
+
+        ``payload`` (a feature payload of docs/protocol.md) goes to the server as it is; the answer
+        merges it with ``local_logits`` exactly as infer() does, and falls back to them alone when no
+        remote logits come back. The payload's header is checked against the model first, so a
+        payload for another model is refused here rather than costing a round trip.
+        """
+        from agilenn.codec import parse_header
+
+        header = parse_header(payload)  # PayloadError names what is wrong
+        if (header.channels_total, header.height, header.width) != self.codec.shape:
+            raise ValueError(f"feature payload is for remote features "
+                             f"{[header.channels_total, header.height, header.width]}, "
+                             f"the model's are {list(self.codec.shape)}")
+        if header.levels != self.codec.levels:
+            raise ValueError(f"feature payload uses {header.levels} quantization levels, the model {self.codec.levels}")
+        t = Timings(device_compute_ms=device_ms)
+        if self.client is None:
+            reply = RemoteReply(reason=Reason.NO_SERVER, detail="agent runs without a server")
+        else:
+            reply = self.client.infer(payload, self.deadline_s)
+        return self._merge(np.asarray(local_logits, np.float32), reply, payload, header.channels_sent, t)
+
+    def _merge(self, local_logits: np.ndarray, reply: RemoteReply, payload: bytes, sent: int,
+               t: Timings) -> InferenceResult:
+        t.network_ms = reply.network_ms if reply.sent else 0.0
         if reply.timings:
             t.server_queue_ms = reply.timings["queue_ms"]
             t.server_decode_ms = reply.timings["decode_ms"]
@@ -168,20 +212,20 @@ class Agent:
 
         start = time.perf_counter()
         degraded = reply.logits is None
-        merged = out.local_logits if degraded else self.bundle.merge(out.local_logits, reply.logits)
+        merged = local_logits if degraded else self.bundle.merge(local_logits, reply.logits)
         prediction = int(np.argmax(merged))
         t.merge_ms = (time.perf_counter() - start) * 1e3
         t.latency_ms = t.device_compute_ms + t.encode_ms + t.network_ms + t.merge_ms
         return InferenceResult(
             prediction=prediction,
             merged_logits=np.asarray(merged, np.float32),
-            local_logits=out.local_logits,
+            local_logits=local_logits,
             remote_logits=reply.logits,
             degraded=degraded,
             reason=Reason.NAMES[reply.reason],
             detail=reply.detail,
             channels_sent=sent if reply.sent else 0,
-            channels_total=total,
+            channels_total=self.codec.shape[0],
             payload_bytes=len(payload) if reply.sent else 0,
             timings=t,
         )

@@ -37,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"model repository to pick --model from (default: the shipped {DEFAULT_REPOSITORY})")
     m.add_argument("--model", default="", help="model name (default: the repository's default model)")
     m.add_argument("--model-version", default="", help="model version (default: the highest)")
+    m.add_argument("--numerics", choices=["auto", "int8", "float"], default="auto",
+                   help="device part: the bundle's integer (int8) part, bit-exact with the C library, or the float "
+                        "device.onnx (default auto: int8 when the bundle has it)")
 
     s = p.add_argument_group("server")
     s.add_argument("--server", default=DEFAULT_SERVER, help="HOST:PORT of agilenn-server (default %(default)s)")
@@ -100,7 +103,8 @@ def run(args) -> int:
     bundle = resolve_bundle(args)
     mcu = parse_mcu(args.mcu) if args.mcu else None
     agent = Agent(bundle, None if args.local_only else args.server, deadline_ms=args.deadline_ms,
-                  max_payload_bytes=args.max_payload_bytes, mcu=mcu, coder=args.coder, security=_security(args))
+                  max_payload_bytes=args.max_payload_bytes, mcu=mcu, coder=args.coder, security=_security(args),
+                  numerics=args.numerics)
     summary = Summary(model=f"{bundle.name}:{bundle.version}", server=None if args.local_only else args.server,
                       mcu=mcu.spec if mcu else None, max_payload_bytes=args.max_payload_bytes,
                       deadline_ms=args.deadline_ms)

@@ -6,7 +6,7 @@ module is its Python implementation and nothing here may disagree with it.
 A frame before stuffing (all integers little-endian):
 
     offset  size  field
-    0       1     protocol version (1)
+    0       1     protocol version (1 or 2; answers carry the version of the frame they answer)
     1       1     message type
     2       2     seq        chosen by the MCU, echoed in the answer
     4       2     length L   of the payload, at most MAX_PAYLOAD
@@ -23,7 +23,8 @@ import struct
 import zlib
 from dataclasses import dataclass
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # version 2 adds FEATURES (the MCU runs the device part itself)
+SUPPORTED_VERSIONS = (1, 2)  # a version-1 MCU (IMAGE only) keeps working unchanged
 DELIMITER = 0x00
 
 # 64x64x3 images (Tiny ImageNet) plus the image header must fit; small enough for a 20 KB buffer.
@@ -34,17 +35,18 @@ MAX_FRAME = HEADER.size + MAX_PAYLOAD + CRC.size
 # COBS adds one byte per started 254-byte block.
 MAX_ENCODED = MAX_FRAME + (MAX_FRAME + 253) // 254
 
-SEQ_NONE = 0xFFFF  # seq of an error answer to a frame whose own seq could not be trusted
+SEQ_NONE = 0xFFFF  # seq of an error answer to a frame whose own seq could not be trusted; never an MCU's seq
 
 
 class MsgType:
     HELLO = 0x01
     IMAGE = 0x02
+    FEATURES = 0x03  # protocol version 2 and later
     HELLO_REPLY = 0x81
     PREDICTION = 0x82
     ERROR = 0x83
 
-    NAMES = {0x01: "HELLO", 0x02: "IMAGE", 0x81: "HELLO_REPLY", 0x82: "PREDICTION", 0x83: "ERROR"}
+    NAMES = {0x01: "HELLO", 0x02: "IMAGE", 0x03: "FEATURES", 0x81: "HELLO_REPLY", 0x82: "PREDICTION", 0x83: "ERROR"}
 
 
 class FrameError(ValueError):
@@ -61,7 +63,7 @@ class ErrorCode:
     TOO_LONG = 2  # more than MAX_ENCODED bytes without a delimiter
     BAD_VERSION = 3
     UNKNOWN_TYPE = 4
-    BAD_MESSAGE = 5  # a valid frame whose payload does not parse (e.g. image of the wrong shape)
+    BAD_MESSAGE = 5  # a valid frame whose payload does not parse (e.g. image of the wrong shape, len > MAX_PAYLOAD)
     INTERNAL = 6
 
     NAMES = {1: "BAD_FRAME", 2: "TOO_LONG", 3: "BAD_VERSION", 4: "UNKNOWN_TYPE", 5: "BAD_MESSAGE", 6: "INTERNAL"}
@@ -72,6 +74,7 @@ class Frame:
     type: int
     seq: int
     payload: bytes = b""
+    version: int = PROTOCOL_VERSION
 
     @property
     def type_name(self) -> str:
@@ -125,7 +128,9 @@ def pack_frame(frame: Frame) -> bytes:
     """The frame as it goes on the wire, delimiters included."""
     if len(frame.payload) > MAX_PAYLOAD:
         raise ValueError(f"payload of {len(frame.payload)} bytes exceeds MAX_PAYLOAD={MAX_PAYLOAD}")
-    body = HEADER.pack(PROTOCOL_VERSION, frame.type, frame.seq & 0xFFFF, len(frame.payload)) + bytes(frame.payload)
+    if frame.version not in SUPPORTED_VERSIONS:
+        raise ValueError(f"protocol version {frame.version} is not one of {SUPPORTED_VERSIONS}")
+    body = HEADER.pack(frame.version, frame.type, frame.seq & 0xFFFF, len(frame.payload)) + bytes(frame.payload)
     body += CRC.pack(zlib.crc32(body))
     return b"\x00" + cobs_encode(body) + b"\x00"
 
@@ -141,10 +146,14 @@ def unpack_frame(chunk: bytes) -> Frame:
     version, mtype, seq, length = HEADER.unpack_from(raw)
     if length != len(raw) - HEADER.size - CRC.size:
         raise FrameError(ErrorCode.BAD_FRAME, f"length field {length} disagrees with the frame ({len(raw) - 10} payload bytes)")
-    if version != PROTOCOL_VERSION:
-        # The CRC held, so the seq is trustworthy and the error can name it.
-        raise FrameError(ErrorCode.BAD_VERSION, f"protocol version {version}, this agent speaks {PROTOCOL_VERSION}", seq)
-    return Frame(mtype, seq, raw[HEADER.size: len(raw) - CRC.size])
+    # The CRC held from here on, so the seq is trustworthy and the errors can name it.
+    if version not in SUPPORTED_VERSIONS:
+        raise FrameError(ErrorCode.BAD_VERSION, f"protocol version {version}, this agent speaks "
+                                                f"{' and '.join(map(str, SUPPORTED_VERSIONS))}", seq)
+    if length > MAX_PAYLOAD:
+        # A zero-rich frame stuffs to fewer bytes than MAX_ENCODED even with a longer payload.
+        raise FrameError(ErrorCode.BAD_MESSAGE, f"payload of {length} bytes exceeds MAX_PAYLOAD={MAX_PAYLOAD}", seq)
+    return Frame(mtype, seq, raw[HEADER.size: len(raw) - CRC.size], version)
 
 
 class FrameReader:

@@ -1,10 +1,29 @@
-"""MCU cost model: how long the device part would take on a Cortex-M, from its multiply-accumulates.
+"""MCU cost model: how long the device part would take on a Cortex-M.
 
-    time = MACs x cycles_per_MAC / clock
+    time = instructions x cycles_per_instruction / clock     when the firmware was measured
+    time = MACs x cycles_per_MAC / clock                      otherwise
 
-MACs come from the ONNX graph (Conv, ConvTranspose, Gemm, MatMul; shapes from onnx shape
-inference, batch 1). Everything else (activations, pooling, slicing) is folded into the
-cycles-per-MAC figure, which is measured end to end on a real network, not per kernel.
+Instructions are measured: the generated device library in the firmware on QEMU's Cortex-M7
+(mps2-an500, -icount shift=0), recorded in the bundle's device_measured.json by
+`agilenn-firmware run --record` (agilenn.firmware.measured; a record made with other C sources or
+another integer device part is ignored). Every caller says which of the two it used.
+
+The cycles-per-instruction figure (an assumption with its bracket, not a measurement):
+
+- Cortex-M7, 1.0 cycle/instruction. The M7 issues up to two instructions per cycle (Arm Cortex-M7
+  Technical Reference Manual, DDI 0489, "dual-issue" six-stage pipeline), so 0.5 is its floor.
+  Measured pair timings on an STM32H730 (Quinapalus, "Cortex-M7 instruction cycle counts, timings,
+  and dual-issue combinations", quinapalus.com/cm7cycles.html) show loads, multiplies and
+  multiply-accumulates at one cycle each with only some pairs dual-issuing, and load-use
+  dependencies stalling, which is the shape of int8 kernel code; with caches on (or code and data
+  in TCM) and no flash wait states, 1.0 is the round figure between the floor and single issue. On
+  an STM32F746 running from flash through the ART accelerator the real figure can be higher.
+- Other cores: the M7 figure scaled by Arm's CoreMark/MHz ratio (M7 5.01, M33 4.02, M4 3.42), as for
+  cycles/MAC below: the same instructions (ARMv7E-M/v8-M DSP) on a core with less issue width.
+
+MACs come from the generated C device library's plan (agilenn.firmware.cost.bundle_device_cost).
+Everything else (activations, pooling, slicing) is folded into the cycles-per-MAC figure, which is
+measured end to end on a real network, not per kernel.
 
 Where the cycles-per-MAC figure comes from (docs/agent.md, "MCU emulation"):
 
@@ -25,11 +44,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from functools import lru_cache
-from pathlib import Path
 
 M7_CYCLES_PER_MAC = 99.1e-3 * 216e6 / 12.3e6  # ~1.74, CMSIS-NN CIFAR-10 on STM32F746 (see above)
+M7_CYCLES_PER_INSTRUCTION = 1.0  # dual-issue floor 0.5, single issue 1 (see above)
 _COREMARK_PER_MHZ = {"cortex-m7": 5.01, "cortex-m33": 4.02, "cortex-m4": 3.42}
+_CPI_SOURCE = ("assumed 1.0 for the dual-issue Cortex-M7 (floor 0.5; Arm DDI 0489; pair timings: "
+               "quinapalus.com/cm7cycles.html)")
 
 
 @dataclass(frozen=True)
@@ -37,13 +57,20 @@ class Core:
     name: str
     cycles_per_mac: float
     source: str
+    cycles_per_instruction: float = M7_CYCLES_PER_INSTRUCTION
+    cpi_source: str = _CPI_SOURCE
 
 
 CORES = {
     "cortex-m7": Core("cortex-m7", M7_CYCLES_PER_MAC, "CMSIS-NN CIFAR-10 CNN on STM32F746 @216 MHz (arXiv:1801.06601)"),
-    "cortex-m33": Core("cortex-m33", M7_CYCLES_PER_MAC * 5.01 / 4.02, "M7 figure x CoreMark/MHz ratio (assumption)"),
-    "cortex-m4": Core("cortex-m4", M7_CYCLES_PER_MAC * 5.01 / 3.42, "M7 figure x CoreMark/MHz ratio (assumption)"),
+    "cortex-m33": Core("cortex-m33", M7_CYCLES_PER_MAC * 5.01 / 4.02, "M7 figure x CoreMark/MHz ratio (assumption)",
+                       M7_CYCLES_PER_INSTRUCTION * 5.01 / 4.02, "M7 figure x CoreMark/MHz ratio (assumption)"),
+    "cortex-m4": Core("cortex-m4", M7_CYCLES_PER_MAC * 5.01 / 3.42, "M7 figure x CoreMark/MHz ratio (assumption)",
+                      M7_CYCLES_PER_INSTRUCTION * 5.01 / 3.42, "M7 figure x CoreMark/MHz ratio (assumption)"),
 }
+
+BASIS_MEASURED = "measured instructions"  # instructions (QEMU Cortex-M7) x cycles/instruction
+BASIS_MACS = "MAC model"  # MACs x cycles/MAC
 
 # Chips -> (core, maximum clock in MHz). A chip name is accepted wherever a core name is.
 CHIPS = {
@@ -68,8 +95,22 @@ class Mcu:
     def spec(self) -> str:
         return f"{self.name}@{self.clock_hz / 1e6:g}MHz"
 
-    def compute_ms(self, macs: int) -> float:
-        return macs * self.core.cycles_per_mac / self.clock_hz * 1e3
+    def cycles(self, macs: int, instructions: float | None = None) -> float:
+        """Cycles of one inference: from measured instructions when given, else from the MACs."""
+        if instructions is not None:
+            return instructions * self.core.cycles_per_instruction
+        return macs * self.core.cycles_per_mac
+
+    def compute_ms(self, macs: int, instructions: float | None = None) -> float:
+        return self.cycles(macs, instructions) / self.clock_hz * 1e3
+
+
+def measured_instructions(bundle) -> float | None:
+    """Mean instructions per inference of the bundle's device part as measured in the firmware, or None."""
+    from agilenn.firmware.measured import measured_device_cost
+
+    measured = measured_device_cost(bundle)
+    return None if measured is None else float(measured["instructions_per_inference"]["mean"])
 
 
 def parse_mcu(spec: str) -> Mcu:
@@ -98,68 +139,8 @@ def parse_mcu(spec: str) -> Mcu:
     return Mcu(name, CORES[core_name], clock_hz)
 
 
-# --- MAC counting -------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class LayerMacs:
-    node: str
-    op: str
-    macs: int
-
-
-def _dims(value_info) -> list[int]:
-    # Symbolic dimensions (the batch) count as 1.
-    return [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else 1 for d in value_info.type.tensor_type.shape.dim]
-
-
-def _prod(xs) -> int:
-    out = 1
-    for x in xs:
-        out *= int(x)
-    return out
-
-
-def layer_macs(onnx_path) -> list[LayerMacs]:
-    """Multiply-accumulates of every Conv/ConvTranspose/Gemm/MatMul node for one input (batch 1)."""
-    import onnx
-
-    model = onnx.shape_inference.infer_shapes(onnx.load(str(onnx_path)))
-    g = model.graph
-    shapes = {vi.name: _dims(vi) for vi in [*g.input, *g.value_info, *g.output]}
-    shapes.update({t.name: list(t.dims) for t in g.initializer})
-    attrs = lambda node: {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}  # noqa: E731
-
-    out = []
-    for node in g.node:
-        if node.op_type not in ("Conv", "ConvTranspose", "Gemm", "MatMul"):
-            continue
-        try:
-            a, b, y = shapes[node.input[0]], shapes[node.input[1]], shapes[node.output[0]]
-        except KeyError as exc:
-            raise ValueError(f"{onnx_path}: no shape for {exc} of {node.op_type} node {node.name!r}") from None
-        if node.op_type == "Conv":
-            # every output element costs (C_in / group) x kernel taps; the weight is [M, C_in/g, k...]
-            macs = _prod(y) * _prod(b[1:])
-        elif node.op_type == "ConvTranspose":
-            # every input element is scattered through (M / group) x kernel taps; weight [C_in, M/g, k...]
-            macs = _prod(a) * _prod(b[1:])
-        elif node.op_type == "Gemm":
-            # K from B, usually a weight initializer with a known shape (A may be a reshaped activation)
-            k = b[1] if attrs(node).get("transB", 0) else b[0]
-            macs = _prod(y) * k
-        else:  # MatMul, numpy semantics: B is [..., K, N]
-            macs = _prod(y) * (b[-2] if len(b) >= 2 else b[0])
-        out.append(LayerMacs(node.name or node.output[0], node.op_type, int(macs)))
-    return out
-
-
-@lru_cache(maxsize=32)
-def _total_macs(path: str, mtime: float) -> int:
-    return sum(layer.macs for layer in layer_macs(path))
-
-
-def count_macs(onnx_path) -> int:
-    path = Path(onnx_path)
-    return _total_macs(str(path.resolve()), path.stat().st_mtime)
+# MACs are not counted here: they come with the rest of the device cost from the generated C
+# library's plan (agilenn.firmware.cost.bundle_device_cost), the one source for every consumer.
 
 
 def main() -> None:  # pragma: no cover - a convenience for humans: agilenn.device_agent.mcu BUNDLE [MCU...]
@@ -173,7 +154,9 @@ def main() -> None:  # pragma: no cover - a convenience for humans: agilenn.devi
     p.add_argument("mcu", nargs="*", default=list(PRESETS))
     args = p.parse_args()
     bundle = load_bundle(args.bundle)
-    macs = count_macs(bundle.onnx_path("device"))
+    from agilenn.firmware.cost import bundle_device_cost
+
+    macs = bundle_device_cost(bundle)["macs"]
     print(json.dumps({"device_macs": macs, **{s: round(parse_mcu(s).compute_ms(macs), 3) for s in args.mcu}}))
 
 

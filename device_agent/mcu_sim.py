@@ -1,12 +1,15 @@
 """agilenn-mcu-sim: plays the MCU end of the serial protocol, for demos and tests.
 
-It sends HELLO, then one IMAGE per dataset image, stop-and-wait, exactly as docs/serial-protocol.md
-tells a firmware to: wait for the answer with the same seq; on an ERROR with seq 0xFFFF (some frame
-was unreadable, maybe ours) or a timeout, send the same frame again. It can inject line noise between
-frames and corrupt frames, and checks that every image ends up with exactly one answer.
+It sends HELLO, then one IMAGE per dataset image (or, with --features, one FEATURES frame: it runs
+the device part itself, as a firmware with the generated C library does), stop-and-wait, exactly as
+docs/serial-protocol.md tells a firmware to: wait for the answer with the same seq; on an ERROR with
+seq 0xFFFF (some chunk was unreadable, maybe ours) keep reading briefly for our own answer, then send
+the same frame again; on a timeout, send it again too. It can inject line noise between frames and
+corrupt frames, and checks that every image ends up with exactly one answer.
 
     agilenn-mcu-sim --port /dev/ttyUSB0 --dataset fashion-mnist --limit 200 --noise 0.3
     agilenn-mcu-sim --pty ...     # make a pty pair and print the path to give agilenn-agent --port
+    agilenn-mcu-sim --pty --features --bundle DIR   # an MCU that runs the device part (FEATURES)
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from .framing import SEQ_NONE, ErrorCode, Frame, FrameError, MsgType, pack_frame
-from .messages import FLAG_WANT_LOGITS, ErrorMsg, Hello, HelloReply, Image, Prediction
+from .messages import FLAG_WANT_LOGITS, ErrorMsg, Features, Hello, HelloReply, Image, Prediction
 from .serial_link import SerialLink
 
 
@@ -41,7 +44,9 @@ class SimReport:
     noise_chunks: int = 0
     corrupted_frames: int = 0
     model: str = ""
+    request: str = "IMAGE"  # what the simulated MCU sends: IMAGE, or FEATURES (it runs the device part)
     answers: list = field(default_factory=list)  # per image: predicted class, or -1 for an error answer
+    reasons: list = field(default_factory=list)  # per image: the PREDICTION's reason code (None for no prediction)
 
     @property
     def accuracy(self) -> float | None:
@@ -55,20 +60,59 @@ class SimReport:
         d = asdict(self)
         if not answers:
             d.pop("answers")
+            d.pop("reasons")
         d["accuracy"] = self.accuracy
         d["ok"] = self.ok
         return d
 
 
+class FeaturesMaker:
+    """What a firmware running the device part puts in FEATURES, computed in Python.
+
+    The bundle's integer device part when it has one (bit-exact with the generated C library);
+    otherwise the float ONNX device part with its logits rounded to int16 steps of 2^-8 (for
+    bundles without an integer part: tests of the message itself).
+    """
+
+    FLOAT_LOGIT_SCALE = 2.0 ** -8
+
+    def __init__(self, bundle, coder: str | None = None):
+        from .int8_device import load_int8_device
+
+        self.bundle = bundle
+        self.codec = bundle.codec()
+        self.coder = coder
+        self.int8 = load_int8_device(bundle)
+        if self.int8 is None:
+            from .device_model import DevicePart
+
+            self.float_part = DevicePart(bundle)
+
+    def __call__(self, image: np.ndarray) -> Features:
+        if self.int8 is not None:
+            out = self.int8.run(np.asarray(image)[None])
+            payload = self.codec.encode_indices(out.indices[0], self.coder)
+            return Features(out.logits[0], float(self.int8.logit_scale), payload)
+        out = self.float_part.run(image)
+        q = np.clip(np.round(out.local_logits / self.FLOAT_LOGIT_SCALE), -32768, 32767).astype(np.int16)
+        payload = self.codec.encode(out.remote_features, self.coder)
+        return Features(q, self.FLOAT_LOGIT_SCALE, payload)
+
+
 class McuSim:
     def __init__(self, link: SerialLink, *, noise: float = 0.0, noise_max_bytes: int = 48, corrupt: float = 0.0,
-                 timeout_s: float = 10.0, max_tries: int = 8, seed: int = 0, want_logits: bool = False):
+                 timeout_s: float = 10.0, max_tries: int = 8, seed: int = 0, want_logits: bool = False,
+                 grace_s: float = 0.5, features: FeaturesMaker | None = None):
         self.link = link
         self.noise, self.noise_max_bytes, self.corrupt = noise, noise_max_bytes, corrupt
         self.timeout_s, self.max_tries = timeout_s, max_tries
+        # After an ERROR with seq 0xFFFF, how long to keep reading for our own answer before resending
+        # (the error may be for noise in front of our frame; the agent answers in order).
+        self.grace_s = grace_s
+        self.features = features
         self.rng = np.random.default_rng(seed)
         self.want_logits = want_logits
-        self.report = SimReport()
+        self.report = SimReport(request="IMAGE" if features is None else "FEATURES")
         self.hello: HelloReply | None = None
 
     def _noise(self) -> None:
@@ -94,16 +138,23 @@ class McuSim:
                 self.report.retransmissions += 1
             self._send(frame)
             end = time.monotonic() + (timeout_s or self.timeout_s)
+            resend_at = None  # set by an unreadable-chunk error: the end of the grace period
             while True:
-                event = self.link.receive(max(0.0, end - time.monotonic()))
+                until = end if resend_at is None else min(end, resend_at)
+                event = self.link.receive(max(0.0, until - time.monotonic()))
                 if event is None:
-                    self.report.timeouts += 1
+                    if resend_at is None or time.monotonic() >= end:
+                        self.report.timeouts += 1
                     break  # resend
                 if isinstance(event, FrameError):
                     continue  # a garbled answer: wait for the retransmission our own timeout triggers
                 if event.seq == SEQ_NONE and event.type == MsgType.ERROR:
                     self.report.unreadable_errors += 1
-                    break  # maybe our frame was the unreadable one: resend (the agent deduplicates)
+                    # Maybe our frame was the unreadable one, maybe only noise before it: keep reading
+                    # briefly for our own answer, then resend (the agent deduplicates).
+                    if resend_at is None:
+                        resend_at = time.monotonic() + self.grace_s
+                    continue
                 if event.seq != frame.seq:
                     self.report.duplicates += 1
                     continue
@@ -131,16 +182,22 @@ class McuSim:
         for i, image in enumerate(images):
             seq = i % SEQ_NONE  # 0xFFFF is reserved for "unknown seq"
             r.sent += 1
-            answer = self.exchange(Frame(MsgType.IMAGE, seq, Image(image).pack()), MsgType.PREDICTION)
+            if self.features is not None:
+                request = Frame(MsgType.FEATURES, seq, self.features(image).pack())
+            else:
+                request = Frame(MsgType.IMAGE, seq, Image(image).pack())
+            answer = self.exchange(request, MsgType.PREDICTION)
             if answer is None:
                 r.unanswered += 1
                 r.answers.append(None)
+                r.reasons.append(None)
                 continue
             r.answered += 1
             if answer.type == MsgType.ERROR:
                 err = ErrorMsg.parse(answer.payload)
                 r.error_answers += 1
                 r.answers.append(-1)
+                r.reasons.append(None)
                 print(f"mcu-sim: image {i}: ERROR {ErrorCode.NAMES.get(err.code, err.code)}: {err.detail}",
                       file=sys.stderr)
                 continue
@@ -148,6 +205,7 @@ class McuSim:
             r.predictions += 1
             r.degraded += int(pred.degraded)
             r.answers.append(pred.label)
+            r.reasons.append(pred.reason)
             if labels is not None:
                 r.labelled += 1
                 r.correct += int(pred.label == int(labels[i]))
@@ -167,6 +225,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--noise", type=float, default=0.0, help="probability of junk bytes before each frame")
     p.add_argument("--corrupt", type=float, default=0.0, help="probability of a flipped bit inside a frame")
     p.add_argument("--timeout-s", type=float, default=10.0, help="wait per attempt before resending")
+    p.add_argument("--features", action="store_true",
+                   help="run the device part here and send FEATURES (protocol version 2) instead of IMAGE")
+    p.add_argument("--bundle", help="bundle whose device part --features runs (default: the shipped default model)")
+    p.add_argument("--coder", help="coder for --features payloads (default: the bundle's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print the report as one JSON line")
     return p
@@ -188,7 +250,14 @@ def main(argv=None) -> int:
         from .serial_link import open_serial
 
         port, wait = open_serial(args.port, args.baud), 30.0
-    sim = McuSim(SerialLink(port), noise=args.noise, corrupt=args.corrupt, timeout_s=args.timeout_s, seed=args.seed)
+    features = None
+    if args.features:
+        from agilenn.models import DEFAULT_MODEL, ModelRepository, load_bundle
+
+        bundle = load_bundle(args.bundle) if args.bundle else ModelRepository().resolve(DEFAULT_MODEL)
+        features = FeaturesMaker(bundle, args.coder)
+    sim = McuSim(SerialLink(port), noise=args.noise, corrupt=args.corrupt, timeout_s=args.timeout_s, seed=args.seed,
+                 features=features)
     sim.handshake(wait)
     report = sim.run(images, labels)
     if args.json:

@@ -11,12 +11,23 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .framing import ErrorCode, FrameError
+from .framing import PROTOCOL_VERSION, ErrorCode, FrameError
 
 FLAG_WANT_LOGITS = 0x01  # HELLO.flags: the MCU wants merged logits in every PREDICTION
+HELLO_KNOWN_FLAGS = FLAG_WANT_LOGITS  # every other HELLO flag bit is reserved and must be 0
 FLAG_DEGRADED = 0x01  # PREDICTION.flags: answered by the local predictor alone
 
 IMAGE_FORMAT_RAW = 0  # uint8 pixels, row-major HWC
+LOGITS_INT16 = 1  # FEATURES.format: int16 local logits, logit = scale * q
+
+HELLO_NAME_MAX = 64
+HELLO_REPLY_FIXED = 12
+HELLO_REPLY_NAME_MAX = 128
+ERROR_FIXED = 2
+ERROR_DETAIL_MAX = 128
+# The smallest receive buffer an MCU may announce: the largest answer that cannot be shortened
+# (HELLO_REPLY 12 + 128 = 140 bytes; an ERROR is at most 2 + 128 = 130).
+MIN_MAX_RX = HELLO_REPLY_FIXED + HELLO_REPLY_NAME_MAX
 
 
 class Reason:
@@ -39,25 +50,42 @@ def _bad(message: str) -> FrameError:
     return FrameError(ErrorCode.BAD_MESSAGE, message)
 
 
+def _utf8(text: str, limit: int) -> bytes:
+    """text as UTF-8, cut to at most limit bytes without splitting a character."""
+    return text.encode()[:limit].decode("utf-8", "ignore").encode()
+
+
+def _strict_utf8(data: bytes, what: str) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _bad(f"{what} is not UTF-8 (byte {exc.start}: {data[exc.start:exc.start + 1].hex()})") from None
+
+
 @dataclass(frozen=True)
 class Hello:
     """MCU -> agent. The first frame after reset; may be repeated at any time."""
 
     flags: int = 0
-    max_rx: int = 0  # largest frame payload the MCU can receive; 0: no limit announced
+    max_rx: int = 0  # largest frame payload the MCU can receive; 0: no limit announced, else >= MIN_MAX_RX
     firmware: str = ""
-    version: int = 1
+    version: int = PROTOCOL_VERSION
     _S = struct.Struct("<BBH")
 
     def pack(self) -> bytes:
-        return self._S.pack(self.version, self.flags, self.max_rx) + self.firmware.encode()[:64]
+        return self._S.pack(self.version, self.flags, self.max_rx) + _utf8(self.firmware, HELLO_NAME_MAX)
 
     @classmethod
     def parse(cls, payload: bytes) -> "Hello":
-        if len(payload) < cls._S.size or len(payload) > cls._S.size + 64:
+        """The payload's layout only; whether the agent speaks ``version`` is the bridge's check."""
+        if len(payload) < cls._S.size or len(payload) > cls._S.size + HELLO_NAME_MAX:
             raise _bad(f"HELLO payload must be 4..68 bytes, got {len(payload)}")
         version, flags, max_rx = cls._S.unpack_from(payload)
-        return cls(flags, max_rx, payload[cls._S.size:].decode("utf-8", "replace"), version)
+        if flags & ~HELLO_KNOWN_FLAGS:
+            raise _bad(f"HELLO flags 0x{flags:02x} set reserved bits (only bit 0, want logits, is defined)")
+        if 0 < max_rx < MIN_MAX_RX:
+            raise _bad(f"HELLO max_rx {max_rx} is below the minimum {MIN_MAX_RX} (0 = no limit)")
+        return cls(flags, max_rx, _strict_utf8(payload[cls._S.size:], "HELLO firmware name"), version)
 
 
 @dataclass(frozen=True)
@@ -71,12 +99,12 @@ class HelloReply:
     max_payload: int
     model: str = ""  # "name:version"
     server_connected: bool = False
-    version: int = 1
-    _S = struct.Struct("<BBHHHHH")
+    version: int = PROTOCOL_VERSION
+    _S = struct.Struct("<BBHHHHH")  # note the order C, H, W here and H, W, C in IMAGE
 
     def pack(self) -> bytes:
         return self._S.pack(self.version, int(self.server_connected), self.max_payload, self.channels, self.height,
-                            self.width, self.num_classes) + self.model.encode()[:128]
+                            self.width, self.num_classes) + _utf8(self.model, HELLO_REPLY_NAME_MAX)
 
     @classmethod
     def parse(cls, payload: bytes) -> "HelloReply":
@@ -104,13 +132,68 @@ class Image:
     def parse(cls, payload: bytes) -> "Image":
         if len(payload) < cls._S.size:
             raise _bad(f"IMAGE payload must be at least {cls._S.size} bytes, got {len(payload)}")
-        fmt, _, h, w, c = cls._S.unpack_from(payload)
+        fmt, reserved, h, w, c = cls._S.unpack_from(payload)
         if fmt != IMAGE_FORMAT_RAW:
             raise _bad(f"IMAGE format {fmt} is not supported (only 0, raw uint8 HWC)")
+        if reserved:
+            raise _bad(f"IMAGE reserved byte is {reserved}, must be 0")
         size = h * w * c
         if len(payload) - cls._S.size != size:
             raise _bad(f"IMAGE of {h}x{w}x{c} needs {size} pixel bytes, got {len(payload) - cls._S.size}")
         return cls(np.frombuffer(payload, np.uint8, size, cls._S.size).reshape(h, w, c))
+
+
+@dataclass(frozen=True)
+class Features:
+    """MCU -> agent (protocol version 2). The MCU ran the device part itself: its local logits and
+    the coded remote features (a feature payload of docs/protocol.md, forwarded to the server as is).
+
+    Local logits travel as the int16 the integer local predictor produced, with their scale
+    (zero point 0): exactly what the device computed (no float on the MCU, nothing lost), 2 bytes
+    per class instead of 4 for float32; int16 rather than int8 because 256 steps make close classes
+    tie. The agent checks the scale against its bundle's integer device part, which catches a
+    firmware built for another model before its payload reaches the server.
+    """
+
+    logits_q: np.ndarray  # int16 [classes], pre-softmax
+    scale: float  # logit = scale * q
+    payload: bytes  # the coded remote features (docs/protocol.md)
+    device_cycles: int = 0  # what the device part cost on the MCU (cycles, or instructions under QEMU -icount); 0: not measured
+    _S = struct.Struct("<BBHfI")
+
+    def pack(self) -> bytes:
+        q = np.asarray(self.logits_q, dtype="<i2")
+        return (self._S.pack(LOGITS_INT16, q.size, 0, self.scale, self.device_cycles)
+                + q.tobytes() + bytes(self.payload))
+
+    @classmethod
+    def parse(cls, payload: bytes) -> "Features":
+        if len(payload) < cls._S.size:
+            raise _bad(f"FEATURES payload must be at least {cls._S.size} bytes, got {len(payload)}")
+        fmt, n, reserved, scale, cycles = cls._S.unpack_from(payload)
+        if fmt != LOGITS_INT16:
+            raise _bad(f"FEATURES logits format {fmt} is not supported (only {LOGITS_INT16}, int16 with a scale)")
+        if reserved:
+            raise _bad(f"FEATURES reserved bytes are 0x{reserved:04x}, must be 0")
+        if not (np.isfinite(scale) and scale > 0):
+            raise _bad(f"FEATURES logit scale {scale} must be a positive finite float32")
+        if n == 0 or len(payload) < cls._S.size + 2 * n:
+            raise _bad(f"FEATURES announces {n} logits but carries {len(payload) - cls._S.size} bytes after its header")
+        q = np.frombuffer(payload, "<i2", n, cls._S.size).astype(np.int16)
+        return cls(q, float(scale), bytes(payload[cls._S.size + 2 * n:]), cycles)
+
+    def local_logits(self) -> np.ndarray:
+        """float32 logits the agent merges: scale * q, computed in float32."""
+        return dequantize_logits(self.logits_q, self.scale)
+
+
+def dequantize_logits(q: np.ndarray, scale: float) -> np.ndarray:
+    """int16 logits -> float32, the same arithmetic as the Python integer device part
+    (agilenn.firmware.int8.Int8DeviceModel.dequantize_logits), so both merge identical numbers."""
+    return np.asarray(q, np.float32) * np.float32(scale)
+
+
+FEATURES_FIXED = Features._S.size  # FEATURES payload bytes before the logits
 
 
 @dataclass(frozen=True)
@@ -153,7 +236,7 @@ class ErrorMsg:
     _S = struct.Struct("<BB")
 
     def pack(self) -> bytes:
-        return self._S.pack(self.code, 0) + self.detail.encode()[:128]
+        return self._S.pack(self.code, 0) + _utf8(self.detail, ERROR_DETAIL_MAX)
 
     @classmethod
     def parse(cls, payload: bytes) -> "ErrorMsg":

@@ -1,8 +1,9 @@
 """The agent's side of the serial protocol: answer every frame from the MCU with exactly one frame.
 
-IMAGE -> PREDICTION (or ERROR), HELLO -> HELLO_REPLY, anything unreadable -> ERROR. A repeated IMAGE
-(same seq and bytes as the last one, i.e. the MCU retransmitting after an error or timeout) gets the
-same PREDICTION again without a second inference.
+IMAGE or FEATURES -> PREDICTION (or ERROR), HELLO -> HELLO_REPLY, anything unreadable -> ERROR. A
+repeated IMAGE or FEATURES (same seq and bytes as the last one, i.e. the MCU retransmitting after an
+error or timeout) gets the same PREDICTION again without a second inference. Every answer carries
+the protocol version of the frame it answers, so a version-1 MCU never sees a version-2 frame.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ import threading
 from typing import Callable
 
 from .agent import Agent, InferenceResult
-from .framing import MAX_PAYLOAD, SEQ_NONE, ErrorCode, Frame, FrameError, MsgType
-from .messages import FLAG_WANT_LOGITS, PREDICTION_FIXED, ErrorMsg, Hello, HelloReply, Image, Prediction, Reason
+from .framing import MAX_PAYLOAD, SEQ_NONE, SUPPORTED_VERSIONS, ErrorCode, Frame, FrameError, MsgType
+from .messages import (FLAG_WANT_LOGITS, PREDICTION_FIXED, ErrorMsg, Features, Hello, HelloReply, Image, Prediction,
+                       Reason)
 from .serial_link import SerialLink
 
 log = logging.getLogger("agilenn.agent.serial")
@@ -27,59 +29,76 @@ class SerialBridge:
         self.on_result = on_result
         self.want_logits = False
         self.max_rx = 0  # the MCU's receive limit from HELLO; 0: none given
-        self._last_image: tuple[int, bytes] | None = None
+        self._last_request: tuple[int, int, bytes] | None = None
         self._last_reply: Frame | None = None
-        self.counts = {"images": 0, "retransmissions": 0, "errors": 0, "hellos": 0}
+        self.counts = {"images": 0, "features": 0, "retransmissions": 0, "errors": 0, "hellos": 0}
+        self.device_cycles: list[int] = []  # what each FEATURES frame says the device part cost on the MCU
+
+    @property
+    def answered(self) -> int:
+        """IMAGE and FEATURES frames answered with a PREDICTION (not counting retransmissions)."""
+        return self.counts["images"] + self.counts["features"]
 
     def serve(self, stop: threading.Event | None = None, limit: int | None = None) -> None:
-        """Answer frames until stop is set or ``limit`` images have been answered."""
+        """Answer frames until stop is set or ``limit`` images (IMAGE or FEATURES) have been answered."""
         stop = stop or threading.Event()
-        while not stop.is_set() and (limit is None or self.counts["images"] < limit):
+        while not stop.is_set() and (limit is None or self.answered < limit):
             event = self.link.receive(timeout=0.2)
             if event is not None:
                 self.link.send(self.answer(event))
 
     def answer(self, event) -> Frame:
         if isinstance(event, FrameError):
+            # A frame that failed its CRC has no version worth trusting: answer in the one we speak.
             return self._error(event.seq, event.code, str(event))
         try:
+            if event.seq == SEQ_NONE:
+                raise FrameError(ErrorCode.BAD_MESSAGE, "seq 0xFFFF is reserved for answers whose seq is unknown")
             if event.type == MsgType.HELLO:
                 return self._hello(event)
             if event.type == MsgType.IMAGE:
-                return self._image(event)
-            return self._error(event.seq, ErrorCode.UNKNOWN_TYPE, f"the agent does not take {event.type_name} frames")
+                return self._predict(event)
+            if event.type == MsgType.FEATURES and event.version >= 2:
+                return self._predict(event)
+            return self._error(event.seq, ErrorCode.UNKNOWN_TYPE,
+                               f"the agent does not take {event.type_name} frames in protocol version {event.version}",
+                               event.version)
         except FrameError as exc:
-            return self._error(event.seq, exc.code, str(exc))
+            return self._error(event.seq, exc.code, str(exc), event.version)
         except Exception as exc:  # one bad input must not take the link down
             log.exception("frame seq %d failed", event.seq)
-            return self._error(event.seq, ErrorCode.INTERNAL, f"{exc.__class__.__name__}: {exc}")
+            return self._error(event.seq, ErrorCode.INTERNAL, f"{exc.__class__.__name__}: {exc}", event.version)
 
-    def _error(self, seq: int, code: int, detail: str) -> Frame:
+    def _error(self, seq: int, code: int, detail: str, version: int = SUPPORTED_VERSIONS[-1]) -> Frame:
         self.counts["errors"] += 1
         log.info("ERROR to seq %s: %s %s", "?" if seq == SEQ_NONE else seq, ErrorCode.NAMES.get(code, code), detail)
-        return Frame(MsgType.ERROR, seq, ErrorMsg(code, detail).pack())
+        return Frame(MsgType.ERROR, seq, ErrorMsg(code, detail).pack(), version)
 
     def _hello(self, frame: Frame) -> Frame:
         hello = Hello.parse(frame.payload)
+        if hello.version != frame.version:
+            raise FrameError(ErrorCode.BAD_VERSION, f"HELLO asks for protocol version {hello.version} inside a "
+                                                    f"version-{frame.version} frame; the two must agree")
         self.counts["hellos"] += 1
         self.want_logits = bool(hello.flags & FLAG_WANT_LOGITS)
         self.max_rx = hello.max_rx
         b = self.agent.bundle
         c, h, w = b.input_shape
         reply = HelloReply(c, h, w, b.num_classes, MAX_PAYLOAD, f"{b.name}:{b.version}",
-                           self.agent.connection_state == "ready")
-        return Frame(MsgType.HELLO_REPLY, frame.seq, reply.pack())
+                           self.agent.connection_state == "ready", frame.version)
+        return Frame(MsgType.HELLO_REPLY, frame.seq, reply.pack(), frame.version)
 
-    def _image(self, frame: Frame) -> Frame:
-        key = (frame.seq, bytes(frame.payload))
-        if self._last_image == key and self._last_reply is not None:
+    def _predict(self, frame: Frame) -> Frame:
+        key = (frame.type, frame.seq, bytes(frame.payload))
+        if self._last_request == key and self._last_reply is not None:
             self.counts["retransmissions"] += 1
             return self._last_reply
-        image = Image.parse(frame.payload).pixels
-        c, h, w = self.agent.bundle.input_shape
-        if image.shape != (h, w, c):
-            raise FrameError(ErrorCode.BAD_MESSAGE, f"image is {list(image.shape)} (HWC), the model takes {[h, w, c]}")
-        result = self.agent.infer(image)
+        if frame.type == MsgType.IMAGE:
+            result = self._infer_image(frame)
+            self.counts["images"] += 1
+        else:
+            result = self._infer_features(frame)
+            self.counts["features"] += 1
         logits = result.merged_logits.tolist() if self.want_logits else []
         if self.max_rx and PREDICTION_FIXED + 4 * len(logits) > self.max_rx:
             logits = []  # what the MCU cannot hold it does not get
@@ -92,9 +111,33 @@ class SerialBridge:
             payload_bytes=result.payload_bytes,
             latency_us=int(result.timings.latency_ms * 1e3),
             logits=logits,
-        ).pack())
-        self._last_image, self._last_reply = key, reply
-        self.counts["images"] += 1
+        ).pack(), frame.version)
+        self._last_request, self._last_reply = key, reply
         if self.on_result is not None:
             self.on_result(frame.seq, result)
         return reply
+
+    def _infer_image(self, frame: Frame):
+        image = Image.parse(frame.payload).pixels
+        c, h, w = self.agent.bundle.input_shape
+        if image.shape != (h, w, c):
+            raise FrameError(ErrorCode.BAD_MESSAGE, f"image is {list(image.shape)} (HWC), the model takes {[h, w, c]}")
+        return self.agent.infer(image)
+
+    def _infer_features(self, frame: Frame):
+        from agilenn.codec import PayloadError
+
+        feats = Features.parse(frame.payload)
+        n = self.agent.bundle.num_classes
+        if feats.logits_q.size != n:
+            raise FrameError(ErrorCode.BAD_MESSAGE, f"FEATURES carries {feats.logits_q.size} logits, the model has {n}")
+        expected = self.agent.local_logit_scale
+        if expected is not None and feats.scale != expected:
+            raise FrameError(ErrorCode.BAD_MESSAGE, f"FEATURES logit scale {feats.scale!r} differs from the model's "
+                                                    f"{expected!r}: firmware built for another model?")
+        try:
+            result = self.agent.infer_features(feats.local_logits(), feats.payload)
+        except (PayloadError, ValueError) as exc:
+            raise FrameError(ErrorCode.BAD_MESSAGE, f"FEATURES feature payload: {exc}") from None
+        self.device_cycles.append(feats.device_cycles)
+        return result

@@ -5,6 +5,7 @@
     <bundle>/remote.onnx     remote_features -> remote_logits         (remote NN)
     <bundle>/reference.onnx  image -> logits                           (optional; edge-only baseline)
     <bundle>/extractor.onnx  image -> features; evaluator.onnx features -> logits  (optional; XAI audit)
+    <bundle>/device_int8.json  the integer device part (optional, format_version 2; agilenn.firmware.int8)
 
 load_bundle() validates everything it can without running a model, so a bad bundle fails at start-up
 with a message naming the file and field, not at the first request.
@@ -23,8 +24,8 @@ from agilenn.codec import FeatureCodec, validate_centroids
 from agilenn.codec.coders import CODER_NAMES
 
 FORMAT = "agilenn-bundle"
-FORMAT_VERSION = 1
-SUPPORTED_FORMAT_VERSIONS = (1,)
+FORMAT_VERSION = 2  # 2 adds the optional integer device part ("int8_device", files.int8_device)
+SUPPORTED_FORMAT_VERSIONS = (1, 2)
 MANIFEST = "manifest.json"
 
 # ONNX tensor names, part of the contract.
@@ -44,6 +45,7 @@ class Bundle:
     manifest: dict
     manifest_text: str
     files: dict = field(default_factory=dict)  # role -> Path
+    _int8: object = field(default=None, repr=False, compare=False)
 
     # --- identity ---------------------------------------------------------------------------
     @property
@@ -94,6 +96,23 @@ class Bundle:
 
     def has(self, role: str) -> bool:
         return role in self.files
+
+    @property
+    def has_int8_device(self) -> bool:
+        return "int8_device" in self.files
+
+    def int8_device(self):
+        """The integer device part (agilenn.firmware.int8.Int8DeviceModel); BundleError if absent."""
+        if not self.has_int8_device:
+            raise BundleError(f"bundle {self.path} has no integer device part (run agilenn-firmware quantize)")
+        if self._int8 is None:
+            from agilenn.firmware.int8 import Int8DeviceModel, Int8ModelError
+
+            try:
+                self._int8 = Int8DeviceModel.load(self.files["int8_device"])
+            except Int8ModelError as exc:
+                raise BundleError(str(exc)) from None
+        return self._int8
 
     def onnx_path(self, role: str) -> Path:
         if role not in self.files:
@@ -186,14 +205,29 @@ def validate_manifest(manifest: dict, where: str = MANIFEST) -> None:
     try:
         FeatureCodec.from_manifest(manifest)
     except (ValueError, TypeError, KeyError) as exc:
-        raise BundleError(f"{where}: 'coder.symbol_probabilities': {exc}") from None
+        field = "'coder.frequencies'" if "frequenc" in str(exc) else "'coder.symbol_probabilities'"
+        raise BundleError(f"{where}: {field}: {exc}") from None
     if coder.get("default", "ans") == "ans":
         _require(coder.get("symbol_probabilities") is not None, where,
                  "'coder.symbol_probabilities' is required when the default coder is ans")
+    if coder.get("default") == "rans":
+        _require(coder.get("frequencies") is not None, where,
+                 "'coder.frequencies' and 'coder.frequency_bits' are required when the default coder is rans")
 
     files = manifest.get("files")
     _require(isinstance(files, dict) and "device" in files and "remote" in files, where,
              "'files' must name at least 'device' and 'remote' ONNX files")
+
+    int8 = manifest.get("int8_device")
+    _require(int8 is None or version >= 2, where, "'int8_device' needs format_version 2")
+    _require((int8 is None) == ("int8_device" not in files), where,
+             "'int8_device' and 'files.int8_device' come together (both or neither)")
+    if int8 is not None:
+        _require(isinstance(int8, dict) and int8.get("file") == files["int8_device"], where,
+                 "'int8_device.file' must name the same file as 'files.int8_device'")
+        logits = int8.get("logits")
+        _require(isinstance(logits, dict) and isinstance(logits.get("scale"), (int, float)) and logits["scale"] > 0,
+                 where, "'int8_device.logits.scale' must be a positive number")
 
 
 def _onnx_dims(value_info) -> list:
@@ -270,7 +304,28 @@ def load_bundle(path, check_onnx: bool = True) -> Bundle:
             _check_onnx(files["extractor"], {DEVICE_INPUT: [None, c_in, h, w]}, {EXTRACTOR_FEATURES: features})
         if "evaluator" in files:
             _check_onnx(files["evaluator"], {EXTRACTOR_FEATURES: features}, {REFERENCE_LOGITS: [None, n_cls]})
+    if bundle.has_int8_device:
+        _check_int8(bundle, str(files["int8_device"]))
     return bundle
+
+
+def _check_int8(bundle: Bundle, where: str) -> None:
+    """The integer device part must be readable and agree with the manifest's shapes."""
+    model = bundle.int8_device()
+    c_in, h, w = bundle.input_shape
+    _require(tuple(model.input_hwc) == (h, w, c_in), where,
+             f"input is {list(model.input_hwc)} (HWC), the manifest implies {[h, w, c_in]}")
+    fh, fw, fc = model.feature_hwc
+    _require((fc, model.k, fh, fw) == (bundle.channels, bundle.k, *bundle.feature_hw), where,
+             f"features are C={fc} k={model.k} {fh}x{fw}, the manifest says C={bundle.channels} k={bundle.k} "
+             f"{bundle.feature_hw[0]}x{bundle.feature_hw[1]}")
+    _require(model.num_classes == bundle.num_classes, where,
+             f"{model.num_classes} logits, the manifest has {bundle.num_classes} classes")
+    _require(model.levels == len(bundle.manifest["quantizer"]["centroids"]), where,
+             f"{model.levels} quantizer levels, the manifest has {len(bundle.manifest['quantizer']['centroids'])} centroids")
+    scale = float(bundle.manifest["int8_device"]["logits"]["scale"])
+    _require(abs(scale - model.logit_scale) <= 1e-9 * max(1.0, scale), where,
+             f"logit scale {model.logit_scale!r} disagrees with the manifest's int8_device.logits.scale {scale!r}")
 
 
 def write_manifest(bundle_dir, manifest: dict) -> Path:

@@ -97,6 +97,8 @@ def make_random_bundle(
     """Write a bundle into out_dir and return its path."""
     from onnx import TensorProto, helper
 
+    from agilenn.codec.rans import DEFAULT_PRECISION, quantize_frequencies
+
     rng = np.random.default_rng(seed)
     c_in, h, w = input_shape
     fh, fw = feature_hw
@@ -145,6 +147,7 @@ def make_random_bundle(
     centroids = np.linspace(0.0, 2.0, levels).round(6).tolist()
     probabilities = rng.dirichlet(np.linspace(3.0, 0.5, levels), size=remote).round(6)
     probabilities = (probabilities / probabilities.sum(axis=1, keepdims=True)).tolist()
+    frequencies = quantize_frequencies(probabilities, DEFAULT_PRECISION).tolist()
     manifest = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -157,7 +160,8 @@ def make_random_bundle(
         "features": {"channels": channels, "k": k, "height": fh, "width": fw},
         "quantizer": {"centroids": centroids},
         "alpha": alpha,
-        "coder": {"default": default_coder, "zstd_level": 19, "symbol_probabilities": probabilities},
+        "coder": {"default": default_coder, "zstd_level": 19, "symbol_probabilities": probabilities,
+                  "frequency_bits": DEFAULT_PRECISION, "frequencies": frequencies},
         "files": files,
         "metrics": {"note": "random weights: accuracy is chance"},
     }

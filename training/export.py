@@ -9,7 +9,6 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .costs import device_cost
 from .data import SCALE
 
 OPSET = 17
@@ -56,12 +55,21 @@ def symbol_probabilities(model, x: torch.Tensor, centroids: np.ndarray, batch_si
     return counts / counts.sum(1, keepdims=True)
 
 
+def rans_tables(probabilities, precision: int | None = None) -> dict:
+    """The rans coder's integer tables (docs/protocol.md), computed once here and stored in the
+    manifest so that no decoder and no C encoder ever recomputes them."""
+    from agilenn.codec.rans import DEFAULT_PRECISION, quantize_frequencies
+
+    bits = DEFAULT_PRECISION if precision is None else precision
+    return {"frequency_bits": bits, "frequencies": quantize_frequencies(probabilities, bits).tolist()}
+
+
 def export_bundle(run, ref, model, bundle_dir: Path, command: str, evaluator=None, channel_order=None) -> dict:
     """Writes the ONNX files and manifest.json. With ``evaluator`` (the frozen body that judged
     importance, reading features in the trained extractor's channel order) the bundle also carries
     evaluator.onnx + extractor.onnx and an 'xai' section, so skewness can be re-measured from it
     (training/attribution.py)."""
-    from agilenn.models.bundle import write_manifest
+    from agilenn.models.bundle import FORMAT_VERSION, write_manifest
 
     cfg, a = run.cfg, run.cfg.arch
     bundle_dir = Path(bundle_dir)
@@ -89,10 +97,9 @@ def export_bundle(run, ref, model, bundle_dir: Path, command: str, evaluator=Non
 
     centroids = model.quantizer.sorted_centroids().numpy().astype(np.float32)
     probs = symbol_probabilities(model, run.x_train, centroids)
-    cost = device_cost(device_part, (c_in, h, w), held_bytes=R * fh * fw)
     manifest = {
         "format": "agilenn-bundle",
-        "format_version": 1,
+        "format_version": FORMAT_VERSION,
         "model": {"name": cfg.model_name, "version": cfg.model_version},
         "dataset": cfg.dataset,
         "created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
@@ -103,10 +110,10 @@ def export_bundle(run, ref, model, bundle_dir: Path, command: str, evaluator=Non
         "quantizer": {"centroids": [float(c) for c in centroids]},
         # float32 -> float: bundle.merge() casts back to float32, reproducing training exactly
         "alpha": float(model.alpha.detach().float().item()),
-        "coder": {"default": "ans", "zstd_level": 19, "symbol_probabilities": probs.round(8).tolist()},
+        "coder": {"default": "rans", "zstd_level": 19, "symbol_probabilities": probs.round(8).tolist()},
         "files": files,
         "metrics": {},
-        "device_cost": cost,
+        # device_cost and the integer device part are added by agilenn.firmware.bundle_int8 after the report
         "training": {"config": cfg.to_dict()},
     }
     if xai is not None:
@@ -114,6 +121,7 @@ def export_bundle(run, ref, model, bundle_dir: Path, command: str, evaluator=Non
     # re-normalise after rounding so each row sums to 1 in the JSON
     p = np.asarray(manifest["coder"]["symbol_probabilities"])
     manifest["coder"]["symbol_probabilities"] = (p / p.sum(1, keepdims=True)).tolist()
+    manifest["coder"].update(rans_tables(manifest["coder"]["symbol_probabilities"]))
     write_manifest(bundle_dir, manifest)
     return manifest
 

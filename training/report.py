@@ -86,7 +86,7 @@ def measure(run, ref, model, evaluator, bundle_dir: Path, manifest: dict) -> tup
 
     # bytes on the wire, per coder (full payload: 13-byte header + body)
     sizes = {coder: np.array([len(codec.encode_indices(idx_all[j], coder)) for j in range(n)])
-             for coder in ("ans", "zstd", "raw")}
+             for coder in ("ans", "rans", "zstd", "raw")}
     coders = {coder: float(s.mean()) for coder, s in sizes.items()}
     ans_sizes = sizes["ans"]
 
@@ -132,6 +132,7 @@ def measure(run, ref, model, evaluator, bundle_dir: Path, manifest: dict) -> tup
         "skewness_frac_ge_0.8": float((skews >= 0.8).mean()),
         "ans_bytes_mean": coders["ans"],
         "ans_bytes_p95": float(np.percentile(ans_sizes, 95)),
+        "rans_bytes_mean": coders["rans"],
         "zstd_bytes_mean": coders["zstd"],
         "raw_bytes_mean": coders["raw"],
         "payload_header_bytes": 13,
@@ -184,8 +185,7 @@ def _plots(bundle_dir: Path, metrics: dict, arrays: dict) -> list[str]:
     return files
 
 
-def _markdown(manifest: dict, metrics: dict, plots: list[str]) -> str:
-    cost = manifest["device_cost"]
+def _markdown(manifest: dict, metrics: dict, plots: list[str], cost: dict) -> str:
     pct = lambda v: f"{100 * v:.2f} %"  # noqa: E731
     lines = [
         f"# {manifest['model']['name']} v{manifest['model']['version']} — training report", "",
@@ -209,8 +209,8 @@ def _markdown(manifest: dict, metrics: dict, plots: list[str]) -> str:
         f"| PNG / JPEG of the raw image | {metrics['png_bytes_mean']:.1f} / {metrics['jpeg_bytes_mean']:.1f} |",
         f"| device part MACs | {cost['macs']:,} |",
         f"| device part params | {cost['params']:,} |",
-        f"| device part int8 flash | {cost['int8_flash_bytes']:,} B |",
-        f"| device part peak activations (int8) | {cost['peak_activation_bytes']:,} B |",
+        f"| device part tables (int8 weights, int32 bias, requantization) | {cost['weight_bytes']:,} B |",
+        f"| device part arena (peak SRAM of the generated C library) | {cost['arena_bytes']:,} B |",
         "", "## Accuracy vs remote channels sent", "",
         "Leading remote channels kept, the rest zero-filled by the receiver (payload truncation). With 0 "
         f"channels the agent answers from the local predictor alone ({pct(metrics['local_accuracy'])}).", "",
@@ -265,10 +265,15 @@ def write_report(run, ref, model, evaluator, bundle_dir: Path, manifest: dict, i
     metrics, arrays = measure(run, ref, model, evaluator, bundle_dir, manifest)
     metrics["xai_audit"] = xai_audit(run, model, evaluator, initial_extractor)
     plots = _plots(bundle_dir, metrics, arrays)
+    # the device cost comes from the C generator's plan (agilenn.firmware), the one source of it
+    from agilenn.firmware.cost import bundle_device_cost
+    from agilenn.models import load_bundle
+
+    cost = bundle_device_cost(load_bundle(bundle_dir))
     report = {"model": manifest["model"], "dataset": manifest["dataset"], "command": manifest["command"],
-              "metrics": metrics, "device_cost": manifest["device_cost"], "config": run.cfg.to_dict()}
+              "metrics": metrics, "device_cost": cost, "config": run.cfg.to_dict()}
     (bundle_dir / "report.json").write_text(json.dumps(report, indent=1) + "\n")
-    (bundle_dir / "report.md").write_text(_markdown(manifest, metrics, plots))
+    (bundle_dir / "report.md").write_text(_markdown(manifest, metrics, plots, cost))
     log.info("report: combined %.4f reference %.4f local %.4f remote %.4f skew %.3f (>=rho %.3f) ans %.1fB",
              metrics["combined_accuracy"], metrics["reference_accuracy"], metrics["local_accuracy"],
              metrics["remote_accuracy"], metrics["skewness_mean"], metrics["skewness_frac_ge_rho"],

@@ -452,5 +452,12 @@ def run_all(cfg: TrainConfig, resume: bool = False, command: str = "", bundle_di
     # extractor: stage 2's, permuted by preselection; the start of joint training (which copies it)
     metrics = write_report(run, ref, model, evaluator, bundle, manifest, initial_extractor=extractor)
     update_manifest_metrics(bundle, metrics)
+    # The integer device part (what an MCU runs): quantized on training images, int8 vs float
+    # measured on the test set, recorded in the manifest and the report.
+    from agilenn.firmware.bundle_int8 import CALIBRATION_IMAGES, add_int8_device
+
+    calib = run.train_raw.subset(CALIBRATION_IMAGES, seed=0)
+    add_int8_device(bundle, calib.images, run.test_raw.images, run.test_raw.labels,
+                    calibration_label=f"{cfg.dataset} train, {len(calib)} images (seed 0)")
     log.info("bundle written to %s", bundle)
     return bundle

@@ -56,7 +56,8 @@ def offline_reference():
 
 
 def _offline_reference(bundle: Bundle, images: np.ndarray) -> dict:
-    """The bundle evaluated without agent or server: device.onnx, quantize/dequantize, remote.onnx, merge.
+    """The bundle evaluated without agent or server: the device part the agent uses by default (the
+    integer part when the bundle has one, else device.onnx + quantize), dequantize, remote.onnx, merge.
 
     One image per run, as the agent and an unbatched server do, so float results match bit for bit.
     """
@@ -66,11 +67,16 @@ def _offline_reference(bundle: Bundle, images: np.ndarray) -> dict:
     device = single_thread_session(bundle.onnx_path("device"))
     remote = single_thread_session(bundle.onnx_path("remote"))
     codec = bundle.codec()
+    int8 = bundle.int8_device() if bundle.has_int8_device else None
     merged, local = [], []
     for image in images:
-        x = bundle.preprocess(image[None])
-        loc, feats = device.run(None, {DEVICE_INPUT: x})
-        restored = dequantize(codec.quantize(feats[0]), codec.centroids)[None]
+        if int8 is not None:
+            out = int8.run(image[None])
+            loc, indices = int8.dequantize_logits(out.logits), out.indices[0]
+        else:
+            loc, feats = device.run(None, {DEVICE_INPUT: bundle.preprocess(image[None])})
+            indices = codec.quantize(feats[0])
+        restored = dequantize(indices, codec.centroids)[None]
         (rem,) = remote.run(None, {REMOTE_INPUT: restored.astype(np.float32)})
         merged.append(bundle.merge(loc[0], rem[0]))
         local.append(loc[0])

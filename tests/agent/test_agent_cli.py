@@ -59,9 +59,12 @@ def test_agent_classifies_image_files(tmp_path, synthetic_bundle, fashion_test):
     assert "error" in lines[3] and lines[-1]["n"] == 3 and lines[-1]["errors"] == 1
 
 
-def test_mcu_sim_and_agent_over_a_pty(server, synthetic_bundle):
+@pytest.mark.parametrize("request_kind", ["IMAGE", "FEATURES"])
+def test_mcu_sim_and_agent_over_a_pty(server, synthetic_bundle, request_kind):
+    features = ["--features", "--bundle", str(synthetic_bundle)] if request_kind == "FEATURES" else []
     sim = subprocess.Popen([sys.executable, "-m", "agilenn.device_agent.mcu_sim", "--pty", "--limit", "30",
-                            "--noise", "0.3", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            "--noise", "0.3", "--json", *features], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True)
     try:
         path = None
         end = time.monotonic() + 60
@@ -79,6 +82,7 @@ def test_mcu_sim_and_agent_over_a_pty(server, synthetic_bundle):
     assert sim.returncode == 0, sim_err
     report = json.loads(sim_out)
     assert report["ok"] and report["answered"] == 30 and report["degraded"] == 0
+    assert report["request"] == request_kind
     summary = json.loads(agent.stdout.splitlines()[-1])
     assert summary["n"] == 30 and summary["degraded"] == 0
 

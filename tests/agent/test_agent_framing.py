@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agilenn.device_agent.framing import (
+    HEADER,
     MAX_ENCODED,
     MAX_PAYLOAD,
     SEQ_NONE,
@@ -21,7 +22,17 @@ from agilenn.device_agent.framing import (
     pack_frame,
     unpack_frame,
 )
-from agilenn.device_agent.messages import ErrorMsg, Hello, HelloReply, Image, Prediction, Reason
+from agilenn.device_agent.messages import (
+    MIN_MAX_RX,
+    ErrorMsg,
+    Features,
+    Hello,
+    HelloReply,
+    Image,
+    Prediction,
+    Reason,
+    dequantize_logits,
+)
 
 
 @pytest.mark.parametrize("raw, stuffed", [
@@ -59,7 +70,7 @@ def test_frame_round_trip(seq, mtype, payload):
 def test_frame_layout_and_crc():
     wire = pack_frame(Frame(MsgType.HELLO, 0x0102, b"\x01\x00\x00\x00"))
     raw = cobs_decode(wire[1:-1])
-    assert raw[:6] == bytes([1, 0x01, 0x02, 0x01, 4, 0])
+    assert raw[:6] == bytes([2, 0x01, 0x02, 0x01, 4, 0])
     assert int.from_bytes(raw[-4:], "little") == zlib.crc32(raw[:-4])
 
 
@@ -143,14 +154,16 @@ def _doc_examples() -> list[tuple[str, str]]:
     text = (Path(__file__).resolve().parents[2] / "docs" / "serial-protocol.md").read_text()
     raws = [line[5:].strip() for line in text.splitlines() if line.startswith("raw  ")]
     wires = [line[5:].strip() for line in text.splitlines() if line.startswith("wire ")]
-    assert len(raws) == len(wires) == 4
+    assert len(raws) == len(wires) == 5
     return list(zip(raws, wires))
 
 
 @pytest.mark.parametrize("index, frame", list(enumerate([
     Frame(MsgType.HELLO, 1, Hello(1, 256, "fw").pack()),
     Frame(MsgType.IMAGE, 2, Image(np.array([[0, 255], [17, 0]], np.uint8)).pack()),
-    Frame(MsgType.PREDICTION, 2, Prediction(3, True, Reason.DEADLINE, 0, 6, 0, 1500).pack()),
+    Frame(MsgType.FEATURES, 3, Features(np.array([-3, 17, 5], np.int16), 0.125,
+                                        bytes.fromhex("41 47 01 00 03 02 00 00 00 02 00 02 00"), 123456).pack()),
+    Frame(MsgType.PREDICTION, 3, Prediction(1, True, Reason.SERVER_UNAVAILABLE, 0, 2, 0, 1500).pack()),
     Frame(MsgType.ERROR, SEQ_NONE, ErrorMsg(ErrorCode.BAD_FRAME, "CRC").pack()),
 ])))
 def test_worked_examples_in_the_protocol_doc(index, frame):
@@ -162,3 +175,118 @@ def test_worked_examples_in_the_protocol_doc(index, frame):
 
 def test_crc_check_value_in_the_doc():
     assert zlib.crc32(b"123456789") == 0xCBF43926
+
+
+def test_features_example_logits_are_the_documented_values():
+    [_, _, (raw, _), _, _] = _doc_examples()
+    feats = Features.parse(unpack_frame(cobs_encode(bytes.fromhex(raw))).payload)
+    assert feats.local_logits().tolist() == [-0.375, 2.125, 0.625]
+    assert feats.device_cycles == 123456 and len(feats.payload) == 13
+
+
+def test_features_round_trip_and_dequantization():
+    q = np.array([-32768, -1, 0, 5, 32767], np.int16)
+    f = Features(q, 0.0625, b"AG-payload", 77)
+    back = Features.parse(f.pack())
+    assert back.logits_q.tolist() == q.tolist() and back.scale == 0.0625
+    assert back.payload == b"AG-payload" and back.device_cycles == 77
+    assert back.local_logits().dtype == np.float32
+    assert back.local_logits().tolist() == [-2048.0, -0.0625, 0.0, 0.3125, 2047.9375]
+    assert np.array_equal(dequantize_logits(q, 0.0625), back.local_logits())
+
+
+def _features_bytes(**change) -> bytes:
+    import struct
+
+    head = dict(fmt=1, n=3, reserved=0, scale=0.5, cycles=0)
+    head.update(change)
+    return struct.pack("<BBHfI", head["fmt"], head["n"], head["reserved"], head["scale"],
+                       head["cycles"]) + b"\x01\x00\x02\x00\x03\x00" + b"payload"
+
+
+@pytest.mark.parametrize("payload, says", [
+    (b"\x01\x03", "at least 12 bytes"),
+    (_features_bytes(fmt=2), "logits format 2"),
+    (_features_bytes(reserved=1), "reserved bytes"),
+    (_features_bytes(scale=0.0), "positive finite"),
+    (_features_bytes(scale=-1.0), "positive finite"),
+    (_features_bytes(scale=float("nan")), "positive finite"),
+    (_features_bytes(n=0), "announces 0 logits"),
+    (_features_bytes(n=200), "announces 200 logits"),
+])
+def test_bad_features_payloads_raise_bad_message(payload, says):
+    with pytest.raises(FrameError, match=says) as info:
+        Features.parse(payload)
+    assert info.value.code == ErrorCode.BAD_MESSAGE
+
+
+# --- errata of the version-1 page, each pinned by a test -----------------------------------------
+def test_hello_reply_is_12_plus_128_bytes_and_min_max_rx_is_140():
+    longest = HelloReply(1, 28, 28, 10, MAX_PAYLOAD, "m" * 300).pack()
+    assert len(HelloReply(1, 28, 28, 10, MAX_PAYLOAD, "").pack()) == 12
+    assert len(longest) == 140 == MIN_MAX_RX
+    assert len(ErrorMsg(ErrorCode.INTERNAL, "x" * 300).pack()) == 130
+
+
+def test_utf8_fields_are_cut_on_a_character_boundary():
+    reply = HelloReply(1, 28, 28, 10, MAX_PAYLOAD, "é" * 100).pack()  # 2 bytes each: 64 fit in 128
+    assert HelloReply.parse(reply).model == "é" * 64
+    assert Hello.parse(Hello(0, 0, "ü" * 40).pack()).firmware == "ü" * 32
+
+
+def test_fashion_mnist_image_frame_is_803_stuffed_805_on_the_wire(fashion_test):
+    # Fashion-MNIST's black background breaks every run of non-zero bytes before 254: overhead 1
+    wire = pack_frame(Frame(MsgType.IMAGE, 0, Image(fashion_test.images[0]).pack()))
+    assert len(cobs_decode(wire[1:-1])) == 802
+    assert len(wire) - 2 == 803 and len(wire) == 805
+    worst = pack_frame(Frame(MsgType.IMAGE, 0xFFFE, Image(np.full((28, 28, 1), 7, np.uint8)).pack()))
+    assert len(worst) == 802 + 4 + 2  # no zero anywhere: one code byte per 254 bytes
+
+
+def test_payload_over_max_whose_chunk_still_fits_is_bad_message_with_its_seq():
+    length = MAX_PAYLOAD + 40  # all zeros: stuffing costs one byte per zero, nothing more
+    body = HEADER.pack(2, MsgType.IMAGE, 0x0203, length) + bytes(length)
+    body += zlib.crc32(body).to_bytes(4, "little")
+    chunk = cobs_encode(body)
+    assert len(chunk) <= MAX_ENCODED
+    [err] = FrameReader().feed(b"\x00" + chunk + b"\x00")
+    assert err.code == ErrorCode.BAD_MESSAGE and err.seq == 0x0203 and "MAX_PAYLOAD" in str(err)
+
+
+@pytest.mark.parametrize("max_rx", [1, 40, MIN_MAX_RX - 1])
+def test_hello_max_rx_below_the_minimum_is_refused(max_rx):
+    with pytest.raises(FrameError, match="below the minimum 140") as info:
+        Hello.parse(Hello(0, max_rx).pack())
+    assert info.value.code == ErrorCode.BAD_MESSAGE
+    assert Hello.parse(Hello(0, MIN_MAX_RX).pack()).max_rx == MIN_MAX_RX
+    assert Hello.parse(Hello(0, 0).pack()).max_rx == 0
+
+
+@pytest.mark.parametrize("payload, says", [
+    (bytes([2, 0x02, 0, 0]), "reserved bits"),
+    (bytes([2, 0x81, 0, 0]), "reserved bits"),
+    (bytes([2, 0, 0, 0]) + b"fw\xff\xfe", "not UTF-8"),
+    (bytes([2, 0, 0, 0]) + b"x" * 65, "4..68 bytes"),
+])
+def test_hello_strictness(payload, says):
+    with pytest.raises(FrameError, match=says) as info:
+        Hello.parse(payload)
+    assert info.value.code == ErrorCode.BAD_MESSAGE
+
+
+def test_image_reserved_byte_must_be_zero():
+    payload = bytearray(Image(np.zeros((2, 2, 1), np.uint8)).pack())
+    payload[1] = 1
+    with pytest.raises(FrameError, match="reserved byte"):
+        Image.parse(bytes(payload))
+
+
+def test_version_1_frames_still_parse_and_version_3_does_not():
+    v1 = Frame(MsgType.HELLO, 4, Hello(0, 0, "old", version=1).pack(), version=1)
+    wire = pack_frame(v1)
+    assert cobs_decode(wire[1:-1])[0] == 1
+    assert unpack_frame(wire[1:-1]) == v1
+    body = HEADER.pack(3, MsgType.HELLO, 9, 0)
+    body += zlib.crc32(body).to_bytes(4, "little")
+    [err] = FrameReader().feed(b"\x00" + cobs_encode(body) + b"\x00")
+    assert err.code == ErrorCode.BAD_VERSION and err.seq == 9 and "speaks 1 and 2" in str(err)

@@ -2,38 +2,16 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
-from agilenn.device_agent.mcu import CHIPS, CORES, M7_CYCLES_PER_MAC, PRESETS, count_macs, layer_macs, parse_mcu
+from agilenn.device_agent.mcu import CHIPS, CORES, M7_CYCLES_PER_MAC, PRESETS, parse_mcu
+from agilenn.firmware.cost import bundle_device_cost
 from agilenn.models import load_bundle
 
 
 def test_macs_of_the_synthetic_device_part(synthetic_bundle):
     # Conv 1->8 channels, 4x4 kernel, stride 4 on 28x28 -> 8x7x7 outputs of 16 taps; Gemm 2*7*7 -> 10.
-    layers = layer_macs(load_bundle(synthetic_bundle).onnx_path("device"))
-    assert [(layer.op, layer.macs) for layer in layers] == [("Conv", 8 * 7 * 7 * 16), ("Gemm", 98 * 10)]
-    assert count_macs(load_bundle(synthetic_bundle).onnx_path("device")) == 8 * 49 * 16 + 980
-
-
-def test_macs_of_grouped_padded_conv_and_matmul(tmp_path):
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    w = numpy_helper.from_array(np.zeros((16, 2, 3, 3), np.float32), "w")  # 8 in, 16 out, 4 groups
-    m = numpy_helper.from_array(np.zeros((16 * 10 * 10, 5), np.float32), "m")
-    shape = numpy_helper.from_array(np.array([1, -1], np.int64), "shape")
-    graph = helper.make_graph(
-        [helper.make_node("Conv", ["x", "w"], ["y"], group=4, pads=[1, 1, 1, 1], strides=[2, 2]),
-         helper.make_node("Reshape", ["y", "shape"], ["f"]),
-         helper.make_node("MatMul", ["f", "m"], ["out"])],
-        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8, 20, 20])],
-        [helper.make_tensor_value_info("out", TensorProto.FLOAT, None)], [w, m, shape])
-    path = tmp_path / "g.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
-    conv, matmul = layer_macs(path)
-    assert conv.macs == 16 * 10 * 10 * 2 * 9  # each output: 2 input channels of its group x 3x3 taps
-    assert matmul.macs == 5 * 1600
+    assert bundle_device_cost(load_bundle(synthetic_bundle))["macs"] == 8 * 49 * 16 + 980
 
 
 def test_presets_parse_and_scale_with_clock():

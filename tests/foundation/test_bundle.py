@@ -78,6 +78,7 @@ def test_manifest_and_onnx_must_agree(bundle_dir, tmp_path, edit, message):
         edit(m)
         ch = m["features"]["channels"] - m["features"]["k"]
         m["coder"]["symbol_probabilities"] = [[0.25] * 4] * ch
+        m["coder"]["frequencies"] = [[1 << (m["coder"]["frequency_bits"] - 2)] * 4] * ch
 
     with pytest.raises(BundleError, match=message):
         load_bundle(clone(bundle_dir, tmp_path, both))

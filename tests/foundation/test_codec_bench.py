@@ -11,7 +11,7 @@ def test_codec_bench_prints_the_coder_table(tmp_path, capsys):
     codec_bench.main(["--bundle", str(bundle), "--limit", "40", "--json", str(tmp_path / "t.json")])
     out = capsys.readouterr().out
     assert "order-0 entropy floor" in out
-    for coder in ("ans", "zstd", "raw"):
+    for coder in ("ans", "rans", "zstd", "raw"):
         assert f"| {coder} |" in out
     table = json.loads((tmp_path / "t.json").read_text())
     assert table["samples"] == 40

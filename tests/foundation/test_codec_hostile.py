@@ -9,19 +9,21 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agilenn.codec import HEADER_SIZE, MAGIC, FeatureCodec, PayloadError
+from agilenn.codec.rans import quantize_frequencies
 
 PROBS = np.random.default_rng(0).dirichlet(np.ones(4), size=6)
+FREQS = quantize_frequencies(PROBS, 12)
 
 
 @pytest.fixture(scope="module")
 def codec():
-    return FeatureCodec([-1.0, 0.0, 1.0, 2.0], 6, 7, 7, symbol_probabilities=PROBS)
+    return FeatureCodec([-1.0, 0.0, 1.0, 2.0], 6, 7, 7, symbol_probabilities=PROBS, frequencies=FREQS, frequency_bits=12)
 
 
 @pytest.fixture(scope="module")
 def good_payloads(codec):
     idx = np.random.default_rng(3).integers(0, 4, size=(6, 7, 7)).astype(np.uint8)
-    return {name: codec.encode_indices(idx, coder=name) for name in ("ans", "zstd", "raw")}
+    return {name: codec.encode_indices(idx, coder=name) for name in ("ans", "rans", "zstd", "raw")}
 
 
 def header(coder_id=2, levels=4, total=6, sent=6, h=7, w=7, magic=MAGIC, version=1):
@@ -43,6 +45,10 @@ def header(coder_id=2, levels=4, total=6, sent=6, h=7, w=7, magic=MAGIC, version
         (header(coder_id=0) + b"\x00" * 5, "raw body is 5 bytes"),
         (header(coder_id=2) + b"\xff" * 5000, "impossible for 294 symbols"),
         (header(coder_id=1) + b"not zstd at all", "not a zstd frame"),
+        (header(coder_id=3) + b"\xff" * 593, "longer than any encoding of 294 symbols"),
+        (header(coder_id=3) + b"\x00", "starts with a zero unit"),
+        (header(coder_id=3) + b"\x01\x00", "below 256 but takes two bytes"),
+        (header(coder_id=3) + b"\x01\x00\x00", "left after the last symbol|does not end|corrupt"),
     ],
 )
 def test_named_errors(codec, payload, message):
@@ -102,7 +108,7 @@ def test_fuzz_random_bytes(codec, data):
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.sampled_from(["ans", "zstd", "raw"]), st.data())
+@given(st.sampled_from(["ans", "rans", "zstd", "raw"]), st.data())
 def test_fuzz_mutated_payloads(codec, good_payloads, name, data):
     """Flip, insert and delete bytes of real payloads: decode or PayloadError, nothing else."""
     payload = bytearray(good_payloads[name])

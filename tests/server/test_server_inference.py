@@ -15,7 +15,7 @@ from agilenn.v1 import inference_pb2 as pb
 from agilenn.v1 import inference_pb2_grpc as pb_grpc
 
 
-@pytest.mark.parametrize("coder", ["ans", "zstd", "raw"])
+@pytest.mark.parametrize("coder", ["ans", "rans", "zstd", "raw"])
 @pytest.mark.parametrize("channels_sent", [None, 3, 0])
 def test_unary_equals_running_the_remote_model_directly(stub, remote, coder, channels_sent):
     payload = remote.payload(seed=5, channels_sent=channels_sent, coder=coder)

@@ -1,26 +1,12 @@
-"""Small pieces: MCU cost counting, nested-dropout masks, augmentation, quantizer."""
+"""Small pieces: nested-dropout masks, augmentation, quantizer."""
 from __future__ import annotations
 
 import pytest
 
 torch = pytest.importorskip("torch")
 
-from agilenn.training.costs import device_cost  # noqa: E402
 from agilenn.training.data import augment  # noqa: E402
 from agilenn.training.nets import SoftHardQuantizer, nested_dropout_mask, prefix_mask  # noqa: E402
-
-
-def test_device_cost_by_hand():
-    net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, stride=2, padding=1, bias=False), torch.nn.BatchNorm2d(4),
-                              torch.nn.Conv2d(4, 4, 3, padding=1, groups=4), torch.nn.Flatten(),
-                              torch.nn.Linear(4 * 4 * 4, 10))
-    c = device_cost(net, (1, 8, 8), held_bytes=7)
-    # conv1: 4x4x4 outputs x 9; dw: 64 x 9; fc: 64 x 10
-    assert c["macs"] == 64 * 9 + 64 * 9 + 640
-    weights, biases = 36 + 36 + 640, 4 + 4 + 10
-    assert c["params"] == weights + biases
-    assert c["int8_flash_bytes"] == weights + 4 * biases
-    assert c["peak_activation_bytes"] == (64 + 64) + 7  # biggest in+out pair + held bytes
 
 
 def test_nested_masks_are_prefixes():

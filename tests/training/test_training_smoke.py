@@ -50,7 +50,12 @@ def test_bundle_loads_and_has_report(smoke_run):
                 "skewness_frac_ge_rho", "ans_bytes_mean", "zstd_bytes_mean", "raw_bytes_mean", "png_bytes_mean",
                 "accuracy_vs_remote_channels"):
         assert key in m["metrics"], key
-    assert set(m["device_cost"]) == {"macs", "params", "int8_flash_bytes", "peak_activation_bytes"}
+    # the export adds the integer device part; the cost is the generated C library's (agilenn.firmware)
+    assert b.has_int8_device and m["format_version"] == 2
+    assert {"macs", "params", "weight_bytes", "flash_bytes", "arena_bytes"} <= set(m["device_cost"])
+    acc = m["int8_device"]["accuracy"]
+    assert {"float_local", "int8_local", "float_combined", "int8_combined"} <= set(acc)
+    assert "Integer device part (int8)" in (bundle_dir / "report.md").read_text()
     for name in ("report.json", "report.md", "skewness.png", "accuracy_vs_channels.png", "bytes.png"):
         assert (bundle_dir / name).is_file(), name
     assert m["metrics"]["torch_onnx_prediction_agreement"] == 1.0

@@ -1,0 +1,82 @@
+/* agn_kernels.h: the int8 layer kernels of the AgileNN device library (internal header).
+ *
+ * Tensors are int8, HWC (channels last), batch 1, with a per-tensor zero point; weights are int8
+ * (zero point 0, range [-127, 127]) with one requantization multiplier/shift per output channel.
+ * The arithmetic, identical to agilenn.firmware.int8 (the Python reference), per output channel o:
+ *
+ *   acc = bias[o] + sum_{taps, ci} w * (x - zp_in)             int32; padding taps add nothing
+ *         bound: taps * 255 * 127 + |bias| < 2^31, checked by the generator for every layer
+ *   y   = clamp(zp_out + rshift_round(acc * M[o], n[o]), act_min, act_max)
+ *         M[o] in [2^30, 2^31), n[o] in [1, 62], M * 2^-n ~= s_in * s_w[o] / s_out
+ *   rshift_round(v, n) = floor((v + 2^(n-1)) / 2^n)            round half up, on int64
+ *
+ * No float, no allocation: every kernel gets its scratch from the caller (the arena).
+ */
+#ifndef AGN_KERNELS_H
+#define AGN_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "agn_config.h"
+
+/* Shape of one activation tensor: n (always 1), height, width, channels; stored HWC. */
+typedef struct agn_dims {
+    uint16_t n, h, w, c;
+} agn_dims;
+
+/* Per-output-channel requantization: mult[o] in [2^30, 2^31), rshift[o] in [1, 62]. */
+typedef struct agn_requant {
+    const int32_t *mult;
+    const uint8_t *rshift;
+} agn_requant;
+
+/* One conv / depthwise conv / pointwise conv / dense layer.
+ *   weights   conv OHWI [c_out][kh][kw][c_in]; depthwise [c][kh][kw]; dense [c_out][c_in] with
+ *             the input flattened in HWC order
+ *   bias      int32 [c_out], in the accumulator's scale s_in * s_w[o]
+ *   zp_in     zero point of the input tensor, in [-128, 127]
+ *   zp_out, act_min, act_max   output zero point and clamp (ReLU6 is the clamp); int16 outputs use
+ *             the int16 range */
+typedef struct agn_conv_params {
+    const int8_t *weights;
+    const int32_t *bias;
+    agn_requant rq;
+    int16_t zp_in, zp_out;
+    int32_t act_min, act_max;
+    uint8_t kh, kw, stride_h, stride_w, pad_top, pad_left;
+} agn_conv_params;
+
+/* floor((acc * mult + 2^(rshift-1)) / 2^rshift), clamped: see the formula above.
+ * |acc| < 2^31 and mult < 2^31, so acc * mult + 2^(rshift-1) < 2^62 + 2^61 fits int64. */
+int32_t agn_requant_s32(int32_t acc, int32_t mult, uint8_t rshift, int32_t zp_out, int32_t lo, int32_t hi);
+
+/* sum_{i < n} a[i] * w[i]: int16 activations (x - zp) times int8 weights, int32 accumulator. */
+int32_t agn_dot_s16_s8(const int16_t *a, const int8_t *w, uint32_t n);
+
+/* Standard conv (groups = 1), any kernel/stride/padding. scratch: kh * kw * c_in int16. */
+void agn_conv_s8(const int8_t *in, agn_dims in_dims, const agn_conv_params *p, int8_t *out, agn_dims out_dims,
+                 int16_t *scratch);
+
+/* Depthwise conv: channel c is filtered by its own kh x kw kernel. scratch: kh * kw int16. */
+void agn_dwconv_s8(const int8_t *in, agn_dims in_dims, const agn_conv_params *p, int8_t *out, agn_dims out_dims,
+                   int16_t *scratch);
+
+/* Pointwise (1x1, stride 1, no padding) conv. scratch: c_in int16. */
+void agn_conv1x1_s8(const int8_t *in, agn_dims in_dims, const agn_conv_params *p, int8_t *out, agn_dims out_dims,
+                    int16_t *scratch);
+
+/* Dense layer on the flattened (HWC) input, int16 outputs [out_dims.c]. scratch: in size int16. */
+void agn_dense_s8_s16(const int8_t *in, agn_dims in_dims, const agn_conv_params *p, int16_t *out, agn_dims out_dims,
+                      int16_t *scratch);
+
+/* Channels [c0, c0 + out_dims.c) of an HWC tensor, as a compact HWC tensor. */
+void agn_slice_channels_s8(const int8_t *in, agn_dims in_dims, uint16_t c0, int8_t *out, agn_dims out_dims);
+
+/* Centroid indices of channels [c0, c0 + channels) of an int8 HWC tensor, written channel-major
+ * ([channel][y][x], the payload's order): index = #{i < n_thresholds : q > thresholds[i]}; for
+ * integer q that is "real value > midpoint between centroids i and i+1", the float rule. */
+void agn_centroid_index_s8(const int8_t *in, agn_dims in_dims, uint16_t c0, uint16_t channels,
+                           const int16_t *thresholds, uint8_t n_thresholds, uint8_t *out);
+
+#endif /* AGN_KERNELS_H */

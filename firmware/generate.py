@@ -1,0 +1,299 @@
+"""agilenn-firmware generate: the self-contained C99 device library of one bundle.
+
+    out/
+      agilenn_device.h      the public header (API, sizes, model identity)
+      agn_model.h, agn_model.c   generated: the layer table, the const weight tables, the arena plan
+      agn_device.c, agn_kernels.*, agn_payload.*, agn_config.h, agn_common.*   static sources
+      agn_rans.*, agn_frame.*    the entropy coder and the serial framing (static sources)
+      device_cost.json      MACs, parameters, flash and arena of this library (agilenn.firmware.plan)
+
+The static sources live in agilenn/firmware/csrc; @NAME@ placeholders in them are filled here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import GENERATOR_VERSION
+from .int8 import Int8DeviceModel, Int8ModelError
+from .plan import device_cost, make_plan
+
+CSRC = Path(__file__).parent / "csrc"
+INT8_FILE = "device_int8.json"
+# Static sources copied into every library; the coder's and the framing's join when present.
+STATIC_SOURCES = ["agn_common.h", "agn_common.c", "agn_config.h", "agn_kernels.h", "agn_kernels.c",
+                  "agn_infer.c", "agn_payload.h", "agn_payload.c", "agn_device.c"]
+CODER_SOURCES = ["agn_rans.h", "agn_rans.c"]
+FRAME_SOURCES = ["agn_frame.h", "agn_frame.c"]
+KIND = {"conv": "AGN_KIND_CONV", "dwconv": "AGN_KIND_DWCONV", "conv1x1": "AGN_KIND_CONV1X1", "dense": "AGN_KIND_DENSE"}
+
+
+def version_num(version: str = GENERATOR_VERSION) -> int:
+    major, minor, patch = (int(x) for x in version.split("."))
+    return major * 10000 + minor * 100 + patch
+
+
+@dataclass
+class Generated:
+    out: Path
+    sources: list  # the .c files to compile
+    cost: dict
+    model: Int8DeviceModel
+
+
+def load_int8(bundle) -> Int8DeviceModel:
+    name = bundle.manifest.get("files", {}).get("int8_device", INT8_FILE)
+    path = Path(bundle.path) / name
+    if not path.is_file():
+        raise Int8ModelError(f"{bundle.path}: no integer device part ({name}); run "
+                             f"`agilenn-firmware quantize --bundle {bundle.path}` first")
+    return Int8DeviceModel.load(path)
+
+
+def _c_array(ctype: str, name: str, values, per_line: int = 24) -> str:
+    vals = [str(int(v)) for v in np.asarray(values).reshape(-1)]
+    lines = [", ".join(vals[i:i + per_line]) for i in range(0, len(vals), per_line)]
+    body = ",\n    ".join(lines)
+    return f"static const {ctype} {name}[{len(vals)}] = {{\n    {body}\n}};\n"
+
+
+def _coder_tables(bundle, channels: int, levels: int):
+    """(precision, frequencies int [channels, levels]) of the rans coder from the manifest, or None."""
+    coder = bundle.manifest.get("coder", {})
+    if coder.get("frequencies") is None or coder.get("frequency_bits") is None:
+        return None
+    freq = np.asarray(coder["frequencies"], dtype=np.int64)
+    precision = int(coder["frequency_bits"])
+    if freq.shape != (channels, levels):
+        raise Int8ModelError(f"manifest coder.frequencies is {list(freq.shape)}, expected [{channels}, {levels}]")
+    return precision, freq
+
+
+def render(text: str, values: dict) -> str:
+    """Fill the @NAME@ placeholders of a template; a placeholder left unfilled is a generator bug."""
+    import re
+
+    for key, value in values.items():
+        text = text.replace(f"@{key}@", str(value))
+    left = sorted(set(re.findall(r"@[A-Z][A-Z0-9_]*@", text)))
+    if left:
+        raise RuntimeError(f"template placeholders left unfilled: {left}")
+    return text
+
+
+def generate(bundle_dir, out_dir) -> Generated:
+    from agilenn.codec.payload import HEADER_SIZE
+    from agilenn.models import load_bundle
+
+    bundle = load_bundle(bundle_dir)
+    model = load_int8(bundle)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    manifest_hash = hashlib.sha256((Path(bundle.path) / "manifest.json").read_bytes()).hexdigest()
+    fh, fw, fc = model.feature_hwc
+    remote = fc - model.k
+    if (remote, fh, fw) != bundle.remote_feature_shape:
+        raise Int8ModelError(f"{bundle.path}: the integer model's remote features {[remote, fh, fw]} "
+                             f"disagree with the manifest's {list(bundle.remote_feature_shape)}")
+    tables = _coder_tables(bundle, remote, model.levels)
+    have_coder = all((CSRC / f).is_file() for f in CODER_SOURCES)
+    have_frame = all((CSRC / f).is_file() for f in FRAME_SOURCES)
+    if tables is None or not have_coder:
+        raise Int8ModelError(f"{bundle.path}: the C library needs the rans coder (manifest coder.rans tables and "
+                             f"{', '.join(CODER_SOURCES)} in {CSRC})")
+    precision, freq = tables
+    count = remote * fh * fw
+    from agilenn.codec.rans import max_body_bytes
+
+    payload_max = HEADER_SIZE + max_body_bytes(count)
+    plan = make_plan(model)
+    logit_scale = f"{model.logit_scale:.9e}f"
+    values = {
+        "GENERATOR_VERSION": GENERATOR_VERSION, "GENERATOR_VERSION_NUM": version_num(),
+        "MODEL_NAME": bundle.name, "MODEL_VERSION": bundle.version, "MODEL_HASH": manifest_hash,
+        "MODEL_HASH32": f"0x{manifest_hash[:8]}u",
+        "IMAGE_HEIGHT": model.input_hwc[0], "IMAGE_WIDTH": model.input_hwc[1], "IMAGE_CHANNELS": model.input_hwc[2],
+        "NUM_CLASSES": model.num_classes, "LOGIT_SCALE": logit_scale, "REMOTE_CHANNELS": remote,
+        "PAYLOAD_MAX_BYTES": payload_max, "ARENA_BYTES": plan.arena_bytes,
+    }
+    (out / "agilenn_device.h").write_text(render((CSRC / "agilenn_device.h.in").read_text(), values))
+    for name in STATIC_SOURCES + CODER_SOURCES + (FRAME_SOURCES if have_frame else []):
+        text = (CSRC / name).read_text()
+        (out / name).write_text(render(text, values) if "@" in text else text)
+    (out / "agn_model.h").write_text(_model_h(bundle, model, plan, values, precision, freq))
+    (out / "agn_model.c").write_text(_model_c(bundle, model, plan, values, precision, freq))
+    code = None
+    coder_table_bytes = int(freq.size) * 12  # one agn_rans_symbol (uint32 + 2 x uint16 + uint8, padded) per entry
+    cost = device_cost(model, code_bytes=code, coder_table_bytes=coder_table_bytes)
+    sources = sorted(p.name for p in out.glob("*.c"))
+    sizes = arm_size(out, sources)
+    if sizes is not None:
+        cost["code_bytes"] = max(0, sizes["text"] + sizes["data"] - cost["weight_bytes"])
+        cost["flash_bytes"] = sizes["text"] + sizes["data"]
+        cost["arm_size"] = sizes
+    cost["generator_version"] = GENERATOR_VERSION
+    cost["model"] = {"name": bundle.name, "version": bundle.version, "manifest_sha256": manifest_hash}
+    cost["payload_max_bytes"] = payload_max
+    (out / "device_cost.json").write_text(json.dumps(cost, indent=1) + "\n")
+    return Generated(out, sources, cost, model)
+
+
+ARM_FLAGS = ["-mcpu=cortex-m7", "-mthumb", "-O2", "-std=c99", "-ffunction-sections", "-fdata-sections"]
+
+
+def arm_size(out: Path, sources: list, exclude=("agn_frame.c",)) -> dict | None:
+    """text/data/bss of the device library (without the serial framing, which firmware needs anyway)
+    built for Cortex-M7 -O2; None when arm-none-eabi-gcc is not installed."""
+    import subprocess
+    import tempfile
+
+    gcc, size = shutil.which("arm-none-eabi-gcc"), shutil.which("arm-none-eabi-size")
+    if gcc is None or size is None:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        objs = []
+        for src in sources:
+            if src in exclude:
+                continue
+            obj = Path(tmp) / (Path(src).stem + ".o")
+            res = subprocess.run([gcc, *ARM_FLAGS, "-c", str(out / src), "-o", str(obj)], capture_output=True,
+                                 text=True)
+            if res.returncode:
+                raise RuntimeError(f"arm-none-eabi-gcc failed on {src}:\n{res.stderr}")
+            objs.append(str(obj))
+        res = subprocess.run([size, "-t", *objs], check=True, capture_output=True, text=True).stdout
+    total = res.strip().splitlines()[-1].split()
+    return {"text": int(total[0]), "data": int(total[1]), "bss": int(total[2]), "flags": " ".join(ARM_FLAGS)}
+
+
+def _header_comment(bundle, values, what: str) -> str:
+    return (f"/* {what}\n * Generated by agilenn-firmware {values['GENERATOR_VERSION']} for {values['MODEL_NAME']} "
+            f"version {values['MODEL_VERSION']}\n * (manifest sha256 {values['MODEL_HASH']}). Do not edit. */\n")
+
+
+def _model_h(bundle, model, plan, values, precision, freq) -> str:
+    fh, fw, fc = model.feature_hwc
+    sizes = {name: b.size for name, b in plan.buffers.items()}
+    offs = {
+        "INPUT": "input", "FEATURES": model.extractor[-1].name, "INDICES": "indices", "LOCAL_IN": "local_in",
+        "LOGITS": model.local[-1].name, "SCRATCH": "scratch",
+    }
+    lines = [_header_comment(bundle, values, "agn_model.h: the model's layer table, tables and arena plan (internal)."),
+             "#ifndef AGN_MODEL_H\n#define AGN_MODEL_H\n",
+             '#include "agilenn_device.h"\n#include "agn_kernels.h"\n'
+             '#include "agn_rans.h"\n',
+             f"#if AGN_API_VERSION_MAJOR != 1 || AGN_GENERATOR_VERSION_NUM != {values['GENERATOR_VERSION_NUM']} "
+             f"|| AGN_MODEL_HASH32 != {values['MODEL_HASH32']}",
+             '#error "agn_model.h was generated for another bundle or generator than agilenn_device.h: generate again"',
+             "#endif\n",
+             "enum { AGN_KIND_CONV = 0, AGN_KIND_DWCONV = 1, AGN_KIND_CONV1X1 = 2, AGN_KIND_DENSE = 3 };\n",
+             "/* One layer: its kernel, parameters, shapes and where its input and output sit in the arena. */",
+             "typedef struct agn_layer {\n    uint8_t kind;\n    agn_conv_params p;\n    agn_dims in_dims, out_dims;\n"
+             "    uint32_t in_offset, out_offset;\n} agn_layer;\n",
+             f"#define AGN_MODEL_LAYERS {len(model.layers())}",
+             f"#define AGN_EXTRACTOR_LAYERS {len(model.extractor)}",
+             f"#define AGN_SPLIT_K {model.k}       /* feature channels [0, k) stay local, [k, C) are sent */",
+             f"#define AGN_FEATURE_HEIGHT {fh}\n#define AGN_FEATURE_WIDTH {fw}\n#define AGN_FEATURE_CHANNELS {fc}",
+             f"#define AGN_LEVELS {model.levels}   /* centroids of the quantizer */",
+             f"#define AGN_RANS_PRECISION {precision}   /* rans frequency tables sum to 2^precision */",
+             "",
+             "/* The arena plan (bytes): each buffer lives from the step that writes it to the last that reads it;",
+             " * buffers alive at the same time never overlap (checked below). */"]
+    for key, name in offs.items():
+        lines.append(f"#define AGN_OFF_{key} {plan.offset(name)}u   /* {name}: {sizes[name]} B */")
+    for name, b in plan.buffers.items():
+        lines.append(f"#define AGN_BUF_{_ident(name)}_OFF {b.offset}u")
+        lines.append(f"#define AGN_BUF_{_ident(name)}_SIZE {b.size}u")
+    for name, b in plan.buffers.items():
+        lines.append(f"AGN_STATIC_ASSERT(AGN_BUF_{_ident(name)}_OFF + AGN_BUF_{_ident(name)}_SIZE <= AGN_ARENA_BYTES, "
+                     f"arena_holds_{_ident(name).lower()});")
+    for a, b in plan.overlapping_live_pairs():
+        ia, ib = _ident(a.name), _ident(b.name)
+        lines.append(f"AGN_STATIC_ASSERT(AGN_BUF_{ia}_OFF + AGN_BUF_{ia}_SIZE <= AGN_BUF_{ib}_OFF || "
+                     f"AGN_BUF_{ib}_OFF + AGN_BUF_{ib}_SIZE <= AGN_BUF_{ia}_OFF, live_{ia.lower()}_{ib.lower()}_apart);")
+    lines.append("AGN_STATIC_ASSERT(AGN_ARENA_BYTES % AGN_ARENA_ALIGN == 0, arena_size_aligned);\n")
+    lines += ["extern const agn_layer agn_model_layers[AGN_MODEL_LAYERS];",
+              "extern const int16_t agn_model_thresholds[AGN_LEVELS - 1];",
+              "/* agn_infer.c: steps 1-4 of agn_device_run (logits at AGN_OFF_LOGITS, indices at AGN_OFF_INDICES) */",
+              "void agn_device_infer(const uint8_t *image, uint8_t *arena);",
+              "/* the rans coder's tables (manifest coder.frequencies), one per remote channel, prepared as",
+              " * agn_rans_prepare() would (reciprocals), but const: in flash, no start-up work */",
+              "extern const agn_rans_model agn_model_rans;",
+              "\n#endif /* AGN_MODEL_H */\n"]
+    return "\n".join(lines)
+
+
+def _ident(name: str) -> str:
+    return "".join(ch if ch.isalnum() else "_" for ch in name).upper()
+
+
+def _model_c(bundle, model, plan, values, precision, freq) -> str:
+    shapes = dict(model.tensor_shapes())
+    parts = [_header_comment(bundle, values, "agn_model.c: the model's const tables (flash)."),
+             '#include "agn_model.h"\n',
+             f"#if AGN_MODEL_HASH32 != {values['MODEL_HASH32']} || AGN_GENERATOR_VERSION_NUM != {values['GENERATOR_VERSION_NUM']}",
+             '#error "agn_model.c belongs to another bundle or generator version than agilenn_device.h"',
+             "#endif\n"]
+    entries = []
+    src = "input"
+    for i, layer in enumerate(model.layers()):
+        if i == len(model.extractor):
+            src = "local_in"
+        n = _ident(layer.name).lower()
+        w = layer.weights
+        if layer.kind == "dwconv":
+            w = w[..., 0]  # [c][kh][kw]
+        parts.append(f"/* {layer.name}: {layer.kind}, weights {list(layer.weights.shape)} int8, out scale {layer.out_scale:.6g} */")
+        parts.append(_c_array("int8_t", f"agn_w_{n}", w))
+        parts.append(_c_array("int32_t", f"agn_b_{n}", layer.bias, 8))
+        parts.append(_c_array("int32_t", f"agn_m_{n}", layer.multiplier, 8))
+        parts.append(_c_array("uint8_t", f"agn_s_{n}", layer.rshift))
+        ih, iw, ic = shapes[src]
+        oh, ow, oc = shapes[layer.name]
+        if layer.op == "dense":
+            kh = kw = sh = sw = pt = pl = 1
+            pt = pl = 0
+        else:
+            _, kh, kw, _ = layer.weights.shape
+            sh, sw = layer.stride
+            pt, pl = layer.pads[0], layer.pads[1]
+        entries.append(
+            f"    {{{KIND[layer.kind]},\n"
+            f"     {{agn_w_{n}, agn_b_{n}, {{agn_m_{n}, agn_s_{n}}}, {layer.zp_in}, {layer.zp_out}, {layer.act_min}, "
+            f"{layer.act_max}, {kh}, {kw}, {sh}, {sw}, {pt}, {pl}}},\n"
+            f"     {{1, {ih}, {iw}, {ic}}}, {{1, {oh}, {ow}, {oc}}}, AGN_BUF_{_ident(src)}_OFF, "
+            f"AGN_BUF_{_ident(layer.name)}_OFF}}")  # the offsets the static asserts of agn_model.h check
+        src = layer.name
+    parts.append("const agn_layer agn_model_layers[AGN_MODEL_LAYERS] = {\n" + ",\n".join(entries) + "\n};\n")
+    parts.append("/* centroid index = #{i : q > thresholds[i]} on the int8 remote features */")
+    parts.append(_c_array("int16_t", "agn_thresholds", model.thresholds).replace("static const", "const", 1)
+                 .replace("agn_thresholds[", "agn_model_thresholds["))
+    parts.append(_rans_tables(freq, precision))
+    return "\n".join(parts)
+
+
+def rans_symbol(f: int, start: int) -> tuple:
+    """(rcp, freq, start, rcp_shift) of one table entry, as agn_rans_prepare() computes it:
+    l = ceil(log2 f), rcp = floor(2^(31+l) / f), rcp_shift = 31 + l (agn_rans.h explains why)."""
+    l = (int(f) - 1).bit_length()
+    return (1 << (31 + l)) // int(f), int(f), int(start), 31 + l
+
+
+def _rans_tables(freq: np.ndarray, precision: int) -> str:
+    rows = []
+    for t, row in enumerate(np.asarray(freq, np.int64)):
+        start = 0
+        for s, f in enumerate(row.tolist()):
+            rcp, fr, st, sh = rans_symbol(f, start)
+            rows.append(f"    {{{rcp}u, {fr}u, {st}u, {sh}u}}")
+            start += f
+    tables, levels = freq.shape
+    return ("/* rans: symbols[t * levels + s] = {rcp, freq, start, rcp_shift} of symbol s in table t */\n"
+            f"static const agn_rans_symbol agn_rans_symbols[{len(rows)}] = {{\n" + ",\n".join(rows) + "\n};\n"
+            f"const agn_rans_model agn_model_rans = {{agn_rans_symbols, {tables}u, {levels}u, {precision}u}};\n")

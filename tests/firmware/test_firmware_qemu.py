@@ -1,0 +1,203 @@
+"""The firmware on an emulated Cortex-M7, end to end (issue 11).
+
+qemu-system-arm -M mps2-an500 runs the ELF of `agilenn-firmware build`; the firmware runs the
+generated integer device part on Fashion-MNIST test images from its camera UART and sends FEATURES
+frames over UART0 (a pty) to a real `agilenn-agent --port`, which forwards the payloads to a real
+agilenn-server. Then the server is killed (the firmware keeps answering from its local predictor,
+flagged degraded) and started again (full answers come back).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from agilenn.models import DEFAULT_MODEL, DEFAULT_REPOSITORY, ModelRepository, load_bundle
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("qemu-system-arm") is None or shutil.which("arm-none-eabi-gcc") is None,
+    reason="needs qemu-system-arm and arm-none-eabi-gcc (.ci/setup installs both)")
+
+N_FULL = 100  # images answered with the server up
+N_DOWN = 8  # images answered while it is down
+N_BACK = 60  # at most this many more while the agent reconnects (one per 0.5 s while degraded)
+
+
+@pytest.fixture(scope="module")
+def fmnist_test():
+    from agilenn.training.datasets import DatasetNotFoundError, load_dataset
+
+    try:
+        return load_dataset("fashion-mnist", "test")
+    except DatasetNotFoundError as exc:
+        pytest.skip(f"Fashion-MNIST is not installed: {exc}")
+
+
+@pytest.fixture(scope="module")
+def int8_bundle(tmp_path_factory):
+    """The shipped default bundle when it carries the integer device part, else a quantized copy of it."""
+    bundle = ModelRepository([DEFAULT_REPOSITORY]).resolve(DEFAULT_MODEL)
+    if bundle.has_int8_device:
+        return bundle.path
+    from agilenn.firmware.bundle_int8 import add_int8_device
+
+    copy = tmp_path_factory.mktemp("int8") / "bundle"
+    shutil.copytree(bundle.path, copy)
+    add_int8_device(copy, calibration_count=500)
+    return copy
+
+
+@pytest.fixture(scope="module")
+def firmware(int8_bundle, tmp_path_factory):
+    from agilenn.firmware.build import build
+
+    return build(int8_bundle, tmp_path_factory.mktemp("fw"), "mps2-an500")
+
+
+def test_firmware_build_fits_the_paper_mcu(firmware):
+    # STM32F746: 1 MB flash, 320 KB SRAM; the linker script claims no more, and the ELF says what it uses
+    assert 0 < firmware.flash_bytes < 64 * 1024
+    assert firmware.static_ram_bytes + firmware.stack_reserved_bytes < 320 * 1024
+    assert firmware.sections[".bss"] >= firmware.device_cost["arena_bytes"]
+
+
+def test_cortex_m7_features_are_bit_exact_with_python(int8_bundle, firmware, fmnist_test):
+    """Every FEATURES frame the Cortex-M7 build sends (int16 logits, scale, coded payload) equals
+    the Python integer device part's byte for byte (the host tests check the same for gcc on x86)."""
+    import threading
+
+    from agilenn.device_agent.agent import Agent
+    from agilenn.device_agent.framing import Frame, MsgType
+    from agilenn.device_agent.mcu_sim import FeaturesMaker
+    from agilenn.device_agent.serial_bridge import SerialBridge
+    from agilenn.device_agent.serial_link import SerialLink, open_serial
+    from agilenn.firmware.qemu import EmulatedBoard
+
+    class RecordingLink(SerialLink):
+        def receive(self, timeout):
+            event = super().receive(timeout)
+            if isinstance(event, Frame) and event.type == MsgType.FEATURES:
+                sent.append(bytes(event.payload))
+            return event
+
+    n = 200
+    images = fmnist_test.images[:n]
+    sent: list[bytes] = []
+    with Agent(int8_bundle, None) as agent, EmulatedBoard(firmware.elf, images) as board:
+        bridge = SerialBridge(RecordingLink(open_serial(board.agent_port, 115200)), agent)
+        stop = threading.Event()
+        thread = threading.Thread(target=bridge.serve, args=(stop,), daemon=True)
+        thread.start()
+        try:
+            results = list(board.results(n, timeout_s=120))
+        finally:
+            stop.set()
+            thread.join(10)
+            bridge.link.close()
+    assert len(sent) == n and [r["tries"] for r in results] == [1] * n
+    maker = FeaturesMaker(load_bundle(int8_bundle))
+    cycles = slice(8, 12)  # the measured instruction count: the one field Python cannot know
+    for i, (image, frame) in enumerate(zip(images, sent)):
+        expected = bytearray(maker(image).pack())
+        got = bytearray(frame)
+        assert int.from_bytes(got[cycles], "little") == results[i]["instructions"]
+        got[cycles] = expected[cycles] = b"\0\0\0\0"
+        first = next((k for k in range(max(len(got), len(expected))) if got[k:k + 1] != expected[k:k + 1]), None)
+        assert first is None, f"image {i}: {len(got)} vs {len(expected)} bytes, first difference at byte {first}"
+
+
+def _agent(bundle, port, server_address):
+    cmd = [sys.executable, "-m", "agilenn.device_agent.cli", "--port", port, "--bundle", str(bundle),
+           "--server", server_address, "--deadline-ms", "2000", "--json", "--connect-wait-s", "30"]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_firmware_in_qemu_serves_the_agent_and_survives_the_server(int8_bundle, firmware, fmnist_test):
+    from agilenn.device_agent.agent import Agent
+    from agilenn.firmware.qemu import EmulatedBoard
+    from agilenn.server.testing import running_server
+
+    bundle = load_bundle(int8_bundle)
+    n_total = N_FULL + N_DOWN + N_BACK
+    images, labels = fmnist_test.images[:n_total], fmnist_test.labels[:n_total]
+    int8 = bundle.int8_device()
+
+    with running_server(int8_bundle) as server, EmulatedBoard(firmware.elf, images) as board:
+        board.release(0)
+        agent = _agent(int8_bundle, board.agent_port, server.address)
+        try:
+            # 1. server up: every image merged, exactly as the Python agent does it
+            board.release(N_FULL)
+            full = list(board.results(N_FULL, timeout_s=120))
+            with Agent(bundle, server.address, deadline_ms=30_000) as py_agent:
+                assert py_agent.wait_connected(30)
+                reference = [py_agent.infer(image) for image in images[:N_FULL]]
+            # 2. server killed: the firmware keeps answering, from its own local predictor
+            server.kill()
+            board.release(N_FULL + N_DOWN)
+            down = list(board.results(N_DOWN, timeout_s=120))
+            # 3. server back: answers are full again once the agent has reconnected
+            server.start()
+            back = []
+            for count in range(N_FULL + N_DOWN + 1, n_total + 1):
+                board.release(count)
+                back += list(board.results(1, timeout_s=120))
+                if len(back) >= 5 and not any(r["degraded"] for r in back[-5:]):
+                    break
+                if back[-1]["degraded"]:
+                    time.sleep(0.5)  # give the agent's reconnect (backoff up to 2 s) time, not images
+        finally:
+            agent.send_signal(signal.SIGTERM)
+            out, err = agent.communicate(timeout=60)
+    summary = json.loads(out.strip().splitlines()[-1])
+
+    # every frame answered exactly once: one inference per image in the agent, one send per frame here
+    results = full + down + back
+    assert [r["image"] for r in results] == list(range(len(results)))
+    assert summary["n"] == len(results), err[-2000:]
+    assert all(r["tries"] == 1 for r in results), [r for r in results if r["tries"] != 1]
+
+    # phase 1: identical to the Python agent with the same integer device part, on the same server
+    local_ref = int8.run(images[:N_FULL]).logits.argmax(1)
+    assert [r["degraded"] for r in full] == [0] * N_FULL
+    assert [r["class"] for r in full] == [ref.prediction for ref in reference]
+    assert [r["local"] for r in full] == local_ref.tolist()
+    assert [r["payload"] for r in full] == [ref.payload_bytes for ref in reference]
+    accuracy = np.mean([r["class"] == labels[i] for i, r in enumerate(full)])
+    assert accuracy > 0.85
+
+    # phase 2: degraded, with a reason, and the class is the firmware's own local prediction
+    assert all(r["degraded"] == 1 and r["reason"] in (1, 2, 3) for r in down), down
+    assert all(r["class"] == r["local"] for r in down)
+    assert [r["local"] for r in down] == int8.run(images[N_FULL:N_FULL + N_DOWN]).logits.argmax(1).tolist()
+
+    # phase 3: recovered
+    assert len(back) >= 5 and not any(r["degraded"] for r in back[-5:]), back
+
+    # the measured device cost rides along in every result
+    instructions = {r["instructions"] for r in results}
+    assert min(instructions) > 0
+    assert 0 < max(r["stack"] for r in results) < firmware.stack_reserved_bytes
+
+
+def test_log_lines_parse_and_garbage_does_not():
+    from agilenn.firmware.qemu import parse_log_line, qemu_command
+
+    line = ("image 12 class 4 local 4 degraded 0 reason 0 tries 1 payload 131 channels 19 instructions 608040 "
+            "stack 1748")
+    assert parse_log_line(line) == {"image": 12, "class": 4, "local": 4, "degraded": 0, "reason": 0, "tries": 1,
+                                    "payload": 131, "channels": 19, "instructions": 608040, "stack": 1748}
+    for junk in ["", "agilenn firmware x:1 on mps2-an500", "image 1 class", "image x class 1", line[:40],
+                 "hello: agent serves m:1"]:
+        assert parse_log_line(junk) is None
+    cmd = qemu_command("fw.elf", "mps2-an500", 1111, 2222)
+    assert cmd[cmd.index("-icount") + 1] == "shift=0"
+    assert [cmd[i + 1] for i, a in enumerate(cmd) if a == "-serial"] == ["pty", "tcp:127.0.0.1:1111",
+                                                                       "tcp:127.0.0.1:2222"]
