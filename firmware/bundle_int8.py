@@ -104,7 +104,7 @@ def add_int8_device(bundle_dir, calibration_images=None, test_images=None, test_
     section = {
         "file": INT8_FILE,
         "sha256": sha,
-        "format_version": 1,
+        "format_version": model.format_version,
         "scheme": "int8 weights per output channel (symmetric), int8 activations per tensor (min/max), int32 bias "
                   "and accumulators, fixed-point multiplier + shift, round half up",
         "logits": {"dtype": "int16", "scale": model.logit_scale, "zero_point": 0},

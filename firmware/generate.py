@@ -254,6 +254,11 @@ def _model_c(bundle, model, plan, values, precision, freq) -> str:
         parts.append(_c_array("int32_t", f"agn_b_{n}", layer.bias, 8))
         parts.append(_c_array("int32_t", f"agn_m_{n}", layer.multiplier, 8))
         parts.append(_c_array("uint8_t", f"agn_s_{n}", layer.rshift))
+        zp_in_c = "NULL"
+        if layer.zp_in_channels is not None:  # the first layer of a model with per-channel input means
+            parts.append("/* per-input-channel zero points: round(mean[c] / scale) - 128 (padding stands for them) */")
+            parts.append(_c_array("int16_t", f"agn_z_{n}", layer.zp_in_channels))
+            zp_in_c = f"agn_z_{n}"
         ih, iw, ic = shapes[src]
         oh, ow, oc = shapes[layer.name]
         if layer.op == "dense":
@@ -265,7 +270,7 @@ def _model_c(bundle, model, plan, values, precision, freq) -> str:
             pt, pl = layer.pads[0], layer.pads[1]
         entries.append(
             f"    {{{KIND[layer.kind]},\n"
-            f"     {{agn_w_{n}, agn_b_{n}, {{agn_m_{n}, agn_s_{n}}}, {layer.zp_in}, {layer.zp_out}, {layer.act_min}, "
+            f"     {{agn_w_{n}, agn_b_{n}, {{agn_m_{n}, agn_s_{n}}}, {zp_in_c}, {layer.zp_in}, {layer.zp_out}, {layer.act_min}, "
             f"{layer.act_max}, {kh}, {kw}, {sh}, {sw}, {pt}, {pl}}},\n"
             f"     {{1, {ih}, {iw}, {ic}}}, {{1, {oh}, {ow}, {oc}}}, AGN_BUF_{_ident(src)}_OFF, "
             f"AGN_BUF_{_ident(layer.name)}_OFF}}")  # the offsets the static asserts of agn_model.h check

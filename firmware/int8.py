@@ -19,6 +19,14 @@ computed on int64 (|acc| < 2^31 and M < 2^31, so acc * M + 2^(n-1) < 2^63). Padd
 nothing (they stand for x = zp_in, i.e. real 0). ReLU6 is the clamp: act_min = zp_out (real 0),
 act_max = min(127, zp_out + round(6 / s_out)).
 
+The input (q = pixel - 128, int8 HWC) may have one zero point per channel (RGB data normalised with
+per-channel means): then the first layer has zp_in_channels[c] = round(mean[c] / scale) - 128 and
+subtracts zp_in_channels[c] from channel c, and a padding tap of channel c still contributes nothing:
+it stands for the pixel value round(mean[c] / scale), which is real 0 after the (rounded) mean, as
+the float model's zero padding is 0 after the exact mean. Only a first conv / conv1x1 layer may
+carry zp_in_channels; files that use it are format_version 2 (version 1 files are written
+unchanged where every channel has the same zero point).
+
 The centroid quantizer works on the int8 remote features: index = #{i : q > T[i]} with the integer
 thresholds T[i] = floor(mid[i] / s_r + zp_r), mid[i] the midpoints between neighbouring centroids;
 for integer q that is exactly "real value > midpoint", the float quantizer's rule (ties go lower).
@@ -34,7 +42,8 @@ from pathlib import Path
 import numpy as np
 
 FORMAT = "agilenn-int8-device"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # the newest this module reads and writes; 2 adds per-channel input zero points
+PER_TENSOR_FORMAT_VERSION = 1  # what a file without per-channel zero points is still written as
 ROUNDING = "round-half-up: floor((acc*M + 2^(n-1)) / 2^n), int64"
 
 
@@ -61,6 +70,14 @@ class Layer:
     pads: tuple = (0, 0, 0, 0)  # top, left, bottom, right
     groups: int = 1
     out_scale: float = 0.0  # informative: the real scale of the output (first channel's for split tensors)
+    # Per-input-channel zero points [I] (the first layer of an RGB model), or None: zp_in for every
+    # channel. When set, zp_in is zp_in_channels[0] (informative).
+    zp_in_channels: np.ndarray | None = None
+
+    @property
+    def zp_subtracted(self):
+        """What accumulate() subtracts from the input: the int zp_in, or the [I] per-channel array."""
+        return self.zp_in if self.zp_in_channels is None else np.asarray(self.zp_in_channels, np.int64)
 
     @property
     def out_channels(self) -> int:
@@ -95,6 +112,8 @@ class Layer:
              "act_min": int(self.act_min), "act_max": int(self.act_max), "out_scale": float(self.out_scale)}
         if self.op == "conv":
             d.update(stride=list(self.stride), pads=list(self.pads), groups=int(self.groups))
+        if self.zp_in_channels is not None:
+            d["zp_in_channels"] = [int(z) for z in self.zp_in_channels]
         return d
 
     @classmethod
@@ -132,6 +151,14 @@ class Layer:
             else:
                 raise Int8ModelError(f"{where}: unknown op {layer.op!r}")
             layer.kind  # noqa: B018 - validates the group structure
+            if "zp_in_channels" in d:
+                z = np.asarray(d["zp_in_channels"], np.int64)
+                if layer.kind not in ("conv", "conv1x1") or z.shape != (shape[-1],):
+                    raise Int8ModelError(f"{where}: zp_in_channels needs a conv (groups 1) layer and one value per "
+                                         f"input channel ({shape[-1]})")
+                if z.min() < -128 or z.max() > 127:
+                    raise Int8ModelError(f"{where}: zp_in_channels must lie in [-128, 127]")
+                layer.zp_in_channels = z
             return layer
         except (KeyError, TypeError, ValueError) as exc:
             if isinstance(exc, Int8ModelError):
@@ -145,7 +172,7 @@ class Int8DeviceModel:
     remote -> centroid indices."""
 
     input_hwc: tuple  # (H, W, C)
-    input_zp: int  # x - zp_in of the first layer uses q = pixel - 128 and this zero point
+    input_zp: tuple  # per channel: the first layer computes (pixel - 128) - input_zp[c]
     input_scale: float
     extractor: list  # [Layer]; the last one's output is the feature tensor [h, w, C]
     k: int
@@ -189,14 +216,29 @@ class Int8DeviceModel:
     def layers(self) -> list:
         return [*self.extractor, *self.local]
 
+    @property
+    def per_channel_input(self) -> bool:
+        """The input channels have different zero points (the first layer has zp_in_channels)."""
+        return len(set(int(z) for z in self.input_zp)) > 1
+
+    @property
+    def format_version(self) -> int:
+        return FORMAT_VERSION if self.per_channel_input else PER_TENSOR_FORMAT_VERSION
+
     # --- JSON -------------------------------------------------------------------------------
     def to_json(self) -> dict:
+        inp = {"height": self.input_hwc[0], "width": self.input_hwc[1], "channels": self.input_hwc[2]}
+        if self.per_channel_input:
+            inp.update(zero_points=[int(z) for z in self.input_zp], scale=float(self.input_scale),
+                       note="q = pixel - 128; real input u = pixel * scale - mean[c] = scale * (q - zero_points[c]) "
+                            "with the mean rounded to a pixel level, 1/std folded into the first layer")
+        else:
+            inp.update(zero_point=int(self.input_zp[0]), scale=float(self.input_scale),
+                       note="q = pixel - 128; real normalized input = scale * (q - zero_point) per channel")
         return {
-            "format": FORMAT, "format_version": FORMAT_VERSION, "rounding": ROUNDING,
+            "format": FORMAT, "format_version": self.format_version, "rounding": ROUNDING,
             "layout": "activations int8 HWC; conv weights OHWI int8; dense weights [O, I] with I in HWC order",
-            "input": {"height": self.input_hwc[0], "width": self.input_hwc[1], "channels": self.input_hwc[2],
-                      "zero_point": int(self.input_zp), "scale": float(self.input_scale),
-                      "note": "q = pixel - 128; real normalized input = scale * (q - zero_point) per channel"},
+            "input": inp,
             "extractor": [layer.to_json() for layer in self.extractor],
             "split": {"k": int(self.k), "local_scale": float(self.local_scale), "remote_scale": float(self.remote_scale),
                       "zero_point": int(self.extractor[-1].zp_out)},
@@ -210,13 +252,19 @@ class Int8DeviceModel:
     def from_json(cls, d: dict, where: str = "int8 device model") -> "Int8DeviceModel":
         if not isinstance(d, dict) or d.get("format") != FORMAT:
             raise Int8ModelError(f"{where}: 'format' must be {FORMAT!r}")
-        if d.get("format_version") != FORMAT_VERSION:
-            raise Int8ModelError(f"{where}: unknown format_version {d.get('format_version')!r} (reads {FORMAT_VERSION})")
+        version = d.get("format_version")
+        if version not in (PER_TENSOR_FORMAT_VERSION, FORMAT_VERSION):
+            raise Int8ModelError(f"{where}: unknown format_version {version!r} (reads 1 and {FORMAT_VERSION})")
         try:
             inp = d["input"]
+            channels = int(inp["channels"])
+            if version >= 2 and "zero_points" in inp:
+                zps = tuple(int(z) for z in inp["zero_points"])
+            else:
+                zps = (int(inp["zero_point"]),) * channels
             model = cls(
-                input_hwc=(int(inp["height"]), int(inp["width"]), int(inp["channels"])),
-                input_zp=int(inp["zero_point"]), input_scale=float(inp["scale"]),
+                input_hwc=(int(inp["height"]), int(inp["width"]), channels),
+                input_zp=zps, input_scale=float(inp["scale"]),
                 extractor=[Layer.from_json(x) for x in d["extractor"]],
                 k=int(d["split"]["k"]), local_scale=float(d["split"]["local_scale"]),
                 remote_scale=float(d["split"]["remote_scale"]),
@@ -233,6 +281,18 @@ class Int8DeviceModel:
             raise Int8ModelError(f"{where}: needs extractor layers and a local predictor ending in a dense layer")
         if not 0 < model.k < model.extractor[-1].out_channels:
             raise Int8ModelError(f"{where}: 'split.k' must be in 1..channels-1")
+        first = model.extractor[0]
+        if len(model.input_zp) != model.input_hwc[2] or any(not -128 <= z <= 127 for z in model.input_zp):
+            raise Int8ModelError(f"{where}: 'input.zero_points' must list one value in [-128, 127] per channel")
+        first_zps = (tuple(int(z) for z in first.zp_in_channels) if first.zp_in_channels is not None
+                     else (first.zp_in,) * model.input_hwc[2])
+        if first_zps != model.input_zp:
+            raise Int8ModelError(f"{where}: the first layer's input zero points {list(first_zps)} disagree with "
+                                 f"'input' {list(model.input_zp)}")
+        if any(layer.zp_in_channels is not None for layer in model.layers()[1:]):
+            raise Int8ModelError(f"{where}: only the first layer may have zp_in_channels")
+        if version < 2 and model.per_channel_input:
+            raise Int8ModelError(f"{where}: per-channel input zero points need format_version 2")
         return model
 
     def save(self, path) -> str:
@@ -315,7 +375,9 @@ def accumulate(layer: Layer, x: np.ndarray) -> np.ndarray:
     The sums run in float64 so numpy can use BLAS: every product and partial sum is an integer below
     2^31 (checked at quantization: K * 255 * 127 + |bias| < 2^31), far inside float64's exact range
     of 2^53, so the result is the exact integer the C code computes."""
-    xs = (np.asarray(x, np.int64) - layer.zp_in).astype(np.float64)
+    # per-channel zero points broadcast over the last (channel) axis of the HWC input; padding comes
+    # after the subtraction, so a padding tap of channel c stands for x = zp_in_channels[c] (real 0)
+    xs = (np.asarray(x, np.int64) - layer.zp_subtracted).astype(np.float64)
     w = layer.weights.astype(np.float64)
     if layer.op == "dense":
         acc = xs.reshape(xs.shape[0], -1) @ w.T

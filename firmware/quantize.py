@@ -8,9 +8,13 @@ fixed-point multiplier + shift per output channel for requantization. The formul
 obey are in agilenn.firmware.int8.
 
 Device-part specifics:
-- The input normalisation (x = (pixel * scale - mean) / std) is folded in: 1/std goes into the first
-  conv's weights, the mean becomes the input zero point round(mean / scale) - 128 on q = pixel - 128
-  (a mean rounded to the nearest pixel level, an error below 0.5/255 of the input range).
+- The input normalisation (x = (pixel * scale - mean_c) / std_c) is folded in: 1/std_c goes into the
+  first conv's weights (input channel c), the mean becomes the input zero point
+  zp_c = rint(mean_c / scale) - 128 of q = pixel - 128 (the mean rounded to the nearest pixel level,
+  ties to even; an error below 0.5 pixel levels, 0.5 * scale / std_c after normalisation). Per
+  channel when the means differ (RGB): the first layer then subtracts zp_c from channel c, and its
+  padding taps, which add nothing, stand for the pixel value zp_c + 128 = the rounded mean_c, i.e.
+  the float model's zero padding (0 after normalisation) up to the same rounding.
 - The extractor's last layer feeds two consumers with different needs, so its output channels get
   two scales (the per-channel multiplier makes that free): the k local channels a scale calibrated
   for the local predictor, the remote channels one that spends all 255 steps below the top centroid
@@ -218,13 +222,15 @@ def _scale_zp(lo: float, hi: float) -> tuple[float, int]:
     return s, int(np.clip(zp, -128, 127))
 
 
-def _quantize_layer(f: FloatLayer, s_in: float, zp_in: int, s_out: np.ndarray, zp_out: int,
+def _quantize_layer(f: FloatLayer, s_in: float, zp_in, s_out: np.ndarray, zp_out: int,
                     out_bits: int = 8) -> Layer:
     o = f.w.shape[0]
     wmax = np.abs(f.w.reshape(o, -1)).max(axis=1)
     s_w = np.where(wmax > 0, wmax / 127.0, 1.0)
     wq = np.clip(np.rint(f.w / s_w.reshape((o,) + (1,) * (f.w.ndim - 1))), -127, 127).astype(np.int8)
     acc_scale = s_in * s_w
+    zps = np.atleast_1d(np.asarray(zp_in, np.int64))
+    zp_channels = zps if zps.size > 1 and len(set(zps.tolist())) > 1 else None
     bias = np.rint(f.b / acc_scale).astype(np.int64)
     mult, shift = zip(*(quantize_multiplier(float(acc_scale[i] / s_out[i])) for i in range(o)))
     qmin, qmax = (-128, 127) if out_bits == 8 else (-(1 << 15), (1 << 15) - 1)
@@ -240,8 +246,9 @@ def _quantize_layer(f: FloatLayer, s_in: float, zp_in: int, s_out: np.ndarray, z
         raise Int8ModelError(f"layer {f.name}: accumulator bound {bound} reaches 2^31")
     return Layer(name=f.name, op=f.op, weights=wq, bias=bias.astype(np.int32),
                  multiplier=np.asarray(mult, np.int64), rshift=np.asarray(shift, np.int64),
-                 zp_in=int(zp_in), zp_out=int(zp_out), act_min=int(act_min), act_max=int(act_max),
-                 stride=f.stride, pads=f.pads, groups=f.groups, out_scale=float(s_out[0]))
+                 zp_in=int(zps[0]), zp_out=int(zp_out), act_min=int(act_min), act_max=int(act_max),
+                 stride=f.stride, pads=f.pads, groups=f.groups, out_scale=float(s_out[0]),
+                 zp_in_channels=zp_channels)
 
 
 def quantize_device(bundle, calibration_images: np.ndarray, dataset: str = "") -> Int8DeviceModel:
@@ -254,12 +261,17 @@ def quantize_device(bundle, calibration_images: np.ndarray, dataset: str = "") -
     scale = float(spec["scale"])
     mean = np.asarray(spec["mean"], np.float64)
     std = np.asarray(spec["std"], np.float64)
-    zps = np.rint(mean / scale).astype(int) - 128
-    if len(set(zps.tolist())) != 1:
-        raise Int8ModelError(f"{bundle.path}: per-channel input means {mean.tolist()} need per-channel zero points "
-                             "(not supported; the generator needs one input zero point)")
-    input_zp = int(zps[0])
-    # Fold 1/std into the first layer: it then sees u = pixel * scale - mean = scale * (q - zp).
+    if mean.shape == (1,) and c_in > 1:
+        mean, std = np.repeat(mean, c_in), np.repeat(std, c_in)
+    if mean.shape != (c_in,) or std.shape != (c_in,):
+        raise Int8ModelError(f"{bundle.path}: input.mean/std must list {c_in} values, got {mean.tolist()} {std.tolist()}")
+    # The mean of channel c rounded to a pixel level (np.rint: nearest, ties to even) is the pixel
+    # value that stands for real 0 in that channel: zp_c on q = pixel - 128.
+    level = mean / scale
+    if np.any(level < 0) or np.any(level > 255):
+        raise Int8ModelError(f"{bundle.path}: input.mean {mean.tolist()} / scale {scale} must lie in [0, 255]")
+    input_zp = np.rint(level).astype(np.int64) - 128
+    # Fold 1/std into the first layer: it then sees u = pixel * scale - mean_c ~= scale * (q - zp_c).
     first = part.extractor[0]
     if first.groups != 1 and c_in > 1:
         raise Int8ModelError("a depthwise first layer with several input channels is not supported")
@@ -270,8 +282,8 @@ def quantize_device(bundle, calibration_images: np.ndarray, dataset: str = "") -
         x = x[..., None]
     if x.dtype != np.uint8 or x.shape[1:] != (h, w, c_in):
         raise Int8ModelError(f"calibration images must be uint8 [N, {h}, {w}, {c_in}], got {x.dtype} {list(x.shape)}")
-    # What the quantized input represents: the rounded mean, i.e. the integer grid the C code sees.
-    t = scale * (x.astype(np.float64) - 128 - input_zp)
+    # What the quantized input represents: the rounded means, i.e. the integer grid the C code sees.
+    t = scale * (x.astype(np.float64) - 128 - input_zp)  # input_zp broadcasts over the channel axis
 
     s_in, zp_in = scale, input_zp
     extractor = []
@@ -320,7 +332,7 @@ def quantize_device(bundle, calibration_images: np.ndarray, dataset: str = "") -
     if local[-1].op != "dense":
         raise Int8ModelError("the local predictor must end in a dense layer")
     return Int8DeviceModel(
-        input_hwc=(h, w, c_in), input_zp=input_zp, input_scale=scale, extractor=extractor, k=k,
+        input_hwc=(h, w, c_in), input_zp=tuple(int(z) for z in input_zp), input_scale=scale, extractor=extractor, k=k,
         local_scale=s_local, remote_scale=s_remote, thresholds=thresholds, local=local, logit_scale=s_logit,
         calibration={"images": int(x.shape[0]), "dataset": dataset, "method": "min/max per tensor",
                      "source": "device.onnx"},

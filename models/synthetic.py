@@ -3,7 +3,7 @@
 Its ONNX graphs have the real contract's tensor names and shapes, so the agent, server, codec and
 benchmarks can run end to end on it without a trained model:
 
-    device:    image -> Conv(k=s, stride=s) -> Relu -> features[C]
+    device:    image -> Conv(k=s+2p, stride=s, pads=p) -> Relu -> features[C]   (p = pad, default 0)
                features[:k] -> Flatten -> Gemm -> local_logits
                features[k:] -> remote_features
     remote:    remote_features -> Flatten -> Gemm -> remote_logits
@@ -48,14 +48,15 @@ def _save(graph, path: Path) -> None:
     onnx.save(model, str(path))
 
 
-def _conv_relu(prefix, input_name, c_in, c_out, stride, rng):
+def _conv_relu(prefix, input_name, c_in, c_out, stride, rng, pad=0):
     from onnx import helper
 
-    w = rng.normal(0, 1.0 / np.sqrt(c_in * stride * stride), size=(c_out, c_in, stride, stride))
+    kernel = stride + 2 * pad  # with `pad` zeros on every side the output is still input / stride
+    w = rng.normal(0, 1.0 / np.sqrt(c_in * kernel * kernel), size=(c_out, c_in, kernel, kernel))
     b = rng.normal(0, 0.1, size=(c_out,)) + 0.5  # positive bias: most features are non-zero after Relu
     nodes = [
         helper.make_node("Conv", [input_name, f"{prefix}_w", f"{prefix}_b"], [f"{prefix}_conv"],
-                         kernel_shape=[stride, stride], strides=[stride, stride]),
+                         kernel_shape=[kernel, kernel], strides=[stride, stride], pads=[pad] * 4),
         helper.make_node("Relu", [f"{prefix}_conv"], [f"{prefix}_out"]),
     ]
     return nodes, [_tensor(f"{prefix}_w", w), _tensor(f"{prefix}_b", b)], f"{prefix}_out"
@@ -93,8 +94,15 @@ def make_random_bundle(
     with_reference: bool = True,
     default_coder: str = "ans",
     seed: int = 0,
+    mean=None,
+    std=None,
+    pad: int = 0,
 ) -> Path:
-    """Write a bundle into out_dir and return its path."""
+    """Write a bundle into out_dir and return its path.
+
+    mean, std: the input normalisation per channel (default 0.5 and 0.25 for every channel); give
+    RGB bundles different means per channel to exercise per-channel input zero points. pad: zero
+    padding of the device's conv (kernel stride + 2 * pad), which the integer part must reproduce."""
     from onnx import TensorProto, helper
 
     from agilenn.codec.rans import DEFAULT_PRECISION, quantize_frequencies
@@ -113,7 +121,7 @@ def make_random_bundle(
         return helper.make_tensor_value_info(name_, TensorProto.FLOAT, dims)
 
     # device part
-    nodes, inits, feats = _conv_relu("ext", DEVICE_INPUT, c_in, channels, stride, rng)
+    nodes, inits, feats = _conv_relu("ext", DEVICE_INPUT, c_in, channels, stride, rng, pad)
     inits += [_ints("ax1", [1]), _ints("s0", [0]), _ints("sk", [k]), _ints("sc", [channels])]
     nodes += [
         helper.make_node("Slice", [feats, "s0", "sk", "ax1"], ["local_feats"]),
@@ -155,7 +163,9 @@ def make_random_bundle(
         "dataset": "synthetic",
         "created": "1970-01-01T00:00:00Z",
         "command": f"agilenn.models.synthetic.make_random_bundle(seed={seed})",
-        "input": {"shape": list(input_shape), "scale": 1 / 255, "mean": [0.5] * c_in, "std": [0.25] * c_in},
+        "input": {"shape": list(input_shape), "scale": 1 / 255,
+                  "mean": [0.5] * c_in if mean is None else [float(m) for m in mean],
+                  "std": [0.25] * c_in if std is None else [float(v) for v in std]},
         "classes": [f"class_{i}" for i in range(num_classes)],
         "features": {"channels": channels, "k": k, "height": fh, "width": fw},
         "quantizer": {"centroids": centroids},

@@ -1,0 +1,144 @@
+"""RGB input with per-channel means (CIFAR-10, a user's photo folder): the integer device part takes
+raw uint8 HWC pixels, folds x = (pixel * scale - mean_c) / std_c into the first conv with one zero
+point per input channel, reproduces the float model's zero padding, tracks the float device part,
+and the generated C library computes the same integers as the Python reference."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+from agilenn.codec import HEADER_SIZE
+from agilenn.firmware.int8 import Int8DeviceModel, Int8ModelError
+from agilenn.models import load_bundle
+from agilenn.models.synthetic import make_random_bundle
+from fw_lib_helpers import DRIVER, compile_c
+
+MEAN, STD = (0.2, 0.5, 0.81), (0.2, 0.25, 0.3)  # very different per channel, so a mix-up shows
+HW = 32
+
+
+def rgb_images(n: int, seed: int) -> np.ndarray:
+    """Photo-like uint8 [n, 32, 32, 3]: smooth colour fields (4x4 upsampled) plus pixel noise."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.integers(0, 256, (n, 4, 4, 3)).repeat(HW // 4, 1).repeat(HW // 4, 2)
+    return np.clip(coarse + rng.normal(0, 20, coarse.shape), 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def rgb_bundle(tmp_path_factory):
+    """A 3x32x32 synthetic bundle whose first conv is 6x6 / stride 4 / pad 1 (padding matters),
+    with its integer part added by the function `agilenn-firmware quantize` runs."""
+    from agilenn.firmware.bundle_int8 import add_int8_device
+
+    path = make_random_bundle(tmp_path_factory.mktemp("rgb") / "b", input_shape=(3, HW, HW), feature_hw=(8, 8),
+                              channels=8, k=2, seed=7, mean=MEAN, std=STD, pad=1)
+    labels = np.random.default_rng(1).integers(0, 10, 400)
+    section = add_int8_device(path, rgb_images(256, 0), rgb_images(400, 1), labels, calibration_label="synthetic rgb")
+    return load_bundle(path), section
+
+
+def test_per_channel_zero_points_are_the_rounded_means(rgb_bundle):
+    bundle, section = rgb_bundle
+    model = bundle.int8_device()
+    expected = tuple(int(np.rint(m * 255)) - 128 for m in MEAN)  # scale 1/255
+    assert model.input_zp == expected and model.per_channel_input
+    assert model.extractor[0].zp_in_channels.tolist() == list(expected)
+    assert all(layer.zp_in_channels is None for layer in model.layers()[1:])
+    doc = json.loads((bundle.path / "device_int8.json").read_text())
+    assert doc["format_version"] == 2 == section["format_version"]
+    assert doc["input"]["zero_points"] == list(expected)
+    assert Int8DeviceModel.from_json(model.to_json()).to_json() == model.to_json()
+
+
+def test_the_integer_part_tracks_the_float_device_part(rgb_bundle):
+    """Against device.onnx with the exact means (evaluate() runs bundle.preprocess): the rounded means
+    and the int8 arithmetic change few indices and predictions."""
+    _, section = rgb_bundle
+    acc = section["accuracy"]
+    assert acc["index_agreement"] > 0.95
+    assert acc["local_prediction_agreement"] > 0.9
+    assert acc["combined_prediction_agreement"] > 0.9
+
+
+def test_padding_stands_for_the_mean_of_each_channel(rgb_bundle):
+    """An image whose every pixel is the (rounded) mean colour is 0 after normalisation, like the
+    float model's zero padding: the extractor output is then the same at every position, border or
+    not, in the integer part as in the float one. A padding value shared by all channels would make
+    the border differ."""
+    from agilenn.device_agent.device_model import single_thread_session
+
+    bundle, _ = rgb_bundle
+    model = bundle.int8_device()
+    grey = np.empty((1, HW, HW, 3), np.uint8)
+    grey[...] = np.asarray(model.input_zp) + 128
+    feats = model.run(grey).features[0]
+    assert (feats == feats[0, 0]).all(), "the border of the feature map differs from its inside"
+    _, remote = single_thread_session(bundle.onnx_path("device")).run(None, {"image": bundle.preprocess(grey)})
+    np.testing.assert_allclose(remote[0], remote[0][:, :1, :1] + np.zeros_like(remote[0]), atol=0.02)
+    # the same image as the float model sees it: within half a pixel level of the exact mean
+    assert np.abs(grey[0, 0, 0] / 255.0 - np.asarray(MEAN)).max() <= 0.5 / 255
+
+
+def test_damaged_per_channel_zero_points_are_refused(rgb_bundle):
+    bundle, _ = rgb_bundle
+    doc = json.loads((bundle.path / "device_int8.json").read_text())
+    bad = json.loads(json.dumps(doc))
+    bad["extractor"][0]["zp_in_channels"] = [0, 0]
+    with pytest.raises(Int8ModelError, match="one value per input channel"):
+        Int8DeviceModel.from_json(bad)
+    bad = json.loads(json.dumps(doc))
+    bad["input"]["zero_points"][1] += 1
+    with pytest.raises(Int8ModelError, match="disagree with 'input'"):
+        Int8DeviceModel.from_json(bad)
+    bad = json.loads(json.dumps(doc))
+    bad["format_version"] = 1
+    with pytest.raises(Int8ModelError):
+        Int8DeviceModel.from_json(bad)
+    bad = json.loads(json.dumps(doc))
+    bad["local"][0]["zp_in_channels"] = [0] * bad["local"][0]["shape"][-1]
+    with pytest.raises(Int8ModelError, match="zp_in_channels"):
+        Int8DeviceModel.from_json(bad)
+
+
+@pytest.fixture(scope="module")
+def rgb_driver(rgb_bundle, tmp_path_factory):
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc is not installed")
+    bundle, _ = rgb_bundle
+    out = tmp_path_factory.mktemp("rgblib")
+    res = subprocess.run(["agilenn-firmware", "generate", "--bundle", str(bundle.path), "--out", str(out)],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert "agn_z_extractor0" in (out / "agn_model.c").read_text()
+    exe = tmp_path_factory.mktemp("rgbbin") / "driver"
+    return compile_c([*sorted(out.glob("*.c")), DRIVER], exe, ["-I", str(out)])
+
+
+def test_c_library_is_bit_exact_on_rgb_images(rgb_bundle, rgb_driver):
+    """agn_device_infer's int16 logits and centroid indices, and agn_device_run's payloads (with and
+    without a byte budget), equal the Python reference on RGB images, the mean-coloured one included."""
+    from test_firmware_bitexact import run_driver
+
+    bundle, _ = rgb_bundle
+    model = bundle.int8_device()
+    images = rgb_images(300, 2)
+    images[0] = np.asarray(model.input_zp) + 128
+    reference = model.run(images)
+    out = subprocess.run([str(rgb_driver), "infer"], input=images.tobytes(), capture_output=True, check=True,
+                         timeout=120).stdout
+    classes, per_image = bundle.num_classes, int(np.prod(bundle.remote_feature_shape))
+    rec = np.frombuffer(out, np.uint8).reshape(len(images), 2 * classes + per_image)
+    logits = rec[:, :2 * classes].copy().view(np.int16)
+    indices = rec[:, 2 * classes:].reshape(len(images), *bundle.remote_feature_shape)
+    bad = np.flatnonzero((logits != reference.logits).any(1) | (indices != reference.indices).reshape(len(images), -1).any(1))
+    assert bad.size == 0, f"{bad.size} images differ, first {bad[0]}"
+    codec = bundle.codec()
+    for cap in (0, 40, HEADER_SIZE):
+        for i, (status, payload, sent, lg) in enumerate(run_driver(rgb_driver, images[:100], cap, classes)):
+            expected, expected_sent = codec.encode_within(reference.indices[i], cap or None, "rans")
+            assert status == 0 and payload == expected and sent == expected_sent, (cap, i)
+            assert np.array_equal(lg, reference.logits[i])
