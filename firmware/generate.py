@@ -251,14 +251,17 @@ def _model_c(bundle, model, plan, values, precision, freq) -> str:
             w = w[..., 0]  # [c][kh][kw]
         parts.append(f"/* {layer.name}: {layer.kind}, weights {list(layer.weights.shape)} int8, out scale {layer.out_scale:.6g} */")
         parts.append(_c_array("int8_t", f"agn_w_{n}", w))
-        parts.append(_c_array("int32_t", f"agn_b_{n}", layer.bias, 8))
+        bias, pad_in = c_bias_and_padding(layer)
+        if pad_in is not None:
+            parts.append("/* per-channel input zero points zp_c: the bias below is bias - sum w * (zp_c - zp_in) */")
+        parts.append(_c_array("int32_t", f"agn_b_{n}", bias, 8))
         parts.append(_c_array("int32_t", f"agn_m_{n}", layer.multiplier, 8))
         parts.append(_c_array("uint8_t", f"agn_s_{n}", layer.rshift))
-        zp_in_c = "NULL"
-        if layer.zp_in_channels is not None:  # the first layer of a model with per-channel input means
-            parts.append("/* per-input-channel zero points: round(mean[c] / scale) - 128 (padding stands for them) */")
-            parts.append(_c_array("int16_t", f"agn_z_{n}", layer.zp_in_channels))
-            zp_in_c = f"agn_z_{n}"
+        pad_name = "NULL"
+        if pad_in is not None and layer.kind == "conv":  # a 1x1 conv has no padding taps
+            parts.append("/* pad_in[c] = zp_c - zp_in: what a padding tap of input channel c is as (x - zp_in) */")
+            parts.append(_c_array("int16_t", f"agn_p_{n}", pad_in))
+            pad_name = f"agn_p_{n}"
         ih, iw, ic = shapes[src]
         oh, ow, oc = shapes[layer.name]
         if layer.op == "dense":
@@ -270,7 +273,7 @@ def _model_c(bundle, model, plan, values, precision, freq) -> str:
             pt, pl = layer.pads[0], layer.pads[1]
         entries.append(
             f"    {{{KIND[layer.kind]},\n"
-            f"     {{agn_w_{n}, agn_b_{n}, {{agn_m_{n}, agn_s_{n}}}, {zp_in_c}, {layer.zp_in}, {layer.zp_out}, {layer.act_min}, "
+            f"     {{agn_w_{n}, agn_b_{n}, {{agn_m_{n}, agn_s_{n}}}, {pad_name}, {layer.zp_in}, {layer.zp_out}, {layer.act_min}, "
             f"{layer.act_max}, {kh}, {kw}, {sh}, {sw}, {pt}, {pl}}},\n"
             f"     {{1, {ih}, {iw}, {ic}}}, {{1, {oh}, {ow}, {oc}}}, AGN_BUF_{_ident(src)}_OFF, "
             f"AGN_BUF_{_ident(layer.name)}_OFF}}")  # the offsets the static asserts of agn_model.h check
@@ -281,6 +284,29 @@ def _model_c(bundle, model, plan, values, precision, freq) -> str:
                  .replace("agn_thresholds[", "agn_model_thresholds["))
     parts.append(_rans_tables(freq, precision))
     return "\n".join(parts)
+
+
+def c_bias_and_padding(layer) -> tuple:
+    """(bias, pad_in) of one layer as the C kernels take them.
+
+    Per-tensor zero point: (layer.bias, None). Per-channel input zero points zp_c (the first conv of
+    an RGB model) go into the per-tensor kernel exactly (agn_kernels.h): with zp_in = zp_0,
+        pad_in[c] = zp_c - zp_in                         int, |pad_in[c]| <= 255
+        bias'[o]  = bias[o] - sum_{ky, kx, c} w[o, ky, kx, c] * pad_in[c]
+    so that bias' + sum_inside w * (x - zp_in) + sum_padding w * pad_in[c] = bias + sum_inside
+    w * (x - zp_c), the Python reference's accumulator. Every partial sum of that form stays below
+    2 * taps * 255 * 127 + |bias|, which must be < 2^31 (checked here)."""
+    if layer.zp_in_channels is None:
+        return layer.bias, None
+    if layer.kind not in ("conv", "conv1x1"):
+        raise Int8ModelError(f"layer {layer.name}: per-channel input zero points need a conv (groups 1) layer")
+    pad_in = np.asarray(layer.zp_in_channels, np.int64) - int(layer.zp_in)
+    w = layer.weights.astype(np.int64)  # [O, KH, KW, I]
+    bias = layer.bias.astype(np.int64) - (w * pad_in).reshape(w.shape[0], -1).sum(axis=1)
+    taps = int(np.prod(w.shape[1:]))
+    if 2 * taps * 255 * 127 + int(np.abs(layer.bias).max(initial=0)) >= 1 << 31:
+        raise Int8ModelError(f"layer {layer.name}: {taps} taps with per-channel input zero points overflow int32")
+    return bias, pad_in
 
 
 def rans_symbol(f: int, start: int) -> tuple:

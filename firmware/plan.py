@@ -133,13 +133,14 @@ def device_cost(model: Int8DeviceModel, code_bytes: int | None = None, coder_tab
     """What the integer device part costs on an MCU.
 
     weight_bytes: the const tables the generator emits (int8 weights, int32 bias, int32 multiplier,
-    uint8 shift per output channel, int16 thresholds, int16 per-channel input zero points where the
-    first layer has them, plus the coder's frequency tables).
+    uint8 shift per output channel, int16 thresholds, int16 padding values pad_in where the first
+    conv has per-channel input zero points, plus the coder's frequency tables).
     code_bytes: the library's .text+.rodata minus the tables, from arm-none-eabi-size on a Cortex-M7
     -O2 build (None where that compiler was absent). arena_bytes: the generator's static arena."""
     weights = sum(int(layer.weights.size) for layer in model.layers())
     channels = sum(layer.out_channels for layer in model.layers())
-    zp_tables = sum(int(layer.zp_in_channels.size) for layer in model.layers() if layer.zp_in_channels is not None)
+    zp_tables = sum(int(layer.zp_in_channels.size) for layer in model.layers()  # the C kernel's pad_in
+                    if layer.zp_in_channels is not None and layer.kind == "conv")
     table_bytes = weights + channels * (4 + 4 + 1) + 2 * int(model.thresholds.size) + 2 * zp_tables + coder_table_bytes
     plan = make_plan(model)
     return {

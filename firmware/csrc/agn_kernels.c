@@ -183,36 +183,13 @@ static AGN_INLINE void pixel_s8(const int16_t *col, uint32_t n, const int8_t *we
     }
 }
 
-/* (x - zp_in) of `pixels` consecutive HWC pixels (pixels * cin values) into col; returns the end.
- * zpc == NULL: one zero point zp for every channel. Otherwise channel c subtracts zpc[c]: the first
- * layer of a model whose input channels have different means (x = pixel - 128, zpc[c] =
- * round(mean[c] / scale) - 128, so x - zpc[c] = pixel - round(mean[c] / scale), in [-255, 255]). */
-static AGN_INLINE int16_t *gather(const int8_t *px, uint32_t pixels, uint32_t cin, int32_t zp, const int16_t *zpc,
-                                  int16_t *col)
-{
-    uint32_t i, c;
-    if (zpc == NULL) {
-        const uint32_t n = pixels * cin;
-        for (i = 0; i < n; i++) {
-            *col++ = (int16_t)(px[i] - zp);
-        }
-        return col;
-    }
-    for (i = 0; i < pixels; i++, px += cin) {
-        for (c = 0; c < cin; c++) {
-            *col++ = (int16_t)(px[c] - zpc[c]);
-        }
-    }
-    return col;
-}
-
 void agn_conv_s8(const int8_t *in, agn_dims in_dims, const agn_conv_params *p, int8_t *out, agn_dims out_dims,
                  int16_t *scratch)
 {
     const uint32_t cin = in_dims.c;
     const uint32_t taps = (uint32_t)p->kh * p->kw * cin;
     const int32_t zp = p->zp_in;
-    const int16_t *zpc = p->zp_in_c;
+    const int16_t *pad_in = p->pad_in;
     rq_entry table[AGN_RQ_TABLE_MAX];
     const rq_consts r = rq_of(p, out_dims.c, table);
     const int8_t *weights = p->weights;
@@ -225,13 +202,16 @@ void agn_conv_s8(const int8_t *in, agn_dims in_dims, const agn_conv_params *p, i
         for (ox = 0; ox < out_dims.w; ox++) {
             const int32_t ix0 = (int32_t)(ox * sw) - (int32_t)p->pad_left;
             int16_t *col = scratch;
-            /* im2col of one output pixel: (x - zp_in) per tap, 0 for padding (it stands for x = zp_in,
-             * or x = zp_in_c[c] in channel c: real 0 either way) */
+            /* im2col of one output pixel: (x - zp_in) per tap; a padding tap stands for real 0, which is
+             * x = zp_in (0 here), or, with per-channel input zero points, x = zp_c: pad_in[c] */
             if (rows_inside && ix0 >= 0 && ix0 + (int32_t)kw <= (int32_t)in_dims.w) {
                 /* the window lies inside the image: kh rows of kw * cin contiguous values */
+                const uint32_t row = kw * cin;
                 for (ky = 0; ky < kh; ky++) {
                     const int8_t *px = in + ((uint32_t)(iy0 + (int32_t)ky) * in_dims.w + (uint32_t)ix0) * cin;
-                    col = gather(px, kw, cin, zp, zpc, col);
+                    for (c = 0; c < row; c++) {
+                        *col++ = (int16_t)(px[c] - zp);
+                    }
                 }
             } else {
                 for (ky = 0; ky < kh; ky++) {
@@ -239,11 +219,20 @@ void agn_conv_s8(const int8_t *in, agn_dims in_dims, const agn_conv_params *p, i
                     for (kx = 0; kx < kw; kx++) {
                         const int32_t ix = ix0 + (int32_t)kx;
                         if (iy < 0 || iy >= (int32_t)in_dims.h || ix < 0 || ix >= (int32_t)in_dims.w) {
-                            for (c = 0; c < cin; c++) {
-                                *col++ = 0;
+                            if (pad_in == NULL) {
+                                for (c = 0; c < cin; c++) {
+                                    *col++ = 0;
+                                }
+                            } else {
+                                for (c = 0; c < cin; c++) {
+                                    *col++ = pad_in[c];
+                                }
                             }
                         } else {
-                            col = gather(in + ((uint32_t)iy * in_dims.w + (uint32_t)ix) * cin, 1u, cin, zp, zpc, col);
+                            const int8_t *px = in + ((uint32_t)iy * in_dims.w + (uint32_t)ix) * cin;
+                            for (c = 0; c < cin; c++) {
+                                *col++ = (int16_t)(px[c] - zp);
+                            }
                         }
                     }
                 }
@@ -333,13 +322,17 @@ void agn_conv1x1_s8(const int8_t *in, agn_dims in_dims, const agn_conv_params *p
 {
     const uint32_t cin = in_dims.c;
     const uint32_t pixels = (uint32_t)in_dims.h * in_dims.w;
+    const int32_t zp = p->zp_in;
     rq_entry table[AGN_RQ_TABLE_MAX];
     const rq_consts r = rq_of(p, out_dims.c, table);
     const int8_t *weights = p->weights;
     const int32_t *bias = p->bias;
-    uint32_t i;
+    uint32_t i, c;
     for (i = 0; i < pixels; i++) {
-        (void)gather(in + i * cin, 1u, cin, p->zp_in, p->zp_in_c, scratch);
+        const int8_t *px = in + i * cin;
+        for (c = 0; c < cin; c++) {
+            scratch[c] = (int16_t)(px[c] - zp);
+        }
         pixel_s8(scratch, cin, weights, bias, &r, out_dims.c, out + i * out_dims.c);
     }
 }

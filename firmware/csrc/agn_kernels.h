@@ -6,12 +6,20 @@
  *
  *   acc = bias[o] + sum_{taps, ci} w * (x - zp_in)             int32; padding taps add nothing
  *         bound: taps * 255 * 127 + |bias| < 2^31, checked by the generator for every layer
- *         (the first layer of an RGB model subtracts zp_in_c[ci], one zero point per input
- *         channel: round(mean[ci] / scale) - 128; a padding tap of channel ci stands for
- *         x = zp_in_c[ci], real 0, so it still adds nothing; |x - zp_in_c[ci]| <= 255 as well)
  *   y   = clamp(zp_out + rshift_round(acc * M[o], n[o]), act_min, act_max)
  *         M[o] in [2^30, 2^31), n[o] in [1, 62], M * 2^-n ~= s_in * s_w[o] / s_out
  *   rshift_round(v, n) = floor((v + 2^(n-1)) / 2^n)            round half up, on int64
+ *
+ * Per-channel input zero points (the first conv of a model whose input channels have different
+ * means, RGB): the model's sum is  acc = bias + sum w * (x - zp_c)  with zp_c = rint(mean_c /
+ * scale) - 128 for input channel c, padding taps adding nothing (they stand for x = zp_c, the
+ * float model's zero padding). The kernel computes the same integer as
+ *   acc = bias' + sum_{inside taps} w * (x - zp_in) + sum_{padding taps} w * pad_in[c]
+ *   pad_in[c] = zp_c - zp_in,   bias'[o] = bias[o] - sum_{all taps, c} w * pad_in[c]
+ * (exact: an inside tap gives w * (x - zp_in) minus its share w * pad_in[c] of bias', that is
+ * w * (x - zp_c); a padding tap's w * pad_in[c] cancels its share), so the per-tensor inner loops
+ * stay as they are. The generator emits bias' and pad_in (zp_in = zp_0) and checks the wider bound
+ * 2 * taps * 255 * 127 + |bias| < 2^31 (|pad_in[c]| <= 255) for that layer.
  *
  * No float, no allocation: every kernel gets its scratch from the caller (the arena).
  */
@@ -39,16 +47,17 @@ typedef struct agn_requant {
  *             the input flattened in HWC order
  *   bias      int32 [c_out], in the accumulator's scale s_in * s_w[o]
  *   zp_in     zero point of the input tensor, in [-128, 127]
- *   zp_in_c   NULL, or one zero point per input channel [c_in] in [-128, 127] used instead of zp_in
- *             (conv and conv1x1 only: the first layer of a model whose input channels have
- *             different means; depthwise and dense kernels require NULL)
+ *   pad_in    NULL (a padding tap is x = zp_in, i.e. 0 after subtracting zp_in), or the [c_in] values
+ *             in [-255, 255] a padding tap of input channel c contributes as (x - zp_in): per-channel
+ *             input zero points, see above. agn_conv_s8 only; the other kernels require NULL
+ *             (a 1x1 conv has no padding: there bias' alone does it).
  *   zp_out, act_min, act_max   output zero point and clamp (ReLU6 is the clamp); int16 outputs use
  *             the int16 range */
 typedef struct agn_conv_params {
     const int8_t *weights;
     const int32_t *bias;
     agn_requant rq;
-    const int16_t *zp_in_c;
+    const int16_t *pad_in;
     int16_t zp_in, zp_out;
     int32_t act_min, act_max;
     uint8_t kh, kw, stride_h, stride_w, pad_top, pad_left;
@@ -61,8 +70,8 @@ int32_t agn_requant_s32(int32_t acc, int32_t mult, uint8_t rshift, int32_t zp_ou
 /* sum_{i < n} a[i] * w[i]: int16 activations (x - zp) times int8 weights, int32 accumulator. */
 int32_t agn_dot_s16_s8(const int16_t *a, const int8_t *w, uint32_t n);
 
-/* Standard conv (groups = 1), any kernel/stride/padding, per-tensor or per-channel (zp_in_c) input
- * zero points. scratch: kh * kw * c_in int16. */
+/* Standard conv (groups = 1), any kernel/stride/padding; padding taps are pad_in[c] (or 0).
+ * scratch: kh * kw * c_in int16. */
 void agn_conv_s8(const int8_t *in, agn_dims in_dims, const agn_conv_params *p, int8_t *out, agn_dims out_dims,
                  int16_t *scratch);
 
@@ -70,7 +79,7 @@ void agn_conv_s8(const int8_t *in, agn_dims in_dims, const agn_conv_params *p, i
 void agn_dwconv_s8(const int8_t *in, agn_dims in_dims, const agn_conv_params *p, int8_t *out, agn_dims out_dims,
                    int16_t *scratch);
 
-/* Pointwise (1x1, stride 1, no padding) conv, zp_in or zp_in_c as agn_conv_s8. scratch: c_in int16. */
+/* Pointwise (1x1, stride 1, no padding) conv. scratch: c_in int16. */
 void agn_conv1x1_s8(const int8_t *in, agn_dims in_dims, const agn_conv_params *p, int8_t *out, agn_dims out_dims,
                     int16_t *scratch);
 

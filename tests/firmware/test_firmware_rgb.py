@@ -18,27 +18,33 @@ from agilenn.models.synthetic import make_random_bundle
 from fw_lib_helpers import DRIVER, compile_c
 
 MEAN, STD = (0.2, 0.5, 0.81), (0.2, 0.25, 0.3)  # very different per channel, so a mix-up shows
-HW = 32
+# first layers: a 6x6 / stride 4 / pad 1 conv on 32x32 (the C kernel's padding values matter), and a
+# 1x1 conv on 8x8 (no padding: the folded bias alone carries the zero points)
+FIRST_LAYERS = {"conv-padded": dict(hw=32, pad=1), "conv1x1": dict(hw=8, pad=0)}
 
 
-def rgb_images(n: int, seed: int) -> np.ndarray:
-    """Photo-like uint8 [n, 32, 32, 3]: smooth colour fields (4x4 upsampled) plus pixel noise."""
+def rgb_images(n: int, seed: int, hw: int = 32) -> np.ndarray:
+    """Photo-like uint8 [n, hw, hw, 3]: smooth colour fields (4x4 upsampled) plus pixel noise."""
     rng = np.random.default_rng(seed)
-    coarse = rng.integers(0, 256, (n, 4, 4, 3)).repeat(HW // 4, 1).repeat(HW // 4, 2)
+    coarse = rng.integers(0, 256, (n, 4, 4, 3)).repeat(hw // 4, 1).repeat(hw // 4, 2)
     return np.clip(coarse + rng.normal(0, 20, coarse.shape), 0, 255).astype(np.uint8)
 
 
-@pytest.fixture(scope="module")
-def rgb_bundle(tmp_path_factory):
-    """A 3x32x32 synthetic bundle whose first conv is 6x6 / stride 4 / pad 1 (padding matters),
-    with its integer part added by the function `agilenn-firmware quantize` runs."""
+@pytest.fixture(scope="module", params=sorted(FIRST_LAYERS))
+def rgb_bundle(request, tmp_path_factory):
+    """A 3-channel synthetic bundle with 8x8 features, its integer part added by the function
+    `agilenn-firmware quantize` runs."""
     from agilenn.firmware.bundle_int8 import add_int8_device
 
-    path = make_random_bundle(tmp_path_factory.mktemp("rgb") / "b", input_shape=(3, HW, HW), feature_hw=(8, 8),
-                              channels=8, k=2, seed=7, mean=MEAN, std=STD, pad=1)
+    hw, pad = FIRST_LAYERS[request.param]["hw"], FIRST_LAYERS[request.param]["pad"]
+    path = make_random_bundle(tmp_path_factory.mktemp("rgb") / "b", input_shape=(3, hw, hw), feature_hw=(8, 8),
+                              channels=8, k=2, seed=7, mean=MEAN, std=STD, pad=pad)
     labels = np.random.default_rng(1).integers(0, 10, 400)
-    section = add_int8_device(path, rgb_images(256, 0), rgb_images(400, 1), labels, calibration_label="synthetic rgb")
-    return load_bundle(path), section
+    section = add_int8_device(path, rgb_images(256, 0, hw), rgb_images(400, 1, hw), labels,
+                              calibration_label="synthetic rgb")
+    bundle = load_bundle(path)
+    assert bundle.int8_device().extractor[0].kind == ("conv" if pad else "conv1x1")
+    return bundle, section
 
 
 def test_per_channel_zero_points_are_the_rounded_means(rgb_bundle):
@@ -73,7 +79,8 @@ def test_padding_stands_for_the_mean_of_each_channel(rgb_bundle):
 
     bundle, _ = rgb_bundle
     model = bundle.int8_device()
-    grey = np.empty((1, HW, HW, 3), np.uint8)
+    hw = bundle.input_shape[1]
+    grey = np.empty((1, hw, hw, 3), np.uint8)
     grey[...] = np.asarray(model.input_zp) + 128
     feats = model.run(grey).features[0]
     assert (feats == feats[0, 0]).all(), "the border of the feature map differs from its inside"
@@ -113,7 +120,8 @@ def rgb_driver(rgb_bundle, tmp_path_factory):
     res = subprocess.run(["agilenn-firmware", "generate", "--bundle", str(bundle.path), "--out", str(out)],
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
-    assert "agn_z_extractor0" in (out / "agn_model.c").read_text()
+    padded = bundle.int8_device().extractor[0].kind == "conv"
+    assert ("agn_p_extractor0" in (out / "agn_model.c").read_text()) == padded  # pad_in only where there is padding
     exe = tmp_path_factory.mktemp("rgbbin") / "driver"
     return compile_c([*sorted(out.glob("*.c")), DRIVER], exe, ["-I", str(out)])
 
@@ -125,7 +133,7 @@ def test_c_library_is_bit_exact_on_rgb_images(rgb_bundle, rgb_driver):
 
     bundle, _ = rgb_bundle
     model = bundle.int8_device()
-    images = rgb_images(300, 2)
+    images = rgb_images(300, 2, bundle.input_shape[1])
     images[0] = np.asarray(model.input_zp) + 128
     reference = model.run(images)
     out = subprocess.run([str(rgb_driver), "infer"], input=images.tobytes(), capture_output=True, check=True,
