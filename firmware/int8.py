@@ -20,12 +20,12 @@ nothing (they stand for x = zp_in, i.e. real 0). ReLU6 is the clamp: act_min = z
 act_max = min(127, zp_out + round(6 / s_out)).
 
 The input (q = pixel - 128, int8 HWC) may have one zero point per channel (RGB data normalised with
-per-channel means): then the first layer has zp_in_channels[c] = round(mean[c] / scale) - 128 and
+per-channel means): then the first layer has zp_in_channels[c] = rint(mean[c] / scale) - 128 and
 subtracts zp_in_channels[c] from channel c, and a padding tap of channel c still contributes nothing:
-it stands for the pixel value round(mean[c] / scale), which is real 0 after the (rounded) mean, as
-the float model's zero padding is 0 after the exact mean. Only a first conv / conv1x1 layer may
-carry zp_in_channels; files that use it are format_version 2 (version 1 files are written
-unchanged where every channel has the same zero point).
+it stands for the pixel value rint(mean[c] / scale), the float model's zero padding (pixel value
+mean[c] / scale) rounded to a pixel level; the rest of the mean is in the bias (quantize.py). Only a
+first conv / conv1x1 layer may carry zp_in_channels; files that use it are format_version 2
+(version 1 files are written unchanged where every channel has the same zero point).
 
 The centroid quantizer works on the int8 remote features: index = #{i : q > T[i]} with the integer
 thresholds T[i] = floor(mid[i] / s_r + zp_r), mid[i] the midpoints between neighbouring centroids;

@@ -12,8 +12,9 @@
  *
  * Per-channel input zero points (the first conv of a model whose input channels have different
  * means, RGB): the model's sum is  acc = bias + sum w * (x - zp_c)  with zp_c = rint(mean_c /
- * scale) - 128 for input channel c, padding taps adding nothing (they stand for x = zp_c, the
- * float model's zero padding). The kernel computes the same integer as
+ * scale) - 128 for input channel c, padding taps adding nothing: they stand for x = zp_c, the
+ * float model's zero padding (pixel value mean_c / scale) rounded to a pixel level; the quantizer
+ * put the rest of the mean into bias (docs/firmware.md). The kernel computes the same integer as
  *   acc = bias' + sum_{inside taps} w * (x - zp_in) + sum_{padding taps} w * pad_in[c]
  *   pad_in[c] = zp_c - zp_in,   bias'[o] = bias[o] - sum_{all taps, c} w * pad_in[c]
  * (exact: an inside tap gives w * (x - zp_in) minus its share w * pad_in[c] of bias', that is
