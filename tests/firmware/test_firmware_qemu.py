@@ -71,6 +71,12 @@ def test_firmware_build_fits_the_paper_mcu(firmware):
 def test_cortex_m7_features_are_bit_exact_with_python(int8_bundle, firmware, fmnist_test):
     """Every FEATURES frame the Cortex-M7 build sends (int16 logits, scale, coded payload) equals
     the Python integer device part's byte for byte (the host tests check the same for gcc on x86)."""
+    assert_firmware_frames_equal_python(int8_bundle, firmware, fmnist_test.images[:200])
+
+
+def assert_firmware_frames_equal_python(bundle_dir, firmware, images):
+    """Run the firmware in QEMU on `images` against a local-only agent and compare every FEATURES
+    frame with the one the Python integer device part makes (test_firmware_rgb uses it too)."""
     import threading
 
     from agilenn.device_agent.agent import Agent
@@ -87,10 +93,9 @@ def test_cortex_m7_features_are_bit_exact_with_python(int8_bundle, firmware, fmn
                 sent.append(bytes(event.payload))
             return event
 
-    n = 200
-    images = fmnist_test.images[:n]
+    n = len(images)
     sent: list[bytes] = []
-    with Agent(int8_bundle, None) as agent, EmulatedBoard(firmware.elf, images) as board:
+    with Agent(bundle_dir, None) as agent, EmulatedBoard(firmware.elf, images) as board:
         bridge = SerialBridge(RecordingLink(open_serial(board.agent_port, 115200)), agent)
         stop = threading.Event()
         thread = threading.Thread(target=bridge.serve, args=(stop,), daemon=True)
@@ -102,7 +107,7 @@ def test_cortex_m7_features_are_bit_exact_with_python(int8_bundle, firmware, fmn
             thread.join(10)
             bridge.link.close()
     assert len(sent) == n and [r["tries"] for r in results] == [1] * n
-    maker = FeaturesMaker(load_bundle(int8_bundle))
+    maker = FeaturesMaker(load_bundle(bundle_dir))
     cycles = slice(8, 12)  # the measured instruction count: the one field Python cannot know
     for i, (image, frame) in enumerate(zip(images, sent)):
         expected = bytearray(maker(image).pack())

@@ -30,21 +30,25 @@ def rgb_images(n: int, seed: int, hw: int = 32) -> np.ndarray:
     return np.clip(coarse + rng.normal(0, 20, coarse.shape), 0, 255).astype(np.uint8)
 
 
-@pytest.fixture(scope="module", params=sorted(FIRST_LAYERS))
-def rgb_bundle(request, tmp_path_factory):
+def make_rgb_bundle(path, first_layer: str):
     """A 3-channel synthetic bundle with 8x8 features, its integer part added by the function
-    `agilenn-firmware quantize` runs."""
+    `agilenn-firmware quantize` runs; returns (bundle, the manifest's int8_device section)."""
     from agilenn.firmware.bundle_int8 import add_int8_device
 
-    hw, pad = FIRST_LAYERS[request.param]["hw"], FIRST_LAYERS[request.param]["pad"]
-    path = make_random_bundle(tmp_path_factory.mktemp("rgb") / "b", input_shape=(3, hw, hw), feature_hw=(8, 8),
-                              channels=8, k=2, seed=7, mean=MEAN, std=STD, pad=pad)
+    hw, pad = FIRST_LAYERS[first_layer]["hw"], FIRST_LAYERS[first_layer]["pad"]
+    path = make_random_bundle(path, input_shape=(3, hw, hw), feature_hw=(8, 8), channels=8, k=2, seed=7,
+                              mean=MEAN, std=STD, pad=pad, default_coder="rans")  # the C library's coder
     labels = np.random.default_rng(1).integers(0, 10, 400)
     section = add_int8_device(path, rgb_images(256, 0, hw), rgb_images(400, 1, hw), labels,
                               calibration_label="synthetic rgb")
     bundle = load_bundle(path)
     assert bundle.int8_device().extractor[0].kind == ("conv" if pad else "conv1x1")
     return bundle, section
+
+
+@pytest.fixture(scope="module", params=sorted(FIRST_LAYERS))
+def rgb_bundle(request, tmp_path_factory):
+    return make_rgb_bundle(tmp_path_factory.mktemp("rgb") / "b", request.param)
 
 
 def test_per_channel_zero_points_are_the_rounded_means(rgb_bundle):
@@ -150,3 +154,18 @@ def test_c_library_is_bit_exact_on_rgb_images(rgb_bundle, rgb_driver):
             expected, expected_sent = codec.encode_within(reference.indices[i], cap or None, "rans")
             assert status == 0 and payload == expected and sent == expected_sent, (cap, i)
             assert np.array_equal(lg, reference.logits[i])
+
+
+@pytest.mark.skipif(shutil.which("qemu-system-arm") is None or shutil.which("arm-none-eabi-gcc") is None,
+                    reason="needs qemu-system-arm and arm-none-eabi-gcc (.ci/setup installs both)")
+def test_cortex_m7_firmware_is_bit_exact_on_rgb_images(tmp_path):
+    """The Cortex-M7 build in QEMU: every FEATURES frame (logits, coded payload) of a padded RGB
+    first conv equals the Python integer device part's, the mean-coloured image included."""
+    from agilenn.firmware.build import build
+    from test_firmware_qemu import assert_firmware_frames_equal_python
+
+    bundle, _ = make_rgb_bundle(tmp_path / "b", "conv-padded")
+    images = rgb_images(24, 3)
+    images[0] = np.asarray(bundle.int8_device().input_zp) + 128
+    firmware = build(bundle.path, tmp_path / "fw", "mps2-an500")
+    assert_firmware_frames_equal_python(bundle.path, firmware, images)
