@@ -39,7 +39,8 @@ def add_commands(sub) -> None:
     r.add_argument("--bundle", required=True, type=Path, help="bundle directory (the agent uses it too)")
     r.add_argument("--elf", type=Path, help="a firmware built before (default: build one now)")
     r.add_argument("--build-dir", type=Path, help="where to build (default: a temporary folder)")
-    r.add_argument("--dataset", default="fashion-mnist")
+    r.add_argument("--dataset", help="images for the camera (default: the bundle's dataset, e.g. "
+                                     "imagefolder:PATH for a bundle trained on a folder)")
     r.add_argument("--split", default="test")
     r.add_argument("--data-dir")
     r.add_argument("--limit", type=int, default=20, help="images to feed the camera (default %(default)s)")
@@ -80,7 +81,7 @@ def cmd_run(args) -> int:
     from .qemu import EmulatedBoard
 
     bundle = load_bundle(args.bundle)
-    data = load_dataset(args.dataset, args.split, args.data_dir)
+    data = load_dataset(args.dataset or bundle.manifest.get("dataset", "fashion-mnist"), args.split, args.data_dir)
     images, labels = data.images[: args.limit], data.labels[: args.limit]
     build_info = None
     tmp = None
