@@ -127,7 +127,7 @@ def rgb_driver(rgb_bundle, tmp_path_factory):
     padded = bundle.int8_device().extractor[0].kind == "conv"
     assert ("agn_p_extractor0" in (out / "agn_model.c").read_text()) == padded  # pad_in only where there is padding
     exe = tmp_path_factory.mktemp("rgbbin") / "driver"
-    return compile_c([*sorted(out.glob("*.c")), DRIVER], exe, ["-I", str(out)])
+    return compile_c([*sorted(out.glob("*.c")), DRIVER], exe, ["-I", str(out)]), out
 
 
 def test_c_library_is_bit_exact_on_rgb_images(rgb_bundle, rgb_driver):
@@ -136,6 +136,7 @@ def test_c_library_is_bit_exact_on_rgb_images(rgb_bundle, rgb_driver):
     from test_firmware_bitexact import run_driver
 
     bundle, _ = rgb_bundle
+    rgb_driver, _ = rgb_driver
     model = bundle.int8_device()
     images = rgb_images(300, 2, bundle.input_shape[1])
     images[0] = np.asarray(model.input_zp) + 128
@@ -169,3 +170,15 @@ def test_cortex_m7_firmware_is_bit_exact_on_rgb_images(tmp_path):
     images[0] = np.asarray(bundle.int8_device().input_zp) + 128
     firmware = build(bundle.path, tmp_path / "fw", "mps2-an500")
     assert_firmware_frames_equal_python(bundle.path, firmware, images)
+
+
+def test_rgb_library_is_clean_under_address_and_undefined_sanitizers(rgb_bundle, rgb_driver, tmp_path):
+    bundle, _ = rgb_bundle
+    driver, lib = rgb_driver
+    exe = compile_c([*sorted(lib.glob("*.c")), DRIVER], tmp_path / "drv-san",
+                    ["-I", str(lib), "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all"])
+    images = rgb_images(20, 4, bundle.input_shape[1]).tobytes()
+    for args in (["infer"], ["run", "40"]):
+        runs = [subprocess.run([str(x), *args], input=images, capture_output=True, check=True, timeout=120).stdout
+                for x in (exe, driver)]
+        assert runs[0] == runs[1], args
