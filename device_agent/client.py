@@ -9,6 +9,7 @@ features to anything else.
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
 import json
 import logging
@@ -29,6 +30,46 @@ log = logging.getLogger("agilenn.agent.client")
 
 # Manifest fields both ends must agree on for the features to mean the same thing.
 _MUST_MATCH = ("input", "classes", "features", "quantizer", "alpha")
+
+# Several replicas (an address list or a dns:/// name): gRPC's own client-side balancing. round_robin
+# keeps a connection to every resolved address and spreads new calls over the ready ones; health
+# checking (grpc.health.v1 Watch on the server's Inference service) takes a draining or sick
+# replica out of the picks before its connection goes. See docs/server.md, "Deploying".
+_REPLICA_SERVICE_CONFIG = json.dumps({
+    "loadBalancingConfig": [{"round_robin": {}}],
+    "healthCheckConfig": {"serviceName": "agilenn.v1.Inference"},
+})
+
+
+def channel_target(server: str) -> tuple[str, bool]:
+    """The gRPC target for ``--server``, and whether it names several replicas.
+
+    ``host:port`` is used as it is (one server). ``a:port,b:port,...`` must be IP literals (gRPC's
+    ``ipv4:``/``ipv6:`` address lists; host names have no list syntax in gRPC); for host names use
+    one DNS name that resolves to every replica, ``dns:///name:port`` (e.g. a Kubernetes headless
+    Service), which is re-resolved when connections fail.
+    """
+    server = server.strip()
+    if server.startswith("dns:"):
+        return server, True
+    if "," not in server:
+        return server, False
+    families, hosts = set(), []
+    for item in (part.strip() for part in server.split(",")):
+        host, sep, port = item.rpartition(":")
+        if not sep or not port.isdigit() or not 0 < int(port) < 65536 or host.count(":") == 1:
+            raise ValueError(f"--server {server!r}: {item!r} has no valid port (IP:PORT, [IPv6]:PORT)")
+        host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+        try:
+            family = ipaddress.ip_address(host).version
+        except ValueError:
+            raise ValueError(f"--server {server!r}: {item!r} is not IP:PORT; a list of servers takes IP "
+                             "addresses (for host names use one DNS name, dns:///NAME:PORT)") from None
+        families.add(family)
+        hosts.append(f"[{host}]:{port}" if family == 6 else f"{host}:{port}")
+    if len(families) > 1:
+        raise ValueError(f"--server {server!r}: mixes IPv4 and IPv6 addresses (gRPC lists take one family)")
+    return f"ipv{families.pop()}:{','.join(hosts)}", True
 
 
 @dataclass
@@ -86,6 +127,7 @@ class RemoteClient:
         max_deadline_misses: int = 3,
     ):
         self.address = address
+        self.target, self.replicas = channel_target(address)  # ValueError names a bad --server at once
         self.model = pb.ModelRef(name=manifest["model"]["name"], version=manifest["model"]["version"])
         self._manifest = manifest
         self.security = security or ClientSecurity()
@@ -141,16 +183,18 @@ class RemoteClient:
     def _make_channel(self) -> grpc.Channel:
         s = self.security
         options = [("grpc.max_receive_message_length", 16 << 20)]
+        if self.replicas:
+            options.append(("grpc.service_config", _REPLICA_SERVICE_CONFIG))
         if s.server_name:
             options.append(("grpc.ssl_target_name_override", s.server_name))
         if not (s.tls or s.ca_file or s.cert_file):
-            return grpc.insecure_channel(self.address, options=options)
+            return grpc.insecure_channel(self.target, options=options)
         creds = grpc.ssl_channel_credentials(
             root_certificates=_read(s.ca_file) if s.ca_file else None,
             private_key=_read(s.key_file) if s.key_file else None,
             certificate_chain=_read(s.cert_file) if s.cert_file else None,
         )
-        return grpc.secure_channel(self.address, creds, options=options)
+        return grpc.secure_channel(self.target, creds, options=options)
 
     def _check_manifest(self, stub) -> None:
         try:
