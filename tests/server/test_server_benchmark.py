@@ -15,4 +15,15 @@ def test_server_load_benchmark_smoke(bundle_dir, tmp_path, capsys):
     assert [(r["config"], r["streams"]) for r in report["results"]] == [("batching", 4), ("no-batching", 4)]
     for r in report["results"]:
         assert r["errors"] == 0 and r["requests"] > 0 and r["p99_ms"] >= r["p50_ms"] > 0
-    assert "| batching | 4 |" in capsys.readouterr().out
+    assert "| batching | 1 | 4 |" in capsys.readouterr().out
+
+
+def test_server_load_benchmark_compares_worker_counts_in_one_run(bundle_dir, tmp_path):
+    out = tmp_path / "load.json"
+    assert main(["--model-dir", str(bundle_dir), "--streams", "8", "--duration", "0.3", "--warmup", "0.1",
+                 "--configs", "batching", "--workers", "1,2", "--streams-per-connection", "2",
+                 "--out", str(out)]) == 0
+    results = json.loads(out.read_text())["results"]
+    assert [(r["workers"], r["streams"]) for r in results] == [(1, 8), (2, 8)]
+    for r in results:
+        assert r["errors"] == 0 and r["requests"] > 0 and r["server_cpu_us_per_inference"] > 0
