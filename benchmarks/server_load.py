@@ -93,7 +93,9 @@ async def _client(address: str, streams: int, duration: float, warmup: float, pa
         while await call.read() is not grpc.aio.EOF:  # drain to the final status
             pass
 
+    cpu0 = time.process_time()
     await asyncio.gather(*(device(i) for i in range(streams)))
+    client_cpu_s = time.process_time() - cpu0  # the load generator's own share of the machine
     for c in channels:
         await c.close()
     lat = np.asarray(latencies) * 1e3
@@ -106,6 +108,7 @@ async def _client(address: str, streams: int, duration: float, warmup: float, pa
         "p50_ms": float(np.percentile(lat, 50)) if lat.size else None,
         "p99_ms": float(np.percentile(lat, 99)) if lat.size else None,
         "mean_batch": float(np.mean(batch_sizes)) if batch_sizes else None,
+        "client_cpu_us_per_inference": 1e6 * client_cpu_s / replies if replies else None,
     }
 
 
@@ -254,7 +257,8 @@ def main(argv=None) -> int:
                         print(f"{name:12s} workers={workers} streams={n:4d}  {r['throughput']:8.0f} inf/s  "
                               f"p50 {r['p50_ms']:7.2f} ms  p99 {r['p99_ms']:7.2f} ms  mean batch "
                               f"{r['mean_batch']:5.1f}  errors {r['errors']}  server CPU "
-                              f"{r['server_cpu_us_per_inference'] or float('nan'):4.0f} us/inf", flush=True)
+                              f"{r['server_cpu_us_per_inference'] or float('nan'):4.0f} us/inf, client CPU "
+                              f"{r['client_cpu_us_per_inference'] or float('nan'):4.0f} us/inf", flush=True)
     report = {"bundle": bundle_desc, "cpus": os.cpu_count(), "load_average_at_start": load, "duration_s": args.duration, "server_options": extra,
               "streams_per_connection": args.streams_per_connection,
               "command": "python -m agilenn.benchmarks.server_load " + " ".join(argv if argv is not None else sys.argv[1:]),
@@ -262,11 +266,13 @@ def main(argv=None) -> int:
     if args.out:
         args.out.write_text(json.dumps(report, indent=1) + "\n")
     if args.markdown:
-        print("\n| config | workers | streams | inferences/s | p50 ms | p99 ms | mean batch | server CPU us/inference | errors |")
-        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        print("\n| config | workers | streams | inferences/s | p50 ms | p99 ms | mean batch | server CPU us/inference "
+              "| client CPU us/inference | errors |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for r in results:
             print(f"| {r['config']} | {r['workers']} | {r['streams']} | {r['throughput']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} "
-                  f"| {r['mean_batch']:.1f} | {r['server_cpu_us_per_inference'] or float('nan'):.0f} | {r['errors']} |")
+                  f"| {r['mean_batch']:.1f} | {r['server_cpu_us_per_inference'] or float('nan'):.0f} "
+                  f"| {r['client_cpu_us_per_inference'] or float('nan'):.0f} | {r['errors']} |")
     return 0
 
 
