@@ -125,6 +125,7 @@ class RemoteClient:
         backoff_initial_s: float = 0.1,
         backoff_max_s: float = 2.0,
         max_deadline_misses: int = 3,
+        failover_wait_s: float = 0.25,
     ):
         self.address = address
         self.target, self.replicas = channel_target(address)  # ValueError names a bad --server at once
@@ -139,6 +140,11 @@ class RemoteClient:
         # torn down, answers go local at once, and the reconnect loop finds out whether it is alive.
         self.max_deadline_misses = max_deadline_misses
         self._misses = 0
+        # Several replicas: right after a stream breaks, a survivor usually takes over within
+        # milliseconds (tests/deploy/test_replicas.py), so inputs arriving in this window wait for
+        # it (never past their deadline) instead of being answered locally at once.
+        self.failover_wait_s = failover_wait_s
+        self._down_since: float | None = None
 
         self._lock = threading.Condition()
         self._state = "connecting"  # connecting | ready | down | mismatch | closed
@@ -286,6 +292,7 @@ class RemoteClient:
             if self._state != "closed":
                 log.info("server %s: down (%s)", self.address, detail)
                 self._state, self._state_detail = "down", detail
+                self._down_since = time.monotonic()
             self._lock.notify_all()
         requests.put(None)  # ends the request iterator
         for pending in failed.values():
@@ -310,7 +317,9 @@ class RemoteClient:
         start = time.perf_counter()
         pending = _Pending()
         with self._lock:
-            if self._state != "ready" or self._requests is None:
+            # b"": the caller skipped encoding because the link was down (Agent.infer); never send it,
+            # even if the stream came back in between.
+            if self._state != "ready" or self._requests is None or not payload:
                 reason = Reason.MODEL_MISMATCH if self._state == "mismatch" else Reason.SERVER_UNAVAILABLE
                 return RemoteReply(reason=reason, detail=self._state_detail)
             request_id = next(self._ids)
@@ -329,6 +338,18 @@ class RemoteClient:
         reply = pending.reply
         reply.network_ms = (time.perf_counter() - start) * 1e3
         return reply
+
+    def wait_ready(self, deadline_s: float | None) -> bool:
+        """Whether a request can go out now. With several replicas, just after the stream broke,
+        first wait (at most failover_wait_s since the break, and never past deadline_s) for the
+        reconnection to a survivor; otherwise answer at once."""
+        with self._lock:
+            if self.replicas and self._state in ("down", "connecting") and self._down_since is not None:
+                now = time.monotonic()
+                end = min(self._down_since + self.failover_wait_s,
+                          now + (deadline_s if deadline_s is not None else self.failover_wait_s))
+                self._lock.wait_for(lambda: self._state not in ("down", "connecting"), max(0.0, end - now))
+            return self._state == "ready"
 
     def _missed_deadline(self) -> None:
         with self._lock:

@@ -1,6 +1,6 @@
 """Several replicas behind gRPC client-side balancing: an agent given three real servers keeps
-answering every image when the one serving it is killed mid-run; degraded answers happen only
-between the kill and the reconnection to a survivor, none after.
+answering every image when the one serving it is killed mid-run; the only degraded answer is the
+request in flight on the killed replica, none while reconnecting, none after.
 
 Prints the number of degraded answers and how long the gap lasted (pytest -s; docs/server.md
 quotes them).
@@ -76,16 +76,15 @@ def test_killing_the_serving_replica_mid_run_costs_only_the_gap():
     assert len(results) == N_IMAGES
     assert all(0 <= r.prediction < len(bundle.classes) for _, r in results)  # every image answered
     degraded = [i for i, (_, r) in enumerate(results) if r.degraded]
-    assert not [i for i in degraded if i < KILL_AT], "degraded before the kill"
     reasons = {results[i][1].reason for i in degraded}
-    assert reasons <= {"stream_broken", "server_unavailable", "deadline"}, reasons
-    if degraded:
-        # One contiguous gap right after the kill; once a survivor answers, nothing is degraded again.
-        assert degraded == list(range(degraded[0], degraded[-1] + 1)), degraded
-        assert degraded[0] == KILL_AT, degraded
+    # Only what was in flight on the killed replica (one request at most: this agent sends one at a
+    # time) is answered locally; inputs arriving while the agent reconnects wait for a survivor.
+    assert degraded in ([], [KILL_AT]) and reasons <= {"stream_broken"}, [(i, results[i][1].reason, results[i][1].detail) for i in degraded]
     remote_after_kill = N_IMAGES - KILL_AT - len(degraded)
-    assert remote_after_kill > 0 and after == remote_after_kill  # the survivors answered the rest
-    gap_ms = (results[degraded[-1]][0] - t_kill) * 1e3 if degraded else 0.0
+    assert after == remote_after_kill  # the survivors answered the rest
+    # How long the first input after the kill took to get its full (remote) answer.
+    first_remote = next(i for i in range(KILL_AT, N_IMAGES) if not results[i][1].degraded)
+    gap_ms = (results[first_remote][0] - t_kill) * 1e3 + results[first_remote][1].timings.latency_ms
     print("\nfailover: " + json.dumps({"images": N_IMAGES, "killed_at": KILL_AT, "degraded": len(degraded),
                                        "reasons": sorted(reasons), "gap_ms": round(gap_ms, 1),
                                        "pace_ms": PACE_S * 1e3}))
