@@ -68,9 +68,12 @@ class DockerEngine:
         self.process: subprocess.Popen | None = None
 
     def start(self, timeout: float = 60.0) -> "DockerEngine":
+        # Own containerd namespaces too: where a system containerd runs, dockerd uses it instead of
+        # starting its own, and this daemon's containers must not mix with a system dockerd's.
         cmd = ["dockerd", "--bridge=none", "--iptables=false", "--ip-masq=false", "--ip-forward=false",
                "--data-root", str(self.root / "data"), "--exec-root", str(self.root / "exec"),
-               "--pidfile", str(self.root / "dockerd.pid"), "-H", f"unix://{self.socket}"]
+               "--pidfile", str(self.root / "dockerd.pid"), "-H", f"unix://{self.socket}",
+               "--containerd-namespace", "agilenn-test", "--containerd-plugins-namespace", "agilenn-test-plugins"]
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         end = time.monotonic() + timeout
