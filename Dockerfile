@@ -23,6 +23,8 @@ COPY server ./server
 COPY device_agent ./device_agent
 COPY training ./training
 COPY benchmarks ./benchmarks
+COPY firmware ./firmware
+COPY datasets ./datasets
 COPY deploy/wheelhouse ./wheelhouse
 ARG PIP_INSTALL_FLAGS=""
 RUN python3 -m venv /opt/agilenn \

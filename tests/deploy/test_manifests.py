@@ -83,3 +83,14 @@ def test_docker_compose_accepts_the_files(name):
     out = subprocess.run(["docker-compose", "-f", str(ROOT / name), "config", "-q"], capture_output=True,
                          text=True, timeout=60, cwd=ROOT)
     assert out.returncode == 0, out.stderr
+
+
+def test_dockerfile_copies_every_package_folder():
+    """`pip install .` in the image needs every folder pyproject.toml maps into agilenn.*; a package
+    added without its COPY line only fails when an image is built."""
+    import tomllib
+
+    package_dirs = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
+    tops = {folder.split("/")[0] for folder in package_dirs.values()}
+    copied = set(re.findall(r"^COPY\s+(?!--)(\S+)\s+\S+\s*$", (ROOT / "Dockerfile").read_text(), re.M))
+    assert tops <= copied, f"Dockerfile lacks COPY lines for {sorted(tops - copied)}"

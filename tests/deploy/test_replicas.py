@@ -77,9 +77,16 @@ def test_killing_the_serving_replica_mid_run_costs_only_the_gap():
     assert all(0 <= r.prediction < len(bundle.classes) for _, r in results)  # every image answered
     degraded = [i for i, (_, r) in enumerate(results) if r.degraded]
     reasons = {results[i][1].reason for i in degraded}
-    # Only what was in flight on the killed replica (one request at most: this agent sends one at a
-    # time) is answered locally; inputs arriving while the agent reconnects wait for a survivor.
-    assert degraded in ([], [KILL_AT]) and reasons <= {"stream_broken"}, [(i, results[i][1].reason, results[i][1].detail) for i in degraded]
+    # What was in flight on the killed replica (one request at most: this agent sends one at a time)
+    # is answered locally; inputs arriving while the agent reconnects wait up to the failover wait
+    # (~250 ms) for a survivor. On an idle machine that is enough (0 or 1 degraded, measured); on a
+    # loaded one reconnecting can take longer, so the invariant checked is the issue's: degraded
+    # answers form one run starting at the kill, and none come after the first answer from a survivor.
+    detail = [(i, results[i][1].reason, results[i][1].detail) for i in degraded]
+    assert degraded == list(range(KILL_AT, KILL_AT + len(degraded))), detail
+    assert reasons <= {"stream_broken", "server_unavailable"}, detail
+    if degraded:
+        assert results[degraded[-1]][0] - t_kill < 5.0, detail  # the window closes within seconds
     remote_after_kill = N_IMAGES - KILL_AT - len(degraded)
     assert after == remote_after_kill  # the survivors answered the rest
     # How long the first input after the kill took to get its full (remote) answer.
