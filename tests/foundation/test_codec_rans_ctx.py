@@ -33,6 +33,17 @@ def test_doc_example_bytes_and_tables():
     assert header.coder == "rans-ctx" and np.array_equal(indices, DOC_INDICES)
 
 
+def test_doc_states_the_same_bytes():
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "protocol.md").read_text()
+    section = doc[doc.index("### rans-ctx body"):]
+    assert "41 47 01 04 03 02 00 02 00 02 00 02 00" in section and "20 03 f5 81" in section
+    for key in ("frequencies", "row_map"):
+        assert f"`{key} = {DOC_CONTEXT[key]}`" in section.replace("\n", " ")
+    assert "`bins = [0, 1, 1, 1, 2]`" in section
+
+
 def random_context(rng, channels, levels, neighbours, rows):
     bins = list(range(levels + 1))
     contexts = (levels + 1) ** len(neighbours)
