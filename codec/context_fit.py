@@ -85,11 +85,10 @@ def fit_context(indices: np.ndarray, levels: int, neighbours=DEFAULT_NEIGHBOURS,
     _, channels, height, width = indices.shape
     bins = list(range(levels + 1))  # every value its own bin, "outside" the last
     contexts = (levels + 1) ** len(neighbours)
-    placeholder = {"neighbours": list(neighbours), "bins": bins, "row_map": [[0] * contexts] * channels,
-                   "frequency_bits": precision, "frequencies": [[1 << precision] + [0] * (levels - 1)]}
-    # validate the shape of the rule before counting (frequencies are checked again at the end)
-    placeholder["frequencies"][0] = [(1 << precision) - (levels - 1)] + [1] * (levels - 1)
-    model = ContextModel(placeholder, channels, height, width, levels)
+    # The rule alone (one placeholder row) checks the arguments and forms the contexts for counting.
+    rule = {"neighbours": list(neighbours), "bins": bins, "row_map": [[0] * contexts] * channels,
+            "frequency_bits": precision, "frequencies": [[(1 << precision) - (levels - 1)] + [1] * (levels - 1)]}
+    model = ContextModel(rule, channels, height, width, levels)
 
     counts = context_counts(indices, model).astype(np.float64)
     per_channel = counts.reshape(channels, contexts, levels).sum(axis=1) + 1.0
