@@ -143,6 +143,28 @@ def coder_table(bundle, features: np.ndarray | None = None, indices: np.ndarray 
     return result
 
 
+# (neighbours, max rows) compared by --compare-contexts; the shipped choice is left, up, prev with 32.
+CONTEXT_CHOICES = [(("left",), 32), (("up",), 32), (("prev",), 32), (("left", "up"), 32), (("left", "up"), 64),
+                   (("left", "prev"), 32), (("up", "prev"), 32), (("left", "up", "prev"), 16),
+                   (("left", "up", "prev"), 32), (("left", "up", "prev"), 64), (("left", "up", "prev"), 128)]
+
+
+def compare_contexts(bundle, train_indices: np.ndarray, test_indices: np.ndarray) -> str:
+    """Fit rans-ctx tables for each context choice on the training symbols; code the test symbols."""
+    from agilenn.codec.context_fit import fit_context
+    from agilenn.codec.rans_ctx import ContextCoder, ContextModel
+
+    c, h, w = test_indices.shape[1:]
+    levels = bundle.codec().levels
+    lines = ["| neighbours | max rows | rows | flash B | body B | payload B |", "|---|---:|---:|---:|---:|---:|"]
+    for neighbours, rows in CONTEXT_CHOICES:
+        model = ContextModel(fit_context(train_indices, levels, neighbours, rows), c, h, w, levels)
+        body = float(np.mean([len(b) for b in ContextCoder(model).encode_batch(test_indices)]))
+        lines.append(f"| {', '.join(neighbours)} | {rows} | {model.frequencies.shape[0]} | "
+                     f"{model.flash_bytes()['total']} | {body:.1f} | {body + HEADER_SIZE:.1f} |")
+    return "\n".join(lines)
+
+
 def format_table(result: dict) -> str:
     lines = [
         f"bundle {result['bundle']}: {result['samples']} samples, remote features {result['remote_shape']}, "
@@ -179,6 +201,9 @@ def main(argv=None) -> None:
     parser.add_argument("--data-dir", help="dataset folder (default: the dataset's standard place)")
     parser.add_argument("--limit", type=int, default=2000, help="test images to code (default 2000)")
     parser.add_argument("--json", type=Path, help="also write the table as JSON here")
+    parser.add_argument("--compare-contexts", action="store_true",
+                        help="also fit rans-ctx tables for several context choices on the training split and "
+                             "code the test images with each")
     parser.add_argument("--numerics", choices=("auto", "int8", "float"), default="auto",
                         help="device part numerics (default auto: the integer part when the bundle has one, "
                              "as the agent)")
@@ -193,8 +218,12 @@ def main(argv=None) -> None:
     name = args.dataset or bundle.manifest.get("dataset", "fashion-mnist")
     # The test-only synthetic bundle has Fashion-MNIST's input shape but no dataset of its own.
     dataset = load_dataset("fashion-mnist" if name == "synthetic" else name, "test", args.data_dir)
-    result = coder_table(bundle, indices=device_indices(bundle, dataset.images[: args.limit], args.numerics))
+    test_indices = device_indices(bundle, dataset.images[: args.limit], args.numerics)
+    result = coder_table(bundle, indices=test_indices)
     print(format_table(result))
+    if args.compare_contexts:
+        train = load_dataset("fashion-mnist" if name == "synthetic" else name, "train", args.data_dir)
+        print("\n" + compare_contexts(bundle, device_indices(bundle, train.images, args.numerics), test_indices))
     if args.json:
         args.json.write_text(json.dumps(result, indent=1) + "\n")
 
