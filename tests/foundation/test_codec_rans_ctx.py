@@ -192,3 +192,10 @@ def test_shipped_bundles_code_their_test_images_small_and_exactly(name, target):
     assert np.mean(sizes) <= target
     recorded = bundle.manifest["metrics"]["rans_ctx"]
     assert recorded["samples"] == 10000 and recorded["decoded_exactly"] and recorded["bytes_mean"] <= target
+
+
+def test_a_rans_ctx_payload_for_a_model_without_context_tables_is_named():
+    codec = FeatureCodec([0.0, 1.0, 2.0, 3.0], 2, 2, 2, default_coder="raw")
+    assert "rans-ctx" not in codec.available_coders
+    with pytest.raises(PayloadError, match="no coder.context"):
+        codec.decode_indices(DOC_PAYLOAD)
