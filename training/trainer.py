@@ -490,6 +490,10 @@ def run_all(cfg: TrainConfig, resume: bool = False, command: str = "", bundle_di
     calib = run.train_raw.subset(CALIBRATION_IMAGES, seed=0)
     add_int8_device(bundle, calib.images, run.test_raw.images, run.test_raw.labels,
                     calibration_label=f"{cfg.dataset} train, {len(calib)} images (seed 0)")
+    # The context coder's tables, refitted on what the integer part sends (training/context_tables.py).
+    from .context_tables import add_context_tables
+
+    add_context_tables(bundle, run.train_raw.images, run.test_raw.images)
     log.info("bundle written to %s", bundle)
     distributed.finish(run.dist)
     return bundle
