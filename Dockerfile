@@ -1,16 +1,20 @@
 # AgileNN inference server: `docker compose up server` (see docs/server.md).
 # The shipped default bundle (models/repository/) is installed with the package, so the image
 # serves it with no arguments; mount another repository and pass --model-dir to serve others.
-FROM python:3.11-slim
+#
+# BASE: any Debian-like image with Python >= 3.10 and its venv module. Offline builds (no package
+# index reachable): put wheels of the dependencies, setuptools and wheel into deploy/wheelhouse/
+# (`pip wheel -w deploy/wheelhouse . setuptools wheel`) and build with
+# --build-arg PIP_INSTALL_FLAGS=--no-index (tests/deploy/test_container.py does exactly this).
+ARG BASE=python:3.11-slim
 
-ENV PYTHONDONTWRITEBYTECODE=1 \
-    PYTHONUNBUFFERED=1 \
-    PIP_NO_CACHE_DIR=1 \
+# --- build stage: sources and wheels in, a virtual environment out ---------------------------
+FROM ${BASE} AS build
+ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
-
 WORKDIR /src
 # Sources only (.dockerignore keeps tests, data and caches out); a plain, non-editable install
-# copies the packages and the bundle files into site-packages, so /src can go afterwards.
+# copies the packages and the bundle files into the venv's site-packages.
 COPY pyproject.toml README.md ./
 COPY codec ./codec
 COPY models ./models
@@ -19,7 +23,19 @@ COPY server ./server
 COPY device_agent ./device_agent
 COPY training ./training
 COPY benchmarks ./benchmarks
-RUN pip install . && cd / && rm -rf /src
+COPY firmware ./firmware
+COPY datasets ./datasets
+COPY deploy/wheelhouse ./wheelhouse
+ARG PIP_INSTALL_FLAGS=""
+RUN python3 -m venv /opt/agilenn \
+    && /opt/agilenn/bin/pip install --find-links ./wheelhouse ${PIP_INSTALL_FLAGS} .
+
+# --- runtime stage: the base plus the venv; no sources, wheels, compilers or torch -----------
+FROM ${BASE}
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PATH=/opt/agilenn/bin:$PATH
+COPY --from=build /opt/agilenn /opt/agilenn
 
 RUN useradd --system --uid 10001 --no-create-home agilenn
 USER agilenn

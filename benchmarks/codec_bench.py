@@ -6,6 +6,11 @@ Runs the bundle's device part on Fashion-MNIST test images (or the bundle's data
 remote features, and codes every sample with each coder. The entropy floor is the empirical order-0
 entropy of the same symbols, per channel (what any static per-channel model can at best reach);
 "model" is the cross-entropy under the manifest's tables (what the ans coder is asked to reach).
+For rans-ctx the relevant floor is the conditional entropy of the same symbols given their context
+(channel and neighbours, as the manifest's coder.context forms it), measured on the test symbols
+themselves, beside the cross-entropy under the manifest's (training-set) context tables.
+The symbols are the device part's as the agent sends them: the integer part when the bundle has one
+(``--numerics auto``, the agent's default), else the float ONNX part quantized by the codec.
 Times are per payload, measured in this process, so compare coders by ratio, not across machines.
 """
 
@@ -39,9 +44,34 @@ def device_features(bundle, images: np.ndarray, batch: int = 256) -> np.ndarray:
     return np.concatenate(out)
 
 
-def coder_table(bundle, features: np.ndarray) -> dict:
+def device_indices(bundle, images: np.ndarray, numerics: str = "auto") -> np.ndarray:
+    """Centroid indices [N, C - k, h, w] as the agent sends them with the given numerics."""
+    from agilenn.device_agent.device_model import resolve_numerics
+
+    if resolve_numerics(bundle, numerics) == "int8":
+        model = bundle.int8_device()
+        return np.concatenate([model.run(images[i:i + 2000]).indices for i in range(0, len(images), 2000)])
+    return bundle.codec().quantize(device_features(bundle, images))
+
+
+def context_entropy_bits(indices: np.ndarray, context) -> tuple[float, float]:
+    """(conditional entropy of the symbols given (channel, context) on these symbols themselves,
+    cross-entropy under the context tables), total bits."""
+    n, c, h, w = indices.shape
+    levels = context.levels
+    key = (context.contexts_of(indices) + np.arange(c).reshape(1, -1, 1, 1) * context.contexts) * levels + indices
+    counts = np.bincount(key.reshape(-1), minlength=c * context.contexts * levels).reshape(-1, levels).astype(float)
+    totals = counts.sum(axis=1, keepdims=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        entropy = -np.nansum(counts * np.log2(np.where(counts > 0, counts / totals, 1.0)))
+    probs = context.frequencies[context.row_map.reshape(-1)] / float(1 << context.frequency_bits)
+    xent = -(counts * np.log2(probs)).sum()
+    return float(entropy), float(xent)
+
+
+def coder_table(bundle, features: np.ndarray | None = None, indices: np.ndarray | None = None) -> dict:
     codec = bundle.codec()
-    indices = codec.quantize(features)  # [N, C, h, w]
+    indices = codec.quantize(features) if indices is None else indices  # [N, C, h, w]
     n, c, h, w = indices.shape
     symbols = indices.reshape(n, c, h * w)
     entropy_bytes = order0_entropy_bits(symbols, codec.levels) / 8 / n
@@ -88,12 +118,51 @@ def coder_table(bundle, features: np.ndarray) -> dict:
         result["rans_batch_encode_us"] = 1e6 * (time.perf_counter() - t_batch) / n
         if sum(map(len, bodies)) != round(rows["rans"]["body_bytes_mean"] * n):
             raise AssertionError("rans batch and per-payload encoders disagree")
+    if codec.context is not None:
+        entropy, xent = context_entropy_bits(indices, codec.context)
+        result["context_entropy_bytes_mean"] = entropy / 8 / n
+        result["context_tables_xent_bytes_mean"] = xent / 8 / n
+        result["context_neighbours"] = list(codec.context.neighbours)
+        result["context_rows"] = int(codec.context.frequencies.shape[0])
+        result["context_table_bytes"] = codec.context.flash_bytes()["total"]
+        row = rows["rans-ctx"]
+        row["body_over_context_entropy"] = row["body_bytes_mean"] / result["context_entropy_bytes_mean"]
+        row["body_over_model_xent"] = row["body_bytes_mean"] / result["context_tables_xent_bytes_mean"]
+        coder = codec._coder("rans-ctx")._coder
+        t_batch = time.perf_counter()
+        bodies = coder.encode_batch(indices)
+        result["rans_ctx_batch_encode_us"] = 1e6 * (time.perf_counter() - t_batch) / n
+        if sum(map(len, bodies)) != round(row["body_bytes_mean"] * n):
+            raise AssertionError("rans-ctx batch and per-payload encoders disagree")
     if codec.probabilities is not None:
         xent = cross_entropy_bits(symbols, codec.probabilities) / 8 / n
         result["model_cross_entropy_bytes_mean"] = xent
-        for row in rows.values():
-            row["body_over_model_xent"] = row["body_bytes_mean"] / xent if xent else None
+        for name, row in rows.items():
+            if name != "rans-ctx":  # judged against its own (context) tables above
+                row["body_over_model_xent"] = row["body_bytes_mean"] / xent if xent else None
     return result
+
+
+# (neighbours, max rows) compared by --compare-contexts; the shipped choice is left, up, prev with 32.
+CONTEXT_CHOICES = [(("left",), 32), (("up",), 32), (("prev",), 32), (("left", "up"), 32), (("left", "up"), 64),
+                   (("left", "prev"), 32), (("up", "prev"), 32), (("left", "up", "prev"), 16),
+                   (("left", "up", "prev"), 32), (("left", "up", "prev"), 64), (("left", "up", "prev"), 128)]
+
+
+def compare_contexts(bundle, train_indices: np.ndarray, test_indices: np.ndarray) -> str:
+    """Fit rans-ctx tables for each context choice on the training symbols; code the test symbols."""
+    from agilenn.codec.context_fit import fit_context
+    from agilenn.codec.rans_ctx import ContextCoder, ContextModel
+
+    c, h, w = test_indices.shape[1:]
+    levels = bundle.codec().levels
+    lines = ["| neighbours | max rows | rows | flash B | body B | payload B |", "|---|---:|---:|---:|---:|---:|"]
+    for neighbours, rows in CONTEXT_CHOICES:
+        model = ContextModel(fit_context(train_indices, levels, neighbours, rows), c, h, w, levels)
+        body = float(np.mean([len(b) for b in ContextCoder(model).encode_batch(test_indices)]))
+        lines.append(f"| {', '.join(neighbours)} | {rows} | {model.frequencies.shape[0]} | "
+                     f"{model.flash_bytes()['total']} | {body:.1f} | {body + HEADER_SIZE:.1f} |")
+    return "\n".join(lines)
 
 
 def format_table(result: dict) -> str:
@@ -106,6 +175,12 @@ def format_table(result: dict) -> str:
         + (f"; rans tables: {result['rans_frequency_bits']}-bit, {result['rans_table_bytes']} B as uint16, "
            f"batch encode {result['rans_batch_encode_us']:.0f} µs/payload"
            if "rans_table_bytes" in result else ""),
+        "",
+        *([f"rans-ctx: neighbours {', '.join(result['context_neighbours'])}, {result['context_rows']} rows, "
+           f"{result['context_table_bytes']} B of tables in flash; conditional entropy "
+           f"{result['context_entropy_bytes_mean']:.1f} B/inference (the context model's floor), training tables' "
+           f"cross-entropy {result['context_tables_xent_bytes_mean']:.1f} B, batch encode "
+           f"{result['rans_ctx_batch_encode_us']:.0f} µs/payload"] if "context_rows" in result else []),
         "",
         "| coder | bytes mean | bytes p99 | body / entropy | body / model xent | encode µs | decode µs |",
         "|---|---:|---:|---:|---:|---:|---:|",
@@ -126,6 +201,12 @@ def main(argv=None) -> None:
     parser.add_argument("--data-dir", help="dataset folder (default: the dataset's standard place)")
     parser.add_argument("--limit", type=int, default=2000, help="test images to code (default 2000)")
     parser.add_argument("--json", type=Path, help="also write the table as JSON here")
+    parser.add_argument("--compare-contexts", action="store_true",
+                        help="also fit rans-ctx tables for several context choices on the training split and "
+                             "code the test images with each")
+    parser.add_argument("--numerics", choices=("auto", "int8", "float"), default="auto",
+                        help="device part numerics (default auto: the integer part when the bundle has one, "
+                             "as the agent)")
     args = parser.parse_args(argv)
 
     try:
@@ -137,9 +218,12 @@ def main(argv=None) -> None:
     name = args.dataset or bundle.manifest.get("dataset", "fashion-mnist")
     # The test-only synthetic bundle has Fashion-MNIST's input shape but no dataset of its own.
     dataset = load_dataset("fashion-mnist" if name == "synthetic" else name, "test", args.data_dir)
-    features = device_features(bundle, dataset.images[: args.limit])
-    result = coder_table(bundle, features)
+    test_indices = device_indices(bundle, dataset.images[: args.limit], args.numerics)
+    result = coder_table(bundle, indices=test_indices)
     print(format_table(result))
+    if args.compare_contexts:
+        train = load_dataset("fashion-mnist" if name == "synthetic" else name, "train", args.data_dir)
+        print("\n" + compare_contexts(bundle, device_indices(bundle, train.images, args.numerics), test_indices))
     if args.json:
         args.json.write_text(json.dumps(result, indent=1) + "\n")
 

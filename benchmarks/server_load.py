@@ -1,13 +1,17 @@
 """Inference-server load benchmark: N simulated devices, each one gRPC stream, closed loop.
 
     python -m agilenn.benchmarks.server_load [--model-dir DIR] [--streams 1,16,64,256]
+                                              [--workers 1,2] [--streams-per-connection 16]
                                               [--duration 5] [--out results.json] [--markdown]
 
 For each server configuration (dynamic batching on, then off) it starts the real server
 (agilenn.server.testing.running_server: a separate process) and, for each stream count, a client
 process that runs that many streams for --duration seconds: each stream sends one feature payload,
 waits for the reply and sends the next. Reported per point: throughput (replies/s), client-side
-latency p50/p99, and the mean batch size the server reports.
+latency p50/p99, and the mean batch size the server reports. With --workers 1,2 each configuration
+runs once per worker count (agilenn-server --workers N), in the same run, so the ratio compares like
+with like; the kernel spreads connections over the workers, so use several connections
+(--streams-per-connection 4) when comparing worker counts.
 
 Without --model-dir it serves the shipped default bundle when models/repository/ has one, else a
 proxy: a synthetic bundle whose remote.onnx is the default architecture's remote NN
@@ -46,15 +50,16 @@ def _payloads(model_dir: Path, n: int = 64) -> tuple[list[bytes], str, str]:
     return [codec.encode(f) for f in feats], bundle.name, bundle.version
 
 
-async def _client(address: str, streams: int, duration: float, warmup: float, payloads: list[bytes]) -> dict:
+async def _client(address: str, streams: int, duration: float, warmup: float, payloads: list[bytes],
+                  streams_per_connection: int = 16) -> dict:
     import grpc
 
     from agilenn.v1 import inference_pb2 as pb
     from agilenn.v1 import inference_pb2_grpc as pb_grpc
 
-    # One HTTP/2 connection per 16 devices: real devices each have their own, but hundreds of
-    # connections in one client process would measure the client, not the server.
-    n_channels = max(1, (streams + 15) // 16)
+    # One HTTP/2 connection per 16 devices (by default): real devices each have their own, but
+    # hundreds of connections in one client process would measure the client, not the server.
+    n_channels = max(1, (streams + streams_per_connection - 1) // streams_per_connection)
     channels = [grpc.aio.insecure_channel(address, options=[("grpc.use_local_subchannel_pool", 1)])
                 for _ in range(n_channels)]
     stubs = [pb_grpc.InferenceStub(c) for c in channels]
@@ -88,7 +93,9 @@ async def _client(address: str, streams: int, duration: float, warmup: float, pa
         while await call.read() is not grpc.aio.EOF:  # drain to the final status
             pass
 
+    cpu0 = time.process_time()
     await asyncio.gather(*(device(i) for i in range(streams)))
+    client_cpu_s = time.process_time() - cpu0  # the load generator's own share of the machine
     for c in channels:
         await c.close()
     lat = np.asarray(latencies) * 1e3
@@ -101,6 +108,7 @@ async def _client(address: str, streams: int, duration: float, warmup: float, pa
         "p50_ms": float(np.percentile(lat, 50)) if lat.size else None,
         "p99_ms": float(np.percentile(lat, 99)) if lat.size else None,
         "mean_batch": float(np.mean(batch_sizes)) if batch_sizes else None,
+        "client_cpu_us_per_inference": 1e6 * client_cpu_s / replies if replies else None,
     }
 
 
@@ -112,7 +120,8 @@ def client_main(args) -> None:
     except ImportError:
         pass
     payloads, _, _ = _payloads(args.model_dir)
-    result = asyncio.run(_client(args.address, args.streams, args.duration, args.warmup, payloads))
+    result = asyncio.run(_client(args.address, args.streams, args.duration, args.warmup, payloads,
+                                 args.streams_per_connection))
     print(json.dumps(result))
 
 
@@ -172,9 +181,16 @@ def _cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def run_point(address: str, model_dir: Path | None, streams: int, duration: float, warmup: float) -> dict:
+def _cpu_seconds_all(pids: list[int]) -> float | None:
+    times = [_cpu_seconds(pid) for pid in pids]
+    return None if any(t is None for t in times) else sum(times)
+
+
+def run_point(address: str, model_dir: Path | None, streams: int, duration: float, warmup: float,
+              streams_per_connection: int = 16) -> dict:
     cmd = [sys.executable, "-m", "agilenn.benchmarks.server_load", "client", "--address", address,
-           "--streams", str(streams), "--duration", str(duration), "--warmup", str(warmup)]
+           "--streams", str(streams), "--duration", str(duration), "--warmup", str(warmup),
+           "--streams-per-connection", str(streams_per_connection)]
     if model_dir:
         cmd += ["--model-dir", str(model_dir)]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + warmup + 120)
@@ -192,11 +208,15 @@ def main(argv=None) -> int:
     c.add_argument("--duration", type=float, required=True)
     c.add_argument("--warmup", type=float, default=1.0)
     c.add_argument("--model-dir", type=Path)
+    c.add_argument("--streams-per-connection", type=int, default=16)
     p.add_argument("--model-dir", type=Path, help="bundle or repository to serve (default: see module docstring)")
     p.add_argument("--streams", default="1,16,64,256", help="comma-separated stream counts (default %(default)s)")
     p.add_argument("--duration", type=float, default=5.0, help="measured seconds per point (default %(default)s)")
     p.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds first (default %(default)s)")
     p.add_argument("--configs", default=",".join(CONFIGS), help="which of: " + ", ".join(CONFIGS))
+    p.add_argument("--workers", default="1", help="comma-separated server worker counts (default %(default)s)")
+    p.add_argument("--streams-per-connection", type=int, default=16,
+                   help="device streams sharing one HTTP/2 connection (default %(default)s)")
     p.add_argument("--server-arg", action="append", default=[], metavar="FLAG=VALUE",
                    help="extra server option for every config, e.g. max_queue_delay_us=1000")
     p.add_argument("--out", type=Path, help="write the results as JSON here")
@@ -219,32 +239,40 @@ def main(argv=None) -> int:
         load = os.getloadavg()[0]
         print(f"bundle: {bundle_desc}; {os.cpu_count()} CPUs; load average {load:.1f}", flush=True)
         for name in args.configs.split(","):
-            options = {**CONFIGS[name], **extra}
-            with running_server(model_dir, metrics_port=None, **options) as srv:
-                for n in streams:
-                    cpu0 = _cpu_seconds(srv.process.pid)
-                    r = {"config": name, **run_point(srv.address, model_dir, n, args.duration, args.warmup)}
-                    cpu1 = _cpu_seconds(srv.process.pid)
-                    # The server's own CPU per inference: unlike throughput, barely moved by what
-                    # else runs on the machine (the client, other jobs).
-                    r["server_cpu_us_per_inference"] = (1e6 * (cpu1 - cpu0) / r["replies_total"]
-                                                        if cpu0 is not None and r["replies_total"] else None)
-                    results.append(r)
-                    print(f"{name:12s} streams={n:4d}  {r['throughput']:8.0f} inf/s  p50 {r['p50_ms']:7.2f} ms  "
-                          f"p99 {r['p99_ms']:7.2f} ms  mean batch {r['mean_batch']:5.1f}  errors {r['errors']}  "
-                          f"server CPU {r['server_cpu_us_per_inference'] or float('nan'):4.0f} us/inf",
-                          flush=True)
+            for workers in [int(w) for w in args.workers.split(",")]:
+                options = {**CONFIGS[name], **extra, **({"workers": workers} if workers > 1 else {})}
+                with running_server(model_dir, metrics_port=None, **options) as srv:
+                    for n in streams:
+                        cpu0 = _cpu_seconds_all(srv.pids)
+                        r = {"config": name, "workers": workers,
+                             **run_point(srv.address, model_dir, n, args.duration, args.warmup,
+                                         args.streams_per_connection)}
+                        cpu1 = _cpu_seconds_all(srv.pids)
+                        # The server's own CPU per inference: unlike throughput, barely moved by what
+                        # else runs on the machine (the client, other jobs).
+                        r["server_cpu_us_per_inference"] = (1e6 * (cpu1 - cpu0) / r["replies_total"]
+                                                            if cpu0 is not None and cpu1 is not None
+                                                            and r["replies_total"] else None)
+                        results.append(r)
+                        print(f"{name:12s} workers={workers} streams={n:4d}  {r['throughput']:8.0f} inf/s  "
+                              f"p50 {r['p50_ms']:7.2f} ms  p99 {r['p99_ms']:7.2f} ms  mean batch "
+                              f"{r['mean_batch']:5.1f}  errors {r['errors']}  server CPU "
+                              f"{r['server_cpu_us_per_inference'] or float('nan'):4.0f} us/inf, client CPU "
+                              f"{r['client_cpu_us_per_inference'] or float('nan'):4.0f} us/inf", flush=True)
     report = {"bundle": bundle_desc, "cpus": os.cpu_count(), "load_average_at_start": load, "duration_s": args.duration, "server_options": extra,
+              "streams_per_connection": args.streams_per_connection,
               "command": "python -m agilenn.benchmarks.server_load " + " ".join(argv if argv is not None else sys.argv[1:]),
               "results": results}
     if args.out:
         args.out.write_text(json.dumps(report, indent=1) + "\n")
     if args.markdown:
-        print("\n| config | streams | inferences/s | p50 ms | p99 ms | mean batch | server CPU us/inference | errors |")
-        print("|---|---:|---:|---:|---:|---:|---:|---:|")
+        print("\n| config | workers | streams | inferences/s | p50 ms | p99 ms | mean batch | server CPU us/inference "
+              "| client CPU us/inference | errors |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for r in results:
-            print(f"| {r['config']} | {r['streams']} | {r['throughput']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} "
-                  f"| {r['mean_batch']:.1f} | {r['server_cpu_us_per_inference'] or float('nan'):.0f} | {r['errors']} |")
+            print(f"| {r['config']} | {r['workers']} | {r['streams']} | {r['throughput']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} "
+                  f"| {r['mean_batch']:.1f} | {r['server_cpu_us_per_inference'] or float('nan'):.0f} "
+                  f"| {r['client_cpu_us_per_inference'] or float('nan'):.0f} | {r['errors']} |")
     return 0
 
 

@@ -7,6 +7,8 @@ Every coder gets the same arguments, so the payload layer can pick one by id:
 - ``raw``: fixed-width bit packing; no model, no compression, the baseline.
 - ``rans``: rANS specified to the bit (codec/rans.py, docs/protocol.md) under the manifest's integer
   per-channel frequency tables; what a C encoder on the device writes.
+- ``rans-ctx``: the same rANS body, each symbol's table chosen from already-coded neighbours
+  (codec/rans_ctx.py, the manifest's ``coder.context``); the smallest payloads.
 
 Decoders see hostile input: they must raise PayloadError (never crash, hang or allocate without bound).
 All sizes they are given come from the model, never from the payload.
@@ -196,16 +198,41 @@ class RansCoder(Coder):
         return symbols.reshape(channels, positions)
 
 
-CODER_NAMES = ("ans", "rans", "zstd", "raw")
+class RansCtxCoder(Coder):
+    """codec/rans_ctx.py: rans bodies whose tables follow the already-coded neighbours."""
+
+    name, coder_id = "rans-ctx", 4
+    needs_model = True
+
+    def __init__(self, context_model):
+        from .rans_ctx import ContextCoder
+
+        self.model = context_model
+        self._coder = ContextCoder(context_model)
+
+    def encode(self, symbols, levels, probabilities=None):
+        channels = symbols.shape[0]
+        return self._coder.encode(symbols.reshape(channels, *self.model.shape[1:]))
+
+    def decode(self, body, channels, positions, levels, probabilities=None):
+        return self._coder.decode(body, channels).reshape(channels, positions)
 
 
-def make_coder(name: str, zstd_level: int = 19, frequencies=None, frequency_bits: int | None = None) -> Coder:
+CODER_NAMES = ("ans", "rans", "rans-ctx", "zstd", "raw")
+
+
+def make_coder(name: str, zstd_level: int = 19, frequencies=None, frequency_bits: int | None = None,
+               context_model=None) -> Coder:
     if name == "ans":
         return AnsCoder()
     if name == "rans":
         if frequencies is None or frequency_bits is None:
             raise ValueError("the rans coder needs the model's integer frequency tables (coder.frequencies)")
         return RansCoder(frequencies, frequency_bits)
+    if name == "rans-ctx":
+        if context_model is None:
+            raise ValueError("the rans-ctx coder needs the model's context tables (coder.context)")
+        return RansCtxCoder(context_model)
     if name == "zstd":
         return ZstdCoder(zstd_level)
     if name == "raw":
@@ -213,4 +240,4 @@ def make_coder(name: str, zstd_level: int = 19, frequencies=None, frequency_bits
     raise ValueError(f"unknown coder {name!r}; choose one of {', '.join(CODER_NAMES)}")
 
 
-CODER_BY_ID = {0: "raw", 1: "zstd", 2: "ans", 3: "rans"}
+CODER_BY_ID = {0: "raw", 1: "zstd", 2: "ans", 3: "rans", 4: "rans-ctx"}

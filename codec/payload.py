@@ -5,7 +5,7 @@ Layout (little-endian, 13-byte header, then the coder's body; docs/protocol.md i
     offset size field
     0      2    magic  b"AG"
     2      1    version (1)
-    3      1    coder id (0 raw, 1 zstd, 2 ans, 3 rans)
+    3      1    coder id (0 raw, 1 zstd, 2 ans, 3 rans, 4 rans-ctx)
     4      1    levels - 1 (number of centroids minus one)
     5      2    channels_total  remote channels of the model (C - k)
     7      2    channels_sent   leading remote channels present; the receiver zero-fills the rest
@@ -28,6 +28,7 @@ from .coders import CODER_BY_ID, CODER_NAMES, make_coder
 from .errors import PayloadError
 from .quantize import dequantize, quantize, validate_centroids
 from .rans import validate_frequencies
+from .rans_ctx import ContextModel
 
 MAGIC = b"AG"
 VERSION = 1
@@ -89,6 +90,7 @@ class FeatureCodec:
         zstd_level: int = 19,
         frequencies=None,
         frequency_bits: int | None = None,
+        context: dict | None = None,
     ):
         self.centroids = validate_centroids(centroids)
         self.levels = int(self.centroids.size)
@@ -110,6 +112,8 @@ class FeatureCodec:
                 raise ValueError("frequencies and frequency_bits come together (both or neither)")
             self.frequencies = validate_frequencies(frequencies, frequency_bits, channels, self.levels)
             self.frequency_bits = int(frequency_bits)
+        # The rans-ctx coder's context rule and tables (manifest coder.context), validated here.
+        self.context = None if context is None else ContextModel(context, channels, height, width, self.levels)
         if default_coder not in CODER_NAMES:
             raise ValueError(f"unknown coder {default_coder!r}; choose one of {', '.join(CODER_NAMES)}")
         available = {"raw", "zstd"}
@@ -117,9 +121,11 @@ class FeatureCodec:
             available.add("ans")
         if self.frequencies is not None:
             available.add("rans")
+        if self.context is not None:
+            available.add("rans-ctx")
         self.default_coder = default_coder
         self._coders = {
-            name: make_coder(name, zstd_level, self.frequencies, self.frequency_bits)
+            name: make_coder(name, zstd_level, self.frequencies, self.frequency_bits, self.context)
             for name in CODER_NAMES if name in available
         }
 
@@ -137,17 +143,18 @@ class FeatureCodec:
             zstd_level=coder.get("zstd_level", 19),
             frequencies=coder.get("frequencies"),
             frequency_bits=coder.get("frequency_bits"),
+            context=coder.get("context"),
         )
 
     @property
     def available_coders(self) -> tuple[str, ...]:
-        """Coders this model can use (ans and rans need the manifest's tables), in CODER_NAMES order."""
+        """Coders this model can use (ans, rans and rans-ctx need the manifest's tables), in CODER_NAMES order."""
         return tuple(name for name in CODER_NAMES if name in self._coders)
 
     def _coder(self, name: str | None):
         name = name or self.default_coder
         if name not in self._coders:
-            tables = {"ans": "coder.symbol_probabilities", "rans": "coder.frequencies"}
+            tables = {"ans": "coder.symbol_probabilities", "rans": "coder.frequencies", "rans-ctx": "coder.context"}
             raise PayloadError(f"coder {name!r} is not available for this model (no {tables[name]} in its manifest)"
                                if name in tables else f"unknown coder {name!r}")
         return self._coders[name]

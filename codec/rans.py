@@ -231,12 +231,19 @@ class DecoderTables:
         """Symbols of one body; raise PayloadError unless ``body`` is exactly their encoding.
 
         table_index: int [S], the table of each symbol (S comes from the model, never from the body).
+        """
+        tables = np.asarray(table_index, dtype=np.int64).reshape(-1).tolist()
+        return self.decode_adaptive(body, len(tables), lambda i, out: tables[i])
+
+    def decode_adaptive(self, body: bytes, count: int, table_at, outside: int = 0) -> np.ndarray:
+        """Symbols of one body whose table may depend on the symbols decoded before it.
+
+        table_at(i, out) -> table of symbol i, where out[:i] are the symbols decoded so far and
+        out[count] holds ``outside`` (a context coder points neighbours outside the payload there).
         The checks make the decoder the exact inverse of the encoder: a unit is read only where the
         encoder must have emitted one, the body is consumed exactly and the state ends at 0, so a
         truncated, extended or altered body is rejected rather than decoded into other symbols.
         """
-        tables = np.asarray(table_index, dtype=np.int64).reshape(-1).tolist()
-        count = len(tables)
         body = bytes(body)
         if len(body) > max_body_bytes(count):
             raise PayloadError(f"rans body of {len(body)} bytes is longer than any encoding of {count} symbols")
@@ -247,8 +254,9 @@ class DecoderTables:
             pos += 1
         precision, mask = self.precision, (1 << self.precision) - 1
         starts, entries, slots = self._starts, self._entries, self._slots
-        out = [0] * count
-        for i, t in enumerate(tables):
+        out = [0] * count + [outside]
+        for i in range(count):
+            t = table_at(i, out)
             slot = x & mask
             s, f, c, limit = slots[t][slot] if slots is not None else entries[t][bisect_right(starts[t], slot) - 1]
             x = f * (x >> precision) + slot - c
@@ -262,7 +270,7 @@ class DecoderTables:
             raise PayloadError(f"rans body has {end - pos} unit(s) left after the last symbol (corrupt or wrong model)")
         if x != 0:
             raise PayloadError("rans body does not end in the initial state (truncated, corrupt or wrong model)")
-        return np.asarray(out, dtype=np.uint8)
+        return np.asarray(out[:count], dtype=np.uint8)
 
     @staticmethod
     def _units(body: bytes) -> list[int]:

@@ -165,7 +165,7 @@ class Agent:
         payload, sent = b"", 0
         if self.client is None:
             reply = RemoteReply(reason=Reason.NO_SERVER, detail="agent runs without a server")
-        elif not self.client.connected:
+        elif not self.client.wait_ready(self.deadline_s):
             # Skip the encoding work nobody would receive; the answer says why.
             reply = self.client.infer(b"", self.deadline_s)
         else:

@@ -42,7 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "device.onnx (default auto: int8 when the bundle has it)")
 
     s = p.add_argument_group("server")
-    s.add_argument("--server", default=DEFAULT_SERVER, help="HOST:PORT of agilenn-server (default %(default)s)")
+    s.add_argument("--server", default=DEFAULT_SERVER,
+                   help="HOST:PORT of agilenn-server (default %(default)s); several replicas: IP:PORT,IP:PORT,... "
+                        "or dns:///NAME:PORT, balanced round_robin with health checking")
     s.add_argument("--local-only", action="store_true", help="no server: answer from the local predictor alone")
     s.add_argument("--deadline-ms", type=float, default=DEFAULT_DEADLINE_MS,
                    help="wait at most this long for the remote logits, then answer locally (default %(default)s)")

@@ -9,6 +9,7 @@ features to anything else.
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
 import json
 import logging
@@ -29,6 +30,46 @@ log = logging.getLogger("agilenn.agent.client")
 
 # Manifest fields both ends must agree on for the features to mean the same thing.
 _MUST_MATCH = ("input", "classes", "features", "quantizer", "alpha")
+
+# Several replicas (an address list or a dns:/// name): gRPC's own client-side balancing. round_robin
+# keeps a connection to every resolved address and spreads new calls over the ready ones; health
+# checking (grpc.health.v1 Watch on the server's Inference service) takes a draining or sick
+# replica out of the picks before its connection goes. See docs/server.md, "Deploying".
+_REPLICA_SERVICE_CONFIG = json.dumps({
+    "loadBalancingConfig": [{"round_robin": {}}],
+    "healthCheckConfig": {"serviceName": "agilenn.v1.Inference"},
+})
+
+
+def channel_target(server: str) -> tuple[str, bool]:
+    """The gRPC target for ``--server``, and whether it names several replicas.
+
+    ``host:port`` is used as it is (one server). ``a:port,b:port,...`` must be IP literals (gRPC's
+    ``ipv4:``/``ipv6:`` address lists; host names have no list syntax in gRPC); for host names use
+    one DNS name that resolves to every replica, ``dns:///name:port`` (e.g. a Kubernetes headless
+    Service), which is re-resolved when connections fail.
+    """
+    server = server.strip()
+    if server.startswith("dns:"):
+        return server, True
+    if "," not in server:
+        return server, False
+    families, hosts = set(), []
+    for item in (part.strip() for part in server.split(",")):
+        host, sep, port = item.rpartition(":")
+        if not sep or not port.isdigit() or not 0 < int(port) < 65536 or host.count(":") == 1:
+            raise ValueError(f"--server {server!r}: {item!r} has no valid port (IP:PORT, [IPv6]:PORT)")
+        host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+        try:
+            family = ipaddress.ip_address(host).version
+        except ValueError:
+            raise ValueError(f"--server {server!r}: {item!r} is not IP:PORT; a list of servers takes IP "
+                             "addresses (for host names use one DNS name, dns:///NAME:PORT)") from None
+        families.add(family)
+        hosts.append(f"[{host}]:{port}" if family == 6 else f"{host}:{port}")
+    if len(families) > 1:
+        raise ValueError(f"--server {server!r}: mixes IPv4 and IPv6 addresses (gRPC lists take one family)")
+    return f"ipv{families.pop()}:{','.join(hosts)}", True
 
 
 @dataclass
@@ -84,8 +125,10 @@ class RemoteClient:
         backoff_initial_s: float = 0.1,
         backoff_max_s: float = 2.0,
         max_deadline_misses: int = 3,
+        failover_wait_s: float = 0.25,
     ):
         self.address = address
+        self.target, self.replicas = channel_target(address)  # ValueError names a bad --server at once
         self.model = pb.ModelRef(name=manifest["model"]["name"], version=manifest["model"]["version"])
         self._manifest = manifest
         self.security = security or ClientSecurity()
@@ -97,6 +140,11 @@ class RemoteClient:
         # torn down, answers go local at once, and the reconnect loop finds out whether it is alive.
         self.max_deadline_misses = max_deadline_misses
         self._misses = 0
+        # Several replicas: right after a stream breaks, a survivor usually takes over within
+        # milliseconds (tests/deploy/test_replicas.py), so inputs arriving in this window wait for
+        # it (never past their deadline) instead of being answered locally at once.
+        self.failover_wait_s = failover_wait_s
+        self._down_since: float | None = None
 
         self._lock = threading.Condition()
         self._state = "connecting"  # connecting | ready | down | mismatch | closed
@@ -141,16 +189,18 @@ class RemoteClient:
     def _make_channel(self) -> grpc.Channel:
         s = self.security
         options = [("grpc.max_receive_message_length", 16 << 20)]
+        if self.replicas:
+            options.append(("grpc.service_config", _REPLICA_SERVICE_CONFIG))
         if s.server_name:
             options.append(("grpc.ssl_target_name_override", s.server_name))
         if not (s.tls or s.ca_file or s.cert_file):
-            return grpc.insecure_channel(self.address, options=options)
+            return grpc.insecure_channel(self.target, options=options)
         creds = grpc.ssl_channel_credentials(
             root_certificates=_read(s.ca_file) if s.ca_file else None,
             private_key=_read(s.key_file) if s.key_file else None,
             certificate_chain=_read(s.cert_file) if s.cert_file else None,
         )
-        return grpc.secure_channel(self.address, creds, options=options)
+        return grpc.secure_channel(self.target, creds, options=options)
 
     def _check_manifest(self, stub) -> None:
         try:
@@ -242,6 +292,7 @@ class RemoteClient:
             if self._state != "closed":
                 log.info("server %s: down (%s)", self.address, detail)
                 self._state, self._state_detail = "down", detail
+                self._down_since = time.monotonic()
             self._lock.notify_all()
         requests.put(None)  # ends the request iterator
         for pending in failed.values():
@@ -266,7 +317,9 @@ class RemoteClient:
         start = time.perf_counter()
         pending = _Pending()
         with self._lock:
-            if self._state != "ready" or self._requests is None:
+            # b"": the caller skipped encoding because the link was down (Agent.infer); never send it,
+            # even if the stream came back in between.
+            if self._state != "ready" or self._requests is None or not payload:
                 reason = Reason.MODEL_MISMATCH if self._state == "mismatch" else Reason.SERVER_UNAVAILABLE
                 return RemoteReply(reason=reason, detail=self._state_detail)
             request_id = next(self._ids)
@@ -285,6 +338,18 @@ class RemoteClient:
         reply = pending.reply
         reply.network_ms = (time.perf_counter() - start) * 1e3
         return reply
+
+    def wait_ready(self, deadline_s: float | None) -> bool:
+        """Whether a request can go out now. With several replicas, just after the stream broke,
+        first wait (at most failover_wait_s since the break, and never past deadline_s) for the
+        reconnection to a survivor; otherwise answer at once."""
+        with self._lock:
+            if self.replicas and self._state in ("down", "connecting") and self._down_since is not None:
+                now = time.monotonic()
+                end = min(self._down_since + self.failover_wait_s,
+                          now + (deadline_s if deadline_s is not None else self.failover_wait_s))
+                self._lock.wait_for(lambda: self._state not in ("down", "connecting"), max(0.0, end - now))
+            return self._state == "ready"
 
     def _missed_deadline(self) -> None:
         with self._lock:

@@ -205,7 +205,8 @@ def validate_manifest(manifest: dict, where: str = MANIFEST) -> None:
     try:
         FeatureCodec.from_manifest(manifest)
     except (ValueError, TypeError, KeyError) as exc:
-        field = "'coder.frequencies'" if "frequenc" in str(exc) else "'coder.symbol_probabilities'"
+        field = ("'coder.context'" if "coder.context" in str(exc) else
+                 "'coder.frequencies'" if "frequenc" in str(exc) else "'coder.symbol_probabilities'")
         raise BundleError(f"{where}: {field}: {exc}") from None
     if coder.get("default", "ans") == "ans":
         _require(coder.get("symbol_probabilities") is not None, where,
@@ -213,6 +214,8 @@ def validate_manifest(manifest: dict, where: str = MANIFEST) -> None:
     if coder.get("default") == "rans":
         _require(coder.get("frequencies") is not None, where,
                  "'coder.frequencies' and 'coder.frequency_bits' are required when the default coder is rans")
+    if coder.get("default") == "rans-ctx":
+        _require(coder.get("context") is not None, where, "'coder.context' is required when the default coder is rans-ctx")
 
     files = manifest.get("files")
     _require(isinstance(files, dict) and "device" in files and "remote" in files, where,

@@ -66,6 +66,7 @@ class ServerOptions:
     grace_s: float = 10.0  # how long shutdown waits for in-flight RPCs
     shutdown_delay_s: float = 0.0  # NOT_SERVING but still serving, so load balancers move away first
     ready_file: Path | None = None  # written (JSON: port, metrics_port, pid) once SERVING
+    reuse_port: bool = False  # SO_REUSEPORT: set by --workers for its worker processes only (server/workers.py)
 
     def batching(self) -> BatchingOptions:
         return BatchingOptions(max_batch_size=self.max_batch_size, max_queue_delay_s=self.max_queue_delay_us / 1e6,
@@ -109,7 +110,9 @@ class InferenceServer:
             interceptors=interceptors,
             options=[
                 ("grpc.max_receive_message_length", o.max_request_bytes + _ENVELOPE_BYTES),
-                ("grpc.so_reuseport", 0),  # a second server on the same port must fail, not share it
+                # A second server on the same port must fail, not share it; only --workers' own
+                # processes share one port, and its supervisor checked the port was free first.
+                ("grpc.so_reuseport", 1 if o.reuse_port else 0),
                 # Devices keep idle streams alive with pings; accept them rather than GOAWAY.
                 ("grpc.keepalive_permit_without_calls", 1),
                 ("grpc.http2.min_recv_ping_interval_without_data_ms", 5000),

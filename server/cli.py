@@ -32,6 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics-port", type=int, default=None,
                    help="serve Prometheus metrics over HTTP on this port (default: off; 0: any free port)")
     p.add_argument("--metrics-host", default=d.metrics_host, help="address of the metrics endpoint (default %(default)s)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="server processes sharing the port (SO_REUSEPORT), one per core to use; the metrics "
+                        "endpoint sums them (default %(default)s; see docs/server.md, Deploying)")
     g = p.add_argument_group("batching")
     g.add_argument("--max-batch-size", type=int, default=d.max_batch_size,
                    help="requests per ONNX run at most; 1 turns batching off (default %(default)s)")
@@ -82,6 +85,8 @@ def _check(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         p.error("--max-queue-delay-us must be >= 0")
     if args.max_queue_size < 1 or args.stream_window < 1 or args.onnx_threads < 1:
         p.error("--max-queue-size, --stream-window and --onnx-threads must be >= 1")
+    if args.workers < 1:
+        p.error("--workers must be >= 1")
     if args.max_request_bytes < 64:
         p.error("--max-request-bytes must be >= 64")
     if bool(args.tls_cert) != bool(args.tls_key):
@@ -113,10 +118,14 @@ def main(argv=None) -> int:
     loop_name = install_event_loop()
     log.info("event loop: %s", loop_name)
     try:
+        if args.workers > 1:
+            from .workers import run_workers
+
+            return run_workers(options_from_args(args), args.workers, args.log_level)
         asyncio.run(serve(options_from_args(args)))
     except (BundleError, ValueError, OSError) as exc:
         hint = ""
-        if not args.model_dir:
+        if isinstance(exc, BundleError) and not args.model_dir:  # only a model problem has to do with the repository
             hint = (f" (no --model-dir given, so the shipped repository {DEFAULT_REPOSITORY} was used; train and "
                     "export a bundle there, or pass --model-dir)")
         print(f"agilenn-server: error: {exc}{hint}", file=sys.stderr)

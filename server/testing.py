@@ -137,6 +137,15 @@ class RunningServer:
                 return exc.code().name
         return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
 
+    @property
+    def pids(self) -> list[int]:
+        """The processes doing the serving: the workers under --workers N, else the server itself."""
+        try:
+            info = json.loads(self._ready.read_text(encoding="utf-8"))
+        except (FileNotFoundError, ValueError):
+            return [self.process.pid] if self.process else []
+        return info.get("workers") or [info["pid"]]
+
     def is_running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 

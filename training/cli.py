@@ -3,6 +3,8 @@ training, export, report). Every stage checkpoints under --out; --resume picks u
 
 Example (the shipped Fashion-MNIST bundle is produced this way, see docs/training.md):
     agilenn-train --dataset fashion-mnist --out runs/fmnist --bundle-dir models/repository/agilenn-fashion-mnist/1
+Data parallel over N processes (DistributedDataParallel; gloo on CPU, nccl on GPUs; training/distributed.py):
+    torchrun --standalone --nproc_per_node N -m agilenn.training.cli --threads 1 --dataset fashion-mnist --out ...
 """
 from __future__ import annotations
 
@@ -131,22 +133,26 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from pathlib import Path
 
+    from .distributed import world_from_env
     from .trainer import run_all
 
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     cfg = config_from_args(args)
     Path(cfg.out).mkdir(parents=True, exist_ok=True)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S",
-                        handlers=[logging.StreamHandler(), logging.FileHandler(Path(cfg.out) / "train.log")],
-                        force=True)
+    main_rank = world_from_env().main  # under torchrun only rank 0 logs to the console and train.log
+    logging.basicConfig(level=logging.INFO if main_rank else logging.WARNING, format="%(asctime)s %(message)s",
+                        datefmt="%H:%M:%S", force=True,
+                        handlers=[logging.StreamHandler()]
+                        + ([logging.FileHandler(Path(cfg.out) / "train.log")] if main_rank else []))
     command = shlex.join(["agilenn-train", *argv])
     try:
         bundle = run_all(cfg, resume=args.resume, command=command, bundle_dir=args.bundle_dir)
     except DatasetNotFoundError as exc:
         print(f"agilenn-train: {exc}", file=sys.stderr)
         return 2
-    print(bundle)
+    if bundle is not None:  # None: a torchrun rank other than 0
+        print(bundle)
     return 0
 
 

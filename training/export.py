@@ -37,20 +37,24 @@ def _export(module: nn.Module, example, path: Path, inputs: list[str], outputs: 
 
 
 @torch.no_grad()
-def symbol_probabilities(model, x: torch.Tensor, centroids: np.ndarray, batch_size: int = 1000) -> np.ndarray:
-    """Per remote channel, how often each centroid index occurs on ``x`` (the training set),
-    quantized exactly as the codec does (nearest centroid in numpy). Add-one smoothing keeps every
-    symbol encodable."""
+def train_symbols(model, x: torch.Tensor, centroids: np.ndarray, batch_size: int = 1000) -> np.ndarray:
+    """Centroid indices uint8 [N, R, h, w] of the remote channels on ``x`` (the training set),
+    quantized exactly as the codec does (nearest centroid in numpy)."""
     from agilenn.codec import quantize
 
     model.eval()
-    k, L = model.cfg.k, len(centroids)
-    counts = None
-    for i in range(0, x.shape[0], batch_size):
-        f = model.extractor(x[i:i + batch_size])[:, k:].cpu().numpy()
-        idx = quantize(f, centroids)  # [n, R, h, w]
-        c = np.stack([np.bincount(idx[:, ch].reshape(-1), minlength=L) for ch in range(idx.shape[1])])
-        counts = c if counts is None else counts + c
+    k = model.cfg.k
+    return np.concatenate([quantize(model.extractor(x[i:i + batch_size])[:, k:].cpu().numpy(), centroids)
+                           for i in range(0, x.shape[0], batch_size)])
+
+
+def symbol_probabilities(model, x: torch.Tensor, centroids: np.ndarray, batch_size: int = 1000,
+                         symbols: np.ndarray | None = None) -> np.ndarray:
+    """Per remote channel, how often each centroid index occurs on ``x`` (the training set; or on
+    the given ``symbols`` of it). Add-one smoothing keeps every symbol encodable."""
+    idx = train_symbols(model, x, centroids, batch_size) if symbols is None else symbols
+    L = len(centroids)
+    counts = np.stack([np.bincount(idx[:, ch].reshape(-1), minlength=L) for ch in range(idx.shape[1])])
     counts = counts.astype(np.float64) + 1.0
     return counts / counts.sum(1, keepdims=True)
 
@@ -62,6 +66,17 @@ def rans_tables(probabilities, precision: int | None = None) -> dict:
 
     bits = DEFAULT_PRECISION if precision is None else precision
     return {"frequency_bits": bits, "frequencies": quantize_frequencies(probabilities, bits).tolist()}
+
+
+def context_tables(symbols: np.ndarray, levels: int, split: str) -> dict:
+    """The rans-ctx coder's tables (codec/context_fit.py) from the float part's training symbols;
+    the trainer refits them on the integer device part's symbols once that exists
+    (training/context_tables.py)."""
+    from agilenn.codec.context_fit import fit_context
+
+    context = fit_context(symbols, levels)
+    context["fitted_on"].update(split=split, numerics="float")
+    return context
 
 
 def export_bundle(run, ref, model, bundle_dir: Path, command: str, evaluator=None, channel_order=None) -> dict:
@@ -96,7 +111,8 @@ def export_bundle(run, ref, model, bundle_dir: Path, command: str, evaluator=Non
                "channel_order": [int(c) for c in channel_order] if channel_order is not None else None}
 
     centroids = model.quantizer.sorted_centroids().numpy().astype(np.float32)
-    probs = symbol_probabilities(model, run.x_train, centroids)
+    symbols = train_symbols(model, run.x_train, centroids)
+    probs = symbol_probabilities(model, run.x_train, centroids, symbols=symbols)
     manifest = {
         "format": "agilenn-bundle",
         "format_version": FORMAT_VERSION,
@@ -110,7 +126,7 @@ def export_bundle(run, ref, model, bundle_dir: Path, command: str, evaluator=Non
         "quantizer": {"centroids": [float(c) for c in centroids]},
         # float32 -> float: bundle.merge() casts back to float32, reproducing training exactly
         "alpha": float(model.alpha.detach().float().item()),
-        "coder": {"default": "rans", "zstd_level": 19, "symbol_probabilities": probs.round(8).tolist()},
+        "coder": {"default": "rans-ctx", "zstd_level": 19, "symbol_probabilities": probs.round(8).tolist()},
         "files": files,
         "metrics": {},
         # device_cost and the integer device part are added by agilenn.firmware.bundle_int8 after the report
@@ -122,6 +138,7 @@ def export_bundle(run, ref, model, bundle_dir: Path, command: str, evaluator=Non
     p = np.asarray(manifest["coder"]["symbol_probabilities"])
     manifest["coder"]["symbol_probabilities"] = (p / p.sum(1, keepdims=True)).tolist()
     manifest["coder"].update(rans_tables(manifest["coder"]["symbol_probabilities"]))
+    manifest["coder"]["context"] = context_tables(symbols, len(centroids), f"{cfg.dataset} train")
     write_manifest(bundle_dir, manifest)
     return manifest
 

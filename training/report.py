@@ -86,7 +86,7 @@ def measure(run, ref, model, evaluator, bundle_dir: Path, manifest: dict) -> tup
 
     # bytes on the wire, per coder (full payload: 13-byte header + body)
     sizes = {coder: np.array([len(codec.encode_indices(idx_all[j], coder)) for j in range(n)])
-             for coder in ("ans", "rans", "zstd", "raw")}
+             for coder in ("ans", "rans", "rans-ctx", "zstd", "raw")}
     coders = {coder: float(s.mean()) for coder, s in sizes.items()}
     ans_sizes = sizes["ans"]
 
@@ -133,6 +133,7 @@ def measure(run, ref, model, evaluator, bundle_dir: Path, manifest: dict) -> tup
         "ans_bytes_mean": coders["ans"],
         "ans_bytes_p95": float(np.percentile(ans_sizes, 95)),
         "rans_bytes_mean": coders["rans"],
+        "rans_ctx_bytes_mean": coders["rans-ctx"],
         "zstd_bytes_mean": coders["zstd"],
         "raw_bytes_mean": coders["raw"],
         "payload_header_bytes": 13,
@@ -203,6 +204,8 @@ def _markdown(manifest: dict, metrics: dict, plots: list[str], cost: dict) -> st
         f"| skewness ≥ ρ={metrics['rho']} | {pct(metrics['skewness_frac_ge_rho'])} |",
         f"| skewness ≥ 0.8 | {pct(metrics['skewness_frac_ge_0.8'])} |",
         f"| ANS bytes / inference (mean, p95) | {metrics['ans_bytes_mean']:.1f}, {metrics['ans_bytes_p95']:.0f} |",
+        f"| rans / rans-ctx (context-adaptive) bytes / inference | {metrics['rans_bytes_mean']:.1f} / "
+        f"{metrics['rans_ctx_bytes_mean']:.1f} |",
         f"| zstd bytes / inference | {metrics['zstd_bytes_mean']:.1f} |",
         f"| raw bytes / inference | {metrics['raw_bytes_mean']:.1f} |",
         f"| order-0 entropy of the body | {metrics['order0_entropy_body_bytes_mean']:.1f} B (+13 B header) |",

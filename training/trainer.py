@@ -27,6 +27,7 @@ from tqdm import tqdm
 from agilenn.datasets import load_dataset
 
 from . import data as D
+from . import distributed
 from .nets import AgileNN, ArchConfig, ReferenceNN, nested_dropout_mask, prefix_mask
 from .preselect import channel_order, measure_channel_importance
 from .xai import ZeroBaselineGrad, channel_importance, disorder_loss, importance, skewness, skewness_loss
@@ -86,7 +87,9 @@ class Run:
         torch.manual_seed(cfg.seed)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        self.dev = torch.device(cfg.device)
+        # Under torchrun: this rank's place in the group (distributed.py); one process otherwise.
+        self.dist, device = distributed.init(cfg.device)
+        self.dev = torch.device(device)
         self.out = Path(cfg.out)
         self.ckpt_dir = self.out / "ckpt"
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
@@ -111,13 +114,23 @@ class Run:
         return torch.load(p, map_location="cpu", weights_only=False) if (self.resume and p.exists()) else None
 
     def save(self, stage: str, state: dict) -> None:
+        if not self.dist.main:
+            return  # every rank holds the same model; rank 0 writes it
         tmp = self.ckpt(stage).with_suffix(".tmp")
         torch.save(state, tmp)
         tmp.replace(self.ckpt(stage))
 
     def train_batches(self):
+        d = self.dist
         for xb, yb in D.batches(self.x_train, self.y_train, self.cfg.batch_size, True, self.gen):
-            yield D.augment(xb, flip=self.cfg.flip, gen=self.gen).to(self.dev), yb.to(self.dev)
+            # The whole global batch is augmented on every rank, so all ranks draw the same numbers
+            # from self.gen; each then keeps its stride of it.
+            xb = D.augment(xb, flip=self.cfg.flip, gen=self.gen)
+            if d.enabled:
+                if len(yb) < d.world:
+                    continue  # a last batch too small to give every rank a sample
+                xb, yb = xb[d.rank::d.world], yb[d.rank::d.world]
+            yield xb.to(self.dev), yb.to(self.dev)
 
     def sample(self, split: str, n: int | None) -> tuple[torch.Tensor, torch.Tensor]:
         """A fixed random subset of n items of a split (all of it when n is None or too big).
@@ -153,6 +166,8 @@ def _bar(run: Run, stage: str, epoch: int, epochs: int):
     """Progress over one epoch's batches: a tqdm bar on a terminal; otherwise (a background run
     logging to a file, where tqdm prints nothing) a log line every LOG_EVERY_S with rate and ETA."""
     desc = f"{stage} {epoch + 1}/{epochs}"
+    if not run.dist.main:  # under torchrun only rank 0 reports
+        return run.train_batches()
     if sys.stderr.isatty():
         return tqdm(run.train_batches(), total=run.steps_per_epoch(), desc=desc, leave=False, mininterval=5.0)
     return _logged_progress(run.train_batches(), run.steps_per_epoch(), desc)
@@ -191,13 +206,15 @@ def train_reference(run: Run) -> ReferenceNN:
         opt.load_state_dict(st["opt"]); sched.load_state_dict(st["sched"]); start = st["epoch"]
         log.info("reference: resuming at epoch %d", start + 1)
     acc = run.accuracy(model.eval()) if cfg.ref_epochs == 0 else 0.0
+    net = distributed.wrap(model, run.dist, run.dev)  # what training steps call (DDP when sharded)
     for epoch in range(start, cfg.ref_epochs):
         model.train()
         t0, tot, n = time.time(), 0.0, 0
         for xb, yb in _bar(run, "reference", epoch, cfg.ref_epochs):
-            loss = F.cross_entropy(model(xb, ref_feature_mask(len(yb), cfg.arch, cfg.ref_nested_p_full, run.dev)), yb)
+            loss = F.cross_entropy(net(xb, ref_feature_mask(len(yb), cfg.arch, cfg.ref_nested_p_full, run.dev)), yb)
             opt.zero_grad(set_to_none=True); loss.backward(); opt.step(); sched.step()
             tot += loss.item() * len(yb); n += len(yb)
+        distributed.sync_buffers(model, run.dist)
         acc = run.accuracy(model.eval())
         log.info("reference epoch %d/%d  loss %.4f  test_acc %.4f  (%.0fs)", epoch + 1, cfg.ref_epochs,
                  tot / max(1, n), acc, time.time() - t0)
@@ -243,6 +260,7 @@ def train_extractor(run: Run, ref: ReferenceNN):
         opt.load_state_dict(st["opt"]); start = st["epoch"]
     acc = evaluator_accuracy(run, extractor, evaluator)
     log.info("extractor init from reference stem: evaluator acc on extractor features %.4f", acc)
+    net = distributed.wrap(extractor, run.dist, run.dev)
     for epoch in range(start, cfg.extractor_epochs):
         extractor.train()
         t0, tot, n = time.time(), 0.0, 0
@@ -251,9 +269,10 @@ def train_extractor(run: Run, ref: ReferenceNN):
             for g in opt.param_groups:  # cosine within the stage
                 g["lr"] = cfg.extractor_lr * 0.5 * (1 + math.cos(math.pi * (epoch * steps + i) /
                                                                  (cfg.extractor_epochs * steps)))
-            loss = F.cross_entropy(evaluator(extractor(xb)), yb)
+            loss = F.cross_entropy(evaluator(net(xb)), yb)
             opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
             tot += loss.item() * len(yb); n += len(yb)
+        distributed.sync_buffers(extractor, run.dist)
         acc = evaluator_accuracy(run, extractor, evaluator)
         log.info("extractor epoch %d/%d  loss %.4f  evaluator_acc_on_extractor %.4f  (%.0fs)", epoch + 1,
                  cfg.extractor_epochs, tot / max(1, n), acc, time.time() - t0)
@@ -275,7 +294,10 @@ def run_preselect(run: Run, extractor, evaluator):
     else:
         xs, ys = run.sample("train", cfg.preselect_samples)
         zg = ZeroBaselineGrad(evaluator, (cfg.arch.channels, *cfg.arch.feature_hw), cfg.arch.num_classes)
-        ci = measure_channel_importance(evaluator, extractor, xs.to(run.dev), ys.to(run.dev), cfg.xai, cfg.ig_steps, zg)
+        part = distributed.shard(xs.shape[0], run.dist)  # sharded: each rank its chunk, rows gathered back in order
+        ci = measure_channel_importance(evaluator, extractor, xs[part].to(run.dev), ys[part].to(run.dev), cfg.xai,
+                                        cfg.ig_steps, zg)
+        ci = distributed.gather_rows(ci, run.dist).to(run.dev)
         perm = channel_order(ci.cpu(), cfg.arch.k, cfg.preselect)
         before = skewness(ci, cfg.arch.k).mean().item()
         after = skewness(ci[:, perm.to(ci.device)], cfg.arch.k).mean().item()
@@ -342,6 +364,7 @@ def train_joint(run: Run, extractor, evaluator) -> AgileNN:
         log.info("joint: resuming at epoch %d", start + 1)
     steps = run.steps_per_epoch()
     total = max(1, cfg.joint_epochs * steps)
+    net = distributed.wrap(model, run.dist, run.dev)
     for epoch in range(start, cfg.joint_epochs):
         model.train()
         t0 = time.time()
@@ -354,7 +377,7 @@ def train_joint(run: Run, extractor, evaluator) -> AgileNN:
             for g in opt.param_groups:  # short warm-up, then cosine to zero
                 g["lr"] = g["base"] * min(1.0, (epoch * steps + i + 1) / 100) * 0.5 * (1 + math.cos(math.pi * t))
             mask = nested_dropout_mask(len(yb), R, cfg.nested_p_full, run.dev)
-            out = model(xb, remote_mask=mask)
+            out = net(xb, remote_mask=mask)
             # lam == 1 (the plain split baseline) needs no double backprop: the XAI terms weigh nothing
             I, ev_logits = importance(evaluator, out["features"], yb, cfg.xai, cfg.ig_steps, zg,
                                       create_graph=cfg.lam < 1)
@@ -379,7 +402,8 @@ def train_joint(run: Run, extractor, evaluator) -> AgileNN:
                 sums["eval_acc"] += (ev_logits.argmax(1) == yb).sum().item()
             if i % 50 == 0 and hasattr(bar, "set_postfix"):
                 bar.set_postfix(loss=f"{loss.item():.3f}", skew=f"{skewness(ci, k).mean().item():.2f}")
-        m = {key: v / max(1, n) for key, v in sums.items()}
+        m = {key: v / max(1, n) for key, v in sums.items()}  # rank 0's shard when sharded
+        distributed.sync_buffers(model, run.dist)
         test = evaluate_split(run, model, evaluator, n_max=2000)
         log.info("joint epoch %d/%d  loss %.4f ce %.4f L_skew %.4f L_dis %.4f rate %.3fb | train: skew %.3f acc %.4f "
                  "evaluator_acc %.4f | test: combined %.4f local %.4f remote %.4f evaluator_on_extractor %.4f "
@@ -440,13 +464,20 @@ def run_all(cfg: TrainConfig, resume: bool = False, command: str = "", bundle_di
     from .report import write_report
 
     run = Run(cfg, resume)
-    (run.out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
+    if run.dist.main:
+        (run.out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
+    if run.dist.enabled:
+        log.info("data parallel: %d processes (%s), global batch %d", run.dist.world,
+                 "nccl" if run.dev.type == "cuda" else "gloo", cfg.batch_size)
     log.info("data: %s train %d test %d, input %s, features %dx%dx%d (k=%d)", cfg.dataset, len(run.y_train),
              len(run.y_test), run.train_raw.shape_chw, cfg.arch.channels, *cfg.arch.feature_hw, cfg.arch.k)
     ref = train_reference(run)
     extractor, evaluator = train_extractor(run, ref)
     perm = run_preselect(run, extractor, evaluator)
     model = train_joint(run, extractor, evaluator)
+    if not run.dist.main:  # rank 0 exports and reports
+        distributed.finish(run.dist)
+        return None
     bundle = Path(bundle_dir) if bundle_dir else run.out / "bundle"
     manifest = export_bundle(run, ref, model, bundle, command, evaluator=evaluator, channel_order=perm)
     # extractor: stage 2's, permuted by preselection; the start of joint training (which copies it)
@@ -459,5 +490,10 @@ def run_all(cfg: TrainConfig, resume: bool = False, command: str = "", bundle_di
     calib = run.train_raw.subset(CALIBRATION_IMAGES, seed=0)
     add_int8_device(bundle, calib.images, run.test_raw.images, run.test_raw.labels,
                     calibration_label=f"{cfg.dataset} train, {len(calib)} images (seed 0)")
+    # The context coder's tables, refitted on what the integer part sends (training/context_tables.py).
+    from .context_tables import add_context_tables
+
+    add_context_tables(bundle, run.train_raw.images, run.test_raw.images)
     log.info("bundle written to %s", bundle)
+    distributed.finish(run.dist)
     return bundle

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -82,3 +83,30 @@ def _offline_reference(bundle: Bundle, images: np.ndarray) -> dict:
         local.append(loc[0])
     merged, local = np.stack(merged), np.stack(local)
     return {"merged": merged, "local": local, "pred": merged.argmax(1), "local_pred": local.argmax(1)}
+
+
+@pytest.fixture
+def serial_agent():
+    """start(agent) -> (MCU-side link, bridge): a SerialBridge serving the slave end of a pty pair."""
+    from agilenn.device_agent.serial_bridge import SerialBridge
+    from agilenn.device_agent.serial_link import SerialLink, open_pty_pair, open_serial
+
+    made = {}
+
+    def start(agent):
+        master, path, slave_fd = open_pty_pair()
+        agent_link = SerialLink(open_serial(path, 921600))
+        os.close(slave_fd)
+        bridge = SerialBridge(agent_link, agent)
+        stop = threading.Event()
+        thread = threading.Thread(target=bridge.serve, args=(stop,), daemon=True)
+        thread.start()
+        made.update(stop=stop, thread=thread, links=(agent_link, SerialLink(master)))
+        return made["links"][1], bridge
+
+    yield start
+    if made:
+        made["stop"].set()
+        made["thread"].join(10)
+        for link in made["links"]:
+            link.close()

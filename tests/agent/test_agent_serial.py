@@ -2,43 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import threading
 
 import numpy as np
-import pytest
 
 from agilenn.device_agent.agent import Agent
 from agilenn.device_agent.framing import SEQ_NONE, ErrorCode, Frame, FrameError, MsgType, pack_frame
 from agilenn.device_agent.mcu_sim import McuSim
 from agilenn.device_agent.messages import ErrorMsg, Hello, HelloReply, Image, Prediction
-from agilenn.device_agent.serial_bridge import SerialBridge
-from agilenn.device_agent.serial_link import SerialLink, open_pty_pair, open_serial
 from agilenn.models import load_bundle
-
-
-@pytest.fixture
-def serial_agent(request):
-    """Start a SerialBridge on the slave end of a pty; yield (mcu-side link, bridge). Agent from the test's param."""
-    made = {}
-
-    def start(agent):
-        master, path, slave_fd = open_pty_pair()
-        agent_link = SerialLink(open_serial(path, 921600))
-        os.close(slave_fd)
-        bridge = SerialBridge(agent_link, agent)
-        stop = threading.Event()
-        thread = threading.Thread(target=bridge.serve, args=(stop,), daemon=True)
-        thread.start()
-        made.update(stop=stop, thread=thread, links=(agent_link, SerialLink(master)))
-        return made["links"][1], bridge
-
-    yield start
-    if made:
-        made["stop"].set()
-        made["thread"].join(10)
-        for link in made["links"]:
-            link.close()
 
 
 def test_round_trip_with_noise_and_corruption(serial_agent, server, synthetic_bundle, fashion_test,

@@ -2,45 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import threading
 
 import numpy as np
-import pytest
 
 from agilenn.device_agent.agent import Agent
 from agilenn.device_agent.framing import HEADER, SEQ_NONE, ErrorCode, Frame, MsgType, pack_frame
 from agilenn.device_agent.mcu_sim import FeaturesMaker, McuSim
 from agilenn.device_agent.messages import (ErrorMsg, Features, Hello, HelloReply, Image, Prediction, Reason,
                                            dequantize_logits)
-from agilenn.device_agent.serial_bridge import SerialBridge
-from agilenn.device_agent.serial_link import SerialLink, open_pty_pair, open_serial
 from agilenn.models import load_bundle
-
-
-@pytest.fixture
-def serial_agent():
-    """start(agent) -> (MCU-side link, bridge): a SerialBridge serving the slave end of a pty."""
-    made = {}
-
-    def start(agent):
-        master, path, slave_fd = open_pty_pair()
-        agent_link = SerialLink(open_serial(path, 921600))
-        os.close(slave_fd)
-        bridge = SerialBridge(agent_link, agent)
-        stop = threading.Event()
-        thread = threading.Thread(target=bridge.serve, args=(stop,), daemon=True)
-        thread.start()
-        made.update(stop=stop, thread=thread, links=(agent_link, SerialLink(master)))
-        return made["links"][1], bridge
-
-    yield start
-    if made:
-        made["stop"].set()
-        made["thread"].join(10)
-        for link in made["links"]:
-            link.close()
 
 
 def _ask(link, frame_bytes: bytes) -> Frame:

@@ -141,7 +141,8 @@ def test_firmware_in_qemu_serves_the_agent_and_survives_the_server(int8_bundle, 
             # 1. server up: every image merged, exactly as the Python agent does it
             board.release(N_FULL)
             full = list(board.results(N_FULL, timeout_s=120))
-            with Agent(bundle, server.address, deadline_ms=30_000) as py_agent:
+            # coder rans: what the generated library writes (it does not use rans-ctx, the bundle default, yet)
+            with Agent(bundle, server.address, deadline_ms=30_000, coder="rans") as py_agent:
                 assert py_agent.wait_connected(30)
                 reference = [py_agent.infer(image) for image in images[:N_FULL]]
             # 2. server killed: the firmware keeps answering, from its own local predictor

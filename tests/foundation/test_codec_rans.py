@@ -174,7 +174,7 @@ def test_payload_truncation_and_channels_sent():
 def test_shipped_bundle_tables_are_the_spec_procedure_of_its_probabilities():
     m = json.loads((SHIPPED / "manifest.json").read_text())
     coder = m["coder"]
-    assert coder["default"] == "rans" and coder["frequency_bits"] == rans.DEFAULT_PRECISION
+    assert coder["default"] == "rans-ctx" and coder["frequency_bits"] == rans.DEFAULT_PRECISION  # rans-ctx since issue 12
     again = rans.quantize_frequencies(coder["symbol_probabilities"], coder["frequency_bits"])
     assert again.tolist() == coder["frequencies"]
 

@@ -15,7 +15,7 @@ def test_server_load_benchmark_smoke(bundle_dir, tmp_path, capsys):
     assert [(r["config"], r["streams"]) for r in report["results"]] == [("batching", 4), ("no-batching", 4)]
     for r in report["results"]:
         assert r["errors"] == 0 and r["requests"] > 0 and r["p99_ms"] >= r["p50_ms"] > 0
-    assert "| batching | 4 |" in capsys.readouterr().out
+    assert "| batching | 1 | 4 |" in capsys.readouterr().out
 
 
 def test_soak_benchmark_smoke(bundle_dir, tmp_path):
@@ -32,3 +32,14 @@ def test_soak_benchmark_smoke(bundle_dir, tmp_path):
     assert soak["rss"]["before_mib"] > 0 and soak["valid_p99_ms"] > 0
     assert flood["answered"] == flood["written"] > 0
     assert report["server_log_tracebacks"] == 0
+
+
+def test_server_load_benchmark_compares_worker_counts_in_one_run(bundle_dir, tmp_path):
+    out = tmp_path / "load.json"
+    assert main(["--model-dir", str(bundle_dir), "--streams", "8", "--duration", "0.3", "--warmup", "0.1",
+                 "--configs", "batching", "--workers", "1,2", "--streams-per-connection", "2",
+                 "--out", str(out)]) == 0
+    results = json.loads(out.read_text())["results"]
+    assert [(r["workers"], r["streams"]) for r in results] == [(1, 8), (2, 8)]
+    for r in results:
+        assert r["errors"] == 0 and r["requests"] > 0 and r["server_cpu_us_per_inference"] > 0

@@ -1,0 +1,215 @@
+/* agn_rans_ctx.c: context-adaptive rANS of payload coder id 4; the format is docs/protocol.md
+ * ("rans-ctx body"), a rans body (agn_rans.c) whose table per symbol follows its neighbours.
+ *
+ * The coding step, unit output and unit input are those of agn_rans.c. They are repeated here
+ * (a dozen lines each) rather than shared, so that agn_rans.c's order-0 loops keep their table
+ * lookup inline and this file's loops compute the context inline: a per-symbol callback would cost
+ * a call on the device for every symbol.
+ */
+#include "agn_rans_ctx.h"
+
+#include <string.h>
+
+#define UNIT_BITS 16u
+#define LOW ((uint32_t)1 << UNIT_BITS) /* after a read the decoder's state is >= LOW */
+
+static int model_ok(const agn_rans_ctx_model *m)
+{
+    const agn_rans_model *r = m ? m->rows : NULL;
+    return r && r->symbols && m->bins && m->row_map && r->num_tables > 0 &&
+           r->num_tables <= AGN_RANS_CTX_MAX_ROWS && r->levels >= 2 && r->precision >= 1 &&
+           r->precision <= AGN_RANS_MAX_PRECISION && m->num_neighbours >= 1 &&
+           m->num_neighbours <= AGN_RANS_CTX_MAX_NEIGHBOURS && m->num_bins >= 1 && m->num_bins <= 256 &&
+           m->channels > 0 && m->height > 0 && m->width > 0;
+}
+
+/* num_bins^num_neighbours (<= 2^24), or 0 when a neighbour kind is unknown. */
+static uint32_t contexts_of(const agn_rans_ctx_model *m)
+{
+    uint32_t n = 1;
+    for (unsigned k = 0; k < m->num_neighbours; k++) {
+        if (m->neighbours[k] > AGN_CTX_PREV) {
+            return 0;
+        }
+        n *= m->num_bins;
+    }
+    return n;
+}
+
+/* The table of the symbol at index i = (c * height + y) * width + x, from sym[] (which holds the
+ * neighbours: the input when encoding, the output so far when decoding). Returns
+ * AGN_RANS_CTX_MAX_ROWS when the tables break their rules (a bin >= num_bins). */
+static uint32_t table_at(const agn_rans_ctx_model *m, uint32_t contexts, const uint8_t *sym, size_t i,
+                         size_t c, size_t y, size_t x, size_t plane)
+{
+    const uint32_t outside = m->rows->levels;
+    uint32_t ctx = 0;
+    for (unsigned k = 0; k < m->num_neighbours; k++) {
+        uint32_t v = outside;
+        switch (m->neighbours[k]) {
+        case AGN_CTX_LEFT:
+            v = x ? sym[i - 1u] : outside;
+            break;
+        case AGN_CTX_UP:
+            v = y ? sym[i - m->width] : outside;
+            break;
+        default: /* AGN_CTX_PREV (contexts_of() rejected other kinds) */
+            v = c ? sym[i - plane] : outside;
+            break;
+        }
+        const uint32_t bin = m->bins[v];
+        if (bin >= m->num_bins) {
+            return AGN_RANS_CTX_MAX_ROWS;
+        }
+        ctx = ctx * m->num_bins + bin;
+    }
+    const uint32_t t = m->row_map[(size_t)c * contexts + ctx];
+    return t < m->rows->num_tables ? t : AGN_RANS_CTX_MAX_ROWS;
+}
+
+/* Units are written backwards from the end of out, then moved to the front (as agn_rans.c). */
+static int put_unit(uint8_t *out, size_t *p, uint32_t unit, int one_byte)
+{
+    if (one_byte) {
+        if (*p < 1) {
+            return 0;
+        }
+        out[--*p] = (uint8_t)unit;
+        return 1;
+    }
+    if (*p < 2) {
+        return 0;
+    }
+    *p -= 2;
+    out[*p] = (uint8_t)(unit & 0xFFu); /* little-endian */
+    out[*p + 1] = (uint8_t)(unit >> 8);
+    return 1;
+}
+
+agn_status agn_rans_ctx_encode(const agn_rans_ctx_model *model, const uint8_t *symbols, size_t channels_sent,
+                               uint8_t *out, size_t out_cap, size_t *out_len)
+{
+    if (!model_ok(model) || !out || !out_len || channels_sent > model->channels || (!symbols && channels_sent)) {
+        return AGN_ERR_ARG;
+    }
+    const uint32_t contexts = contexts_of(model);
+    if (contexts == 0 || (uint64_t)contexts * model->channels > ((uint64_t)1 << 24)) {
+        return AGN_ERR_ARG;
+    }
+    const agn_rans_model *rows = model->rows;
+    const size_t plane = (size_t)model->height * model->width;
+    const size_t count = channels_sent * plane;
+    /* Neighbours are read before they are coded (the encoder runs backwards): check them all first. */
+    for (size_t i = 0; i < count; i++) {
+        if (symbols[i] >= rows->levels) {
+            return AGN_ERR_ARG;
+        }
+    }
+    const unsigned precision = rows->precision;
+    const unsigned limit_shift = 32u - precision;
+    size_t p = out_cap;
+    uint32_t x = 0; /* the initial state */
+    size_t i = count;
+    for (size_t c = channels_sent; c-- > 0;) {
+        for (size_t yy = model->height; yy-- > 0;) {
+            for (size_t xx = model->width; xx-- > 0;) {
+                i--;
+                const uint32_t t = table_at(model, contexts, symbols, i, c, yy, xx, plane);
+                if (t >= rows->num_tables) {
+                    return AGN_ERR_ARG;
+                }
+                const agn_rans_symbol *e = &rows->symbols[(size_t)t * rows->levels + symbols[i]];
+                if (x >= ((uint32_t)e->freq << limit_shift)) { /* renormalise: see agn_rans.c */
+                    if (!put_unit(out, &p, x & 0xFFFFu, 0)) {
+                        return AGN_ERR_NOSPACE;
+                    }
+                    x >>= UNIT_BITS;
+                }
+                uint32_t q = (uint32_t)(((uint64_t)x * e->rcp) >> e->rcp_shift); /* floor(x / freq) or one less */
+                uint32_t r = x - q * e->freq;
+                if (r >= e->freq) {
+                    q++;
+                    r -= e->freq;
+                }
+                x = (q << precision) + r + e->start;
+            }
+        }
+    }
+    int ok = 1; /* flush: low unit, then high unit, so the decoder reads high first */
+    if (x >> UNIT_BITS) {
+        ok = put_unit(out, &p, x & 0xFFFFu, 0) && put_unit(out, &p, x >> UNIT_BITS, (x >> UNIT_BITS) < 256u);
+    } else if (x) {
+        ok = put_unit(out, &p, x, x < 256u);
+    }
+    if (!ok) {
+        return AGN_ERR_NOSPACE;
+    }
+    *out_len = out_cap - p;
+    memmove(out, out + p, *out_len);
+    return AGN_OK;
+}
+
+agn_status agn_rans_ctx_decode(const agn_rans_ctx_model *model, const uint8_t *body, size_t body_len,
+                               size_t channels_sent, uint8_t *symbols_out)
+{
+    if (!model_ok(model) || (!body && body_len) || channels_sent > model->channels ||
+        (!symbols_out && channels_sent)) {
+        return AGN_ERR_ARG;
+    }
+    const uint32_t contexts = contexts_of(model);
+    if (contexts == 0 || (uint64_t)contexts * model->channels > ((uint64_t)1 << 24)) {
+        return AGN_ERR_ARG;
+    }
+    const agn_rans_model *rows = model->rows;
+    const size_t plane = (size_t)model->height * model->width;
+    const size_t count = channels_sent * plane;
+    if (body_len > AGN_RANS_MAX_BODY_BYTES(count)) {
+        return AGN_ERR_DATA; /* longer than any encoding of count symbols */
+    }
+    const size_t head = (body_len & 1u) ? 1u : 2u;
+    const size_t units = body_len ? 1u + (body_len - head) / 2u : 0u;
+#define UNIT(k) ((k) == 0 ? (head == 1u ? (uint32_t)body[0] : (uint32_t)body[0] | (uint32_t)body[1] << 8) \
+                          : (uint32_t)body[head + 2u * ((k) - 1u)] | (uint32_t)body[head + 2u * ((k) - 1u) + 1u] << 8)
+    if (units && (UNIT(0) == 0 || (head == 2u && UNIT(0) < 256u))) {
+        return AGN_ERR_DATA; /* the encoder never writes these: not canonical */
+    }
+    size_t pos = 0;
+    uint32_t x = 0;
+    while (x < LOW && pos < units) {
+        x = (x << UNIT_BITS) | UNIT(pos);
+        pos++;
+    }
+    const unsigned precision = rows->precision;
+    const uint32_t mask = (1u << precision) - 1u;
+    size_t i = 0;
+    for (size_t c = 0; c < channels_sent; c++) {
+        for (size_t yy = 0; yy < model->height; yy++) {
+            for (size_t xx = 0; xx < model->width; xx++, i++) {
+                const uint32_t t = table_at(model, contexts, symbols_out, i, c, yy, xx, plane);
+                if (t >= rows->num_tables) {
+                    return AGN_ERR_ARG;
+                }
+                const agn_rans_symbol *row = &rows->symbols[(size_t)t * rows->levels];
+                const uint32_t slot = x & mask;
+                uint32_t s = 0;
+                while (s + 1u < rows->levels && row[s + 1u].start <= slot) {
+                    s++;
+                }
+                x = row[s].freq * (x >> precision) + slot - row[s].start;
+                if (x < LOW && pos < units) {
+                    x = (x << UNIT_BITS) | UNIT(pos);
+                    pos++;
+                    if (x < ((uint32_t)row[s].freq << (32u - precision))) {
+                        return AGN_ERR_DATA; /* a unit where the encoder writes none */
+                    }
+                }
+                symbols_out[i] = (uint8_t)s;
+            }
+        }
+    }
+#undef UNIT
+    if (pos != units || x != 0) {
+        return AGN_ERR_DATA; /* bytes left over, or not back at the initial state */
+    }
+    return AGN_OK;
+}
