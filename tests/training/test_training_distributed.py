@@ -70,7 +70,7 @@ def _keys(d, prefix=""):
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_torchrun_two_cpu_processes_train_a_bundle(tmp_path):
-    from conftest import write_fashion_mnist  # tests/training/conftest.py
+    from training_test_helpers import write_fashion_mnist  # not `conftest`: tests/agent has one too
 
     from agilenn.models.bundle import load_bundle
     from agilenn.models.model_repository import DEFAULT_REPOSITORY
