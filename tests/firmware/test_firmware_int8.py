@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from agilenn.codec import quantize
@@ -32,13 +32,14 @@ def test_quantized_multiplier_is_within_half_an_ulp(m):
         assert abs(mult * 2.0 ** -n - m) <= 2.0 ** -(n + 1)
 
 
+@example(gaps=[0.9999999999999999], scale=0.03125)  # a midpoint an ulp below a grid point
 @given(st.lists(st.floats(min_value=0.001, max_value=1.0), min_size=1, max_size=5),
        st.floats(min_value=0.001, max_value=0.05))
 def test_integer_thresholds_agree_with_the_float_quantizer(gaps, scale):
     """index = #{i : q > T[i]} equals nearest-centroid (ties lower) on the real value s * (q + 128)."""
     centroids = np.concatenate([[0.0], np.cumsum(gaps)]).astype(np.float64)
     mids = (centroids[:-1] + centroids[1:]) / 2
-    thresholds = np.clip(np.floor(mids / scale - 128), -129, 127).astype(np.int64)
+    thresholds = np.clip(np.floor(mids / scale).astype(np.int64) - 128, -129, 127)  # as firmware/quantize.py
     q = np.arange(-128, 128)
     # the float rule "value > midpoint" on the int8 grid, compared in units of the scale (in float64
     # a value that equals a midpoint exactly could round either way when multiplied back)
