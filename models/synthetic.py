@@ -93,6 +93,7 @@ def make_random_bundle(
     with_reference: bool = True,
     default_coder: str = "ans",
     seed: int = 0,
+    merge: dict | None = None,
 ) -> Path:
     """Write a bundle into out_dir and return its path."""
     from onnx import TensorProto, helper
@@ -165,6 +166,8 @@ def make_random_bundle(
         "files": files,
         "metrics": {"note": "random weights: accuracy is chance"},
     }
+    if merge is not None:  # budget-aware merging (docs/bundle.md "merge")
+        manifest["merge"] = merge
     write_manifest(out, manifest)
     return out
 
