@@ -154,9 +154,10 @@ def calibrate(bundle, images: np.ndarray, labels: np.ndarray, split: str) -> dic
     }
 
 
-def evaluate(bundle, merge: dict, images: np.ndarray, labels: np.ndarray, split: str) -> dict:
-    """One row per channel count on ``images`` (the test split): mean payload bytes with the bundle's
-    default coder, accuracy with the single alpha and with alpha_m, and the agent's answer."""
+def evaluate(bundle, merge: dict, images: np.ndarray, labels: np.ndarray, split: str,
+             up_to: int | None = None) -> dict:
+    """One row per channel count 0..R (or 0..up_to) on ``images`` (the test split): mean payload bytes
+    with the bundle's default coder, accuracy with the single alpha and with alpha_m, and the agent's answer."""
     from agilenn.device_agent.device_model import single_thread_session
 
     local, indices = device_outputs(bundle, images)
@@ -164,15 +165,20 @@ def evaluate(bundle, merge: dict, images: np.ndarray, labels: np.ndarray, split:
     codec = bundle.codec()
     acc = lambda logits: float((logits.argmax(1) == labels).mean())  # noqa: E731
     local_acc = acc(local)
-    rows = []
-    for m in range(bundle.remote_channels + 1):
+    rows, previous = [], local.argmax(1)
+    for m in range(bundle.remote_channels + 1 if up_to is None else up_to + 1):
         remote = remote_logits(bundle, session, indices, m)
-        per_count = acc(merged(merge["alpha_by_channels"][m], local, remote))
+        per_count = merged(merge["alpha_by_channels"][m], local, remote)
         sends = m >= merge["min_channels"]
+        answer = per_count.argmax(1) if sends else local.argmax(1)
+        # the change against one channel fewer, and its paired standard error: is a dip only noise?
+        change, se = paired_gain(answer, previous, labels)
         rows.append({"channels": m, "bytes_mean": payload_bytes_mean(codec, indices, m),
                      "single_alpha_accuracy": acc(merged(bundle.alpha, local, remote)),
-                     "per_count_alpha_accuracy": per_count,
-                     "agent_sends": sends, "agent_accuracy": per_count if sends else local_acc})
+                     "per_count_alpha_accuracy": acc(per_count),
+                     "agent_sends": sends, "agent_accuracy": float((answer == labels).mean()),
+                     "agent_change_vs_one_fewer": change, "agent_change_se": se})
+        previous = answer
     return {"split": split, "images": int(len(labels)), "coder": codec.default_coder, "local_accuracy": local_acc,
             "min_channels": merge["min_channels"], "rows": rows}
 
@@ -229,7 +235,7 @@ def markdown(merge: dict, table: dict) -> str:
         REPORT_SECTION, "",
         f"alpha per number of remote channels sent, fitted on {cal['images']:,} {cal['split']} images through the "
         f"{cal['numerics']} device part and remote.onnx with the unsent channels zero-filled as the server does "
-        f"(`python -m agilenn.training.merge_calibration`). Break-even: **{merge['min_channels']} channels** (the "
+        f"(`python -m agilenn.training.merge_calibration`). Break-even: **{merge['min_channels']} channel{'' if merge['min_channels'] == 1 else 's'}** (the "
         f"smallest count from which on every count beats local-only on the training data by more than "
         f"{cal['break_even_z']:g} paired standard errors); under a byte budget admitting fewer the agent sends "
         "nothing and answers from the local predictor (reason `budget`).", "",
@@ -243,7 +249,12 @@ def markdown(merge: dict, table: dict) -> str:
                  else f"{pct(r['agent_accuracy'])} (local, 0 B)")
         lines.append(f"| {r['channels']} | {r['bytes_mean']:.1f} | {merge['alpha_by_channels'][r['channels']]:.3f} | "
                      f"{pct(r['single_alpha_accuracy'])} | {pct(r['per_count_alpha_accuracy'])} | {agent} |")
-    lines += ["", f"![{PLOT}]({PLOT})", ""]
+    worst = min(table["rows"][1:], key=lambda r: r["agent_change_vs_one_fewer"])
+    below = sum(r["agent_accuracy"] < table["local_accuracy"] for r in table["rows"])
+    lines += ["", f"What the agent answers is below local-only for {below} of {len(table['rows'])} budgets. Its "
+              f"largest drop from one channel fewer is {100 * -worst['agent_change_vs_one_fewer']:.2f} pp (at "
+              f"{worst['channels']} channels; paired standard error {100 * worst['agent_change_se']:.2f} pp), "
+              "a drop of 0 meaning monotone.", "", f"![{PLOT}]({PLOT})", ""]
     return "\n".join(lines)
 
 
