@@ -111,3 +111,12 @@ def test_bundle_without_merge_always_sends(synthetic_bundle, server, fashion_tes
         assert agent.wait_connected(30)
         r = agent.infer(fashion_test.images[0])
     assert not r.degraded and r.channels_sent == 0 and r.payload_bytes == 13
+
+
+def test_every_reason_is_in_the_serial_protocol_table():
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "serial-protocol.md").read_text()
+    for code, name in Reason.NAMES.items():
+        assert f"| {code} | {name} |" in doc, name
+    assert "reason `budget`" in (Path(__file__).resolve().parents[2] / "docs" / "agent.md").read_text()
