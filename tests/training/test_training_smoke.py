@@ -59,6 +59,11 @@ def test_bundle_loads_and_has_report(smoke_run):
     for name in ("report.json", "report.md", "skewness.png", "accuracy_vs_channels.png", "bytes.png"):
         assert (bundle_dir / name).is_file(), name
     assert m["metrics"]["torch_onnx_prediction_agreement"] == 1.0
+    # budget-aware merging, calibrated last on the training split through the integer part
+    assert len(m["merge"]["alpha_by_channels"]) == 9 and m["merge"]["calibration"]["numerics"] == "int8"
+    assert m["merge"]["calibration"]["images"] == 300 and len(m["metrics"]["merge"]["rows"]) == 9
+    assert "## Budget-aware merging" in (bundle_dir / "report.md").read_text()
+    assert (bundle_dir / "merge_accuracy_vs_bytes.png").is_file()
 
 
 def test_manifest_alpha_is_training_alpha(smoke_run):
