@@ -98,7 +98,12 @@ def test_onnx_matches_torch(smoke_run):
     np.testing.assert_allclose(deq, t["q"].numpy(), atol=1e-5)  # the codec quantizes like training
     (remote,) = rem.run(["remote_logits"], {"remote_features": deq})
     np.testing.assert_allclose(remote, t["remote"].numpy(), rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(b.merge(local, remote), t["merged"].numpy(), rtol=1e-4, atol=1e-4)
+    # training's own alpha reproduces training's merge; Bundle.merge uses the calibrated one per
+    # channel count instead (merge.alpha_by_channels, fitted after export: training/merge_calibration.py)
+    a = np.float32(b.alpha)
+    np.testing.assert_allclose(a * local + (np.float32(1) - a) * remote, t["merged"].numpy(), rtol=1e-4, atol=1e-4)
+    full = np.float32(b.manifest["merge"]["alpha_by_channels"][-1])
+    np.testing.assert_array_equal(b.merge(local, remote), full * local + (np.float32(1) - full) * remote)
     ref = ort.InferenceSession(str(bundle_dir / "reference.onnx"), providers=["CPUExecutionProvider"])
     assert ref.run(["logits"], {"image": x})[0].shape == (32, 10)
 
