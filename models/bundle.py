@@ -154,7 +154,8 @@ class Bundle:
         nchw = x.transpose(0, 3, 1, 2).astype(np.float32) * np.float32(spec["scale"])
         return ((nchw - mean) / std).astype(np.float32)
 
-    def merge(self, local_logits: np.ndarray, remote_logits: np.ndarray, channels_sent: int | None = None) -> np.ndarray:
+    def merge(self, local_logits: np.ndarray, remote_logits: np.ndarray,
+              channels_sent: int | None = None) -> np.ndarray:
         """alpha * local + (1 - alpha) * remote in float32, with the alpha for ``channels_sent`` (alpha_for)."""
         a = np.float32(self.alpha_for(channels_sent))
         return a * np.asarray(local_logits, np.float32) + (np.float32(1) - a) * np.asarray(remote_logits, np.float32)

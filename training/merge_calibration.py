@@ -57,12 +57,13 @@ def device_outputs(bundle, images: np.ndarray, batch: int = 2000) -> tuple[np.nd
             indices.append(out.indices)
         return np.concatenate(local), np.concatenate(indices)
     from agilenn.device_agent.device_model import single_thread_session
-    from agilenn.models.bundle import DEVICE_LOCAL_LOGITS, DEVICE_REMOTE_FEATURES
+    from agilenn.models.bundle import DEVICE_INPUT, DEVICE_LOCAL_LOGITS, DEVICE_REMOTE_FEATURES
 
     session, codec = single_thread_session(bundle.onnx_path("device")), bundle.codec()
     local, indices = [], []
     for i in range(0, len(images), batch):
-        ll, rf = session.run([DEVICE_LOCAL_LOGITS, DEVICE_REMOTE_FEATURES], {"image": bundle.preprocess(images[i:i + batch])})
+        x = bundle.preprocess(images[i:i + batch])
+        ll, rf = session.run([DEVICE_LOCAL_LOGITS, DEVICE_REMOTE_FEATURES], {DEVICE_INPUT: x})
         local.append(ll.astype(np.float32))
         indices.append(codec.quantize(rf))
     return np.concatenate(local), np.concatenate(indices)
@@ -220,7 +221,8 @@ def _plot(bundle_dir: Path, table: dict) -> None:
         ax.annotate(str(r["channels"]), (r["bytes_mean"], 100 * r["per_count_alpha_accuracy"]), fontsize=6,
                     xytext=(2, -8), textcoords="offset points")
     lo = min(100 * r["single_alpha_accuracy"] for r in rows[1:])
-    ax.set_ylim(max(lo - 1, 100 * table["local_accuracy"] - 6), 100 * max(r["per_count_alpha_accuracy"] for r in rows) + 1)
+    top = 100 * max(r["per_count_alpha_accuracy"] for r in rows)
+    ax.set_ylim(max(lo - 1, 100 * table["local_accuracy"] - 6), top + 1)
     ax.set_xlabel(f"mean payload bytes ({table['coder']}; labels: remote channels sent)")
     ax.set_ylabel(f"{table['split']} accuracy %")
     ax.legend(fontsize=7, loc="lower right"); ax.grid(alpha=0.3); fig.tight_layout()
@@ -231,11 +233,12 @@ def _plot(bundle_dir: Path, table: dict) -> None:
 def markdown(merge: dict, table: dict) -> str:
     pct = lambda v: f"{100 * v:.2f} %"  # noqa: E731
     cal = merge["calibration"]
+    n = merge["min_channels"]
     lines = [
         REPORT_SECTION, "",
         f"alpha per number of remote channels sent, fitted on {cal['images']:,} {cal['split']} images through the "
         f"{cal['numerics']} device part and remote.onnx with the unsent channels zero-filled as the server does "
-        f"(`python -m agilenn.training.merge_calibration`). Break-even: **{merge['min_channels']} channel{'' if merge['min_channels'] == 1 else 's'}** (the "
+        f"(`python -m agilenn.training.merge_calibration`). Break-even: **{n} channel{'' if n == 1 else 's'}** (the "
         f"smallest count from which on every count beats local-only on the training data by more than "
         f"{cal['break_even_z']:g} paired standard errors); under a byte budget admitting fewer the agent sends "
         "nothing and answers from the local predictor (reason `budget`).", "",
@@ -262,7 +265,7 @@ def _update_report(bundle_dir: Path, section: str) -> None:
     """Replace (or append) this step's section of report.md, leaving training's sections alone."""
     path = bundle_dir / "report.md"
     text = path.read_text(encoding="utf-8") if path.is_file() else ""
-    text = re.sub(rf"\n*{re.escape(REPORT_SECTION)}\n.*?(?=\n## |\Z)", "", text, flags=re.S).rstrip("\n")
+    text = re.sub(rf"\n*{re.escape(REPORT_SECTION)}\n.*?(?=\n## |\Z)", "", text, flags=re.DOTALL).rstrip("\n")
     path.write_text((text + "\n\n" if text else "") + section, encoding="utf-8")
 
 
