@@ -5,8 +5,11 @@
         result.prediction, result.degraded, result.timings.latency_ms
 
 Per image: device part (extractor + local predictor) -> quantize the remote channels -> entropy-code
-them within the byte budget -> send on the stream -> merge alpha*local + (1-alpha)*remote. When no
-remote logits come back in time the local logits alone answer and the result says why (degraded).
+them within the byte budget -> send on the stream -> merge alpha*local + (1-alpha)*remote, with the
+bundle's alpha for the number of channels sent (Bundle.alpha_for). When the budget admits fewer
+channels than the bundle's break-even (Bundle.min_channels) nothing is sent: those channels would
+make the answer worse than the local predictor's. When no remote logits come back in time, or none
+were asked for, the local logits alone answer and the result says why (degraded, reason).
 """
 
 from __future__ import annotations
@@ -173,8 +176,17 @@ class Agent:
             indices = out.indices(self.codec)
             payload, sent = self.codec.encode_within(indices, self.max_payload_bytes, self.coder)
             t.encode_ms = (time.perf_counter() - start) * 1e3
-            reply = self.client.infer(payload, self.deadline_s)
+            reply = self._below_break_even(sent) or self.client.infer(payload, self.deadline_s)
         return self._merge(out.local_logits, reply, payload, sent, t)
+
+    def _below_break_even(self, sent: int) -> RemoteReply | None:
+        """A local-only reply (nothing sent) when ``sent`` channels are worth less than none, else None."""
+        if sent >= self.bundle.min_channels:
+            return None
+        budget = "" if self.max_payload_bytes is None else f"the {self.max_payload_bytes}-byte budget admits "
+        return RemoteReply(reason=Reason.BUDGET,
+                           detail=f"{budget}{sent} of {self.codec.shape[0]} remote channels, fewer than the "
+                                  f"break-even {self.bundle.min_channels}: answered locally, nothing sent")
 
     def infer_features(self, local_logits: np.ndarray, payload: bytes, device_ms: float = 0.0) -> InferenceResult:
         """The remote half for a device that ran the device part itself (serial FEATURES).
@@ -197,7 +209,8 @@ class Agent:
         if self.client is None:
             reply = RemoteReply(reason=Reason.NO_SERVER, detail="agent runs without a server")
         else:
-            reply = self.client.infer(payload, self.deadline_s)
+            # The MCU coded under its own budget; below break-even its payload is not worth forwarding.
+            reply = self._below_break_even(header.channels_sent) or self.client.infer(payload, self.deadline_s)
         return self._merge(np.asarray(local_logits, np.float32), reply, payload, header.channels_sent, t)
 
     def _merge(self, local_logits: np.ndarray, reply: RemoteReply, payload: bytes, sent: int,
@@ -212,7 +225,7 @@ class Agent:
 
         start = time.perf_counter()
         degraded = reply.logits is None
-        merged = local_logits if degraded else self.bundle.merge(local_logits, reply.logits)
+        merged = local_logits if degraded else self.bundle.merge(local_logits, reply.logits, sent)
         prediction = int(np.argmax(merged))
         t.merge_ms = (time.perf_counter() - start) * 1e3
         t.latency_ms = t.device_compute_ms + t.encode_ms + t.network_ms + t.merge_ms

@@ -40,9 +40,10 @@ class Reason:
     MODEL_MISMATCH = 4  # the server serves a different model name/version
     SERVER_ERROR = 5  # the server answered this request with an in-band error
     NO_SERVER = 6  # the agent runs local-only by configuration
+    BUDGET = 7  # the byte budget admits fewer remote channels than break-even: nothing was sent
 
     NAMES = {0: "none", 1: "server_unavailable", 2: "deadline", 3: "stream_broken", 4: "model_mismatch",
-             5: "server_error", 6: "no_server"}
+             5: "server_error", 6: "no_server", 7: "budget"}
     CODES = {v: k for k, v in NAMES.items()}
 
 

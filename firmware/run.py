@@ -20,8 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-REASONS = {-1: "no_answer", 0: "none", 1: "server_unavailable", 2: "deadline", 3: "stream_broken",
-           4: "model_mismatch", 5: "server_error", 6: "no_server"}
+from agilenn.device_agent.messages import Reason
+
+REASONS = {-1: "no_answer", **Reason.NAMES}  # PREDICTION reasons (budget included), -1: the firmware got none
 
 
 def add_commands(sub) -> None:

@@ -92,7 +92,24 @@ class Bundle:
 
     @property
     def alpha(self) -> float:
+        """Training's alpha: the merge weight of the full payload in bundles without ``merge``."""
         return float(self.manifest["alpha"])
+
+    def alpha_for(self, channels_sent: int | None = None) -> float:
+        """The merge weight for a payload carrying ``channels_sent`` remote channels (None: all of them):
+        ``merge.alpha_by_channels[channels_sent]`` when the bundle is calibrated, else the single alpha."""
+        r = self.remote_channels
+        m = r if channels_sent is None else int(channels_sent)
+        if not 0 <= m <= r:
+            raise ValueError(f"channels_sent must be in 0..{r}, got {channels_sent}")
+        by_count = self.manifest.get("merge", {}).get("alpha_by_channels")
+        return self.alpha if by_count is None else float(by_count[m])
+
+    @property
+    def min_channels(self) -> int:
+        """Break-even: fewer remote channels than this are worth less than local-only, so the agent sends
+        nothing (``merge.min_channels``; 0, i.e. always send, for bundles without ``merge``)."""
+        return int(self.manifest.get("merge", {}).get("min_channels", 0))
 
     def has(self, role: str) -> bool:
         return role in self.files
@@ -137,9 +154,10 @@ class Bundle:
         nchw = x.transpose(0, 3, 1, 2).astype(np.float32) * np.float32(spec["scale"])
         return ((nchw - mean) / std).astype(np.float32)
 
-    def merge(self, local_logits: np.ndarray, remote_logits: np.ndarray) -> np.ndarray:
-        """alpha * local + (1 - alpha) * remote, exactly as in training."""
-        a = np.float32(self.alpha)
+    def merge(self, local_logits: np.ndarray, remote_logits: np.ndarray,
+              channels_sent: int | None = None) -> np.ndarray:
+        """alpha * local + (1 - alpha) * remote in float32, with the alpha for ``channels_sent`` (alpha_for)."""
+        a = np.float32(self.alpha_for(channels_sent))
         return a * np.asarray(local_logits, np.float32) + (np.float32(1) - a) * np.asarray(remote_logits, np.float32)
 
 
@@ -198,6 +216,8 @@ def validate_manifest(manifest: dict, where: str = MANIFEST) -> None:
     _require(isinstance(alpha, (int, float)) and 0.0 <= alpha <= 1.0 and math.isfinite(alpha), where,
              f"'alpha' must be a number in [0, 1], got {alpha!r}")
 
+    _validate_merge(manifest.get("merge"), feats["channels"] - feats["k"], where)
+
     coder = manifest.get("coder", {})
     _require(isinstance(coder, dict), where, "'coder' must be an object")
     _require(coder.get("default", "ans") in CODER_NAMES, where,
@@ -231,6 +251,23 @@ def validate_manifest(manifest: dict, where: str = MANIFEST) -> None:
         logits = int8.get("logits")
         _require(isinstance(logits, dict) and isinstance(logits.get("scale"), (int, float)) and logits["scale"] > 0,
                  where, "'int8_device.logits.scale' must be a positive number")
+
+
+def _validate_merge(merge, remote: int, where: str) -> None:
+    """The optional budget-aware merge (training/merge_calibration.py): one alpha per count 0..R."""
+    if merge is None:
+        return
+    _require(isinstance(merge, dict), where, f"'merge' must be an object, got {type(merge).__name__}")
+    alphas = merge.get("alpha_by_channels")
+    _require(isinstance(alphas, list) and len(alphas) == remote + 1, where,
+             f"'merge.alpha_by_channels' must list {remote + 1} numbers (one per count of remote channels sent, "
+             f"0..{remote}), got {alphas!r:.80}")
+    for m, a in enumerate(alphas):
+        _require(isinstance(a, (int, float)) and not isinstance(a, bool) and math.isfinite(a) and 0.0 <= a <= 1.0,
+                 where, f"'merge.alpha_by_channels[{m}]' must be a number in [0, 1], got {a!r}")
+    mc = merge.get("min_channels")
+    _require(isinstance(mc, int) and not isinstance(mc, bool) and 0 <= mc <= remote + 1, where,
+             f"'merge.min_channels' must be an int in 0..{remote + 1} ({remote + 1}: never send), got {mc!r}")
 
 
 def _onnx_dims(value_info) -> list:

@@ -97,6 +97,7 @@ def make_random_bundle(
     mean=None,
     std=None,
     pad: int = 0,
+    merge: dict | None = None,
 ) -> Path:
     """Write a bundle into out_dir and return its path.
 
@@ -175,6 +176,8 @@ def make_random_bundle(
         "files": files,
         "metrics": {"note": "random weights: accuracy is chance"},
     }
+    if merge is not None:  # budget-aware merging (docs/bundle.md "merge")
+        manifest["merge"] = merge
     write_manifest(out, manifest)
     return out
 

@@ -494,6 +494,12 @@ def run_all(cfg: TrainConfig, resume: bool = False, command: str = "", bundle_di
     from .context_tables import add_context_tables
 
     add_context_tables(bundle, run.train_raw.images, run.test_raw.images)
+    # Last, as it needs both: alpha per remote channel count and the break-even, fitted on what the
+    # integer part sends, bytes measured with the context coder (training/merge_calibration.py).
+    from .merge_calibration import add_merge_calibration
+
+    add_merge_calibration(bundle, (run.train_raw.images, run.train_raw.labels),
+                          (run.test_raw.images, run.test_raw.labels))
     log.info("bundle written to %s", bundle)
     distributed.finish(run.dist)
     return bundle

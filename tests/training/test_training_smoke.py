@@ -59,6 +59,11 @@ def test_bundle_loads_and_has_report(smoke_run):
     for name in ("report.json", "report.md", "skewness.png", "accuracy_vs_channels.png", "bytes.png"):
         assert (bundle_dir / name).is_file(), name
     assert m["metrics"]["torch_onnx_prediction_agreement"] == 1.0
+    # budget-aware merging, calibrated last on the training split through the integer part
+    assert len(m["merge"]["alpha_by_channels"]) == 9 and m["merge"]["calibration"]["numerics"] == "int8"
+    assert m["merge"]["calibration"]["images"] == 300 and len(m["metrics"]["merge"]["rows"]) == 9
+    assert "## Budget-aware merging" in (bundle_dir / "report.md").read_text()
+    assert (bundle_dir / "merge_accuracy_vs_bytes.png").is_file()
 
 
 def test_manifest_alpha_is_training_alpha(smoke_run):
@@ -93,7 +98,12 @@ def test_onnx_matches_torch(smoke_run):
     np.testing.assert_allclose(deq, t["q"].numpy(), atol=1e-5)  # the codec quantizes like training
     (remote,) = rem.run(["remote_logits"], {"remote_features": deq})
     np.testing.assert_allclose(remote, t["remote"].numpy(), rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(b.merge(local, remote), t["merged"].numpy(), rtol=1e-4, atol=1e-4)
+    # training's own alpha reproduces training's merge; Bundle.merge uses the calibrated one per
+    # channel count instead (merge.alpha_by_channels, fitted after export: training/merge_calibration.py)
+    a = np.float32(b.alpha)
+    np.testing.assert_allclose(a * local + (np.float32(1) - a) * remote, t["merged"].numpy(), rtol=1e-4, atol=1e-4)
+    full = np.float32(b.manifest["merge"]["alpha_by_channels"][-1])
+    np.testing.assert_array_equal(b.merge(local, remote), full * local + (np.float32(1) - full) * remote)
     ref = ort.InferenceSession(str(bundle_dir / "reference.onnx"), providers=["CPUExecutionProvider"])
     assert ref.run(["logits"], {"image": x})[0].shape == (32, 10)
 
