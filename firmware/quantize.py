@@ -322,7 +322,9 @@ def quantize_device(bundle, calibration_images: np.ndarray, dataset: str = "") -
             layer = _quantize_layer(f, s_in, zp_in, s_out, -128)
             layer.act_max = 127  # ReLU6 above 6 never matters for these ranges (both end below 6)
             extractor.append(layer)
-            thresholds = np.floor(mids / s_remote - 128).astype(np.int64)
+            # floor first, then the exact integer shift: mids / s - 128 in float64 can round a value just
+            # below an integer up to it (24.999999999999996 - 128 == -103.0)
+            thresholds = np.floor(mids / s_remote).astype(np.int64) - 128
             thresholds = np.clip(thresholds, -129, 127)  # -129: everything is above; 127: nothing is
         t = y
     feat = t

@@ -38,7 +38,7 @@ def test_integer_thresholds_agree_with_the_float_quantizer(gaps, scale):
     """index = #{i : q > T[i]} equals nearest-centroid (ties lower) on the real value s * (q + 128)."""
     centroids = np.concatenate([[0.0], np.cumsum(gaps)]).astype(np.float64)
     mids = (centroids[:-1] + centroids[1:]) / 2
-    thresholds = np.clip(np.floor(mids / scale - 128), -129, 127).astype(np.int64)
+    thresholds = np.clip(np.floor(mids / scale).astype(np.int64) - 128, -129, 127)
     q = np.arange(-128, 128)
     # the float rule "value > midpoint" on the int8 grid, compared in units of the scale (in float64
     # a value that equals a midpoint exactly could round either way when multiplied back)
