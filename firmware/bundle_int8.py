@@ -122,6 +122,20 @@ def add_int8_device(bundle_dir, calibration_images=None, test_images=None, test_
     return section
 
 
+def refresh_device_cost(bundle_dir) -> dict:
+    """Measure the device cost again (after the generator or the C sources changed) and rewrite the
+    manifest's device_cost and the report's rows, leaving the integer part as it is."""
+    from agilenn.models import write_manifest
+
+    bundle_dir = Path(bundle_dir)
+    manifest = json.loads((bundle_dir / "manifest.json").read_text())
+    cost = measured_cost(bundle_dir, Int8DeviceModel.load(bundle_dir / manifest["files"]["int8_device"]))
+    manifest["device_cost"] = cost
+    write_manifest(bundle_dir, manifest)
+    update_report(bundle_dir, manifest["int8_device"], cost)
+    return cost
+
+
 def report_markdown(section: dict, cost: dict) -> str:
     a = section["accuracy"]
     flash = f"{cost['flash_bytes']:,} B" if cost.get("flash_bytes") is not None else "not measured"

@@ -4,7 +4,10 @@
       agilenn_device.h      the public header (API, sizes, model identity)
       agn_model.h, agn_model.c   generated: the layer table, the const weight tables, the arena plan
       agn_device.c, agn_kernels.*, agn_payload.*, agn_config.h, agn_common.*   static sources
-      agn_rans.*, agn_frame.*    the entropy coder and the serial framing (static sources)
+      agn_rans.h + agn_rans.c or agn_rans_ctx.*   the bundle's default coder: rans-ctx (coder id 4) when
+                            the manifest's coder.default is rans-ctx and it has coder.context, else
+                            rans (coder id 3); only that coder's tables and code are linked
+      agn_frame.*           the serial framing (static sources)
       device_cost.json      MACs, parameters, flash and arena of this library (agilenn.firmware.plan)
 
 The static sources live in agilenn/firmware/csrc; @NAME@ placeholders in them are filled here.
@@ -29,7 +32,10 @@ INT8_FILE = "device_int8.json"
 # Static sources copied into every library; the coder's and the framing's join when present.
 STATIC_SOURCES = ["agn_common.h", "agn_common.c", "agn_config.h", "agn_kernels.h", "agn_kernels.c",
                   "agn_infer.c", "agn_payload.h", "agn_payload.c", "agn_device.c"]
-CODER_SOURCES = ["agn_rans.h", "agn_rans.c"]
+# Per payload coder: its sources (agn_rans_ctx.c uses agn_rans.h's table types, not agn_rans.c's code)
+# and its payload coder id (docs/protocol.md).
+CODER_SOURCES = {"rans": ["agn_rans.h", "agn_rans.c"], "rans-ctx": ["agn_rans.h", "agn_rans_ctx.h", "agn_rans_ctx.c"]}
+CODER_IDS = {"rans": 3, "rans-ctx": 4}
 FRAME_SOURCES = ["agn_frame.h", "agn_frame.c"]
 KIND = {"conv": "AGN_KIND_CONV", "dwconv": "AGN_KIND_DWCONV", "conv1x1": "AGN_KIND_CONV1X1", "dense": "AGN_KIND_DENSE"}
 
@@ -75,6 +81,25 @@ def _coder_tables(bundle, channels: int, levels: int):
     return precision, freq
 
 
+def payload_coder(bundle) -> str:
+    """The coder the generated library sends: the bundle's default when C has it (rans-ctx needs
+    coder.context), else rans, the order-0 coder every bundle with rans tables has."""
+    coder = bundle.manifest.get("coder", {})
+    if coder.get("default") == "rans-ctx" and coder.get("context") is not None:
+        return "rans-ctx"
+    return "rans"
+
+
+def _context_model(bundle, channels: int, height: int, width: int, levels: int):
+    """The manifest's coder.context, validated as the Python codec validates it."""
+    from agilenn.codec.rans_ctx import ContextModel
+
+    try:
+        return ContextModel(bundle.manifest["coder"]["context"], channels, height, width, levels)
+    except ValueError as exc:
+        raise Int8ModelError(f"{bundle.path}: manifest {exc}") from exc
+
+
 def render(text: str, values: dict) -> str:
     """Fill the @NAME@ placeholders of a template; a placeholder left unfilled is a generator bug."""
     import re
@@ -101,13 +126,20 @@ def generate(bundle_dir, out_dir) -> Generated:
     if (remote, fh, fw) != bundle.remote_feature_shape:
         raise Int8ModelError(f"{bundle.path}: the integer model's remote features {[remote, fh, fw]} "
                              f"disagree with the manifest's {list(bundle.remote_feature_shape)}")
-    tables = _coder_tables(bundle, remote, model.levels)
-    have_coder = all((CSRC / f).is_file() for f in CODER_SOURCES)
+    coder = payload_coder(bundle)
+    coder_sources = CODER_SOURCES[coder]
     have_frame = all((CSRC / f).is_file() for f in FRAME_SOURCES)
-    if tables is None or not have_coder:
-        raise Int8ModelError(f"{bundle.path}: the C library needs the rans coder (manifest coder.rans tables and "
-                             f"{', '.join(CODER_SOURCES)} in {CSRC})")
-    precision, freq = tables
+    if coder == "rans-ctx":
+        coder_tables = _context_model(bundle, remote, fh, fw, model.levels)
+        coder_table_bytes = coder_tables.flash_bytes()["total"]
+    else:
+        tables = _coder_tables(bundle, remote, model.levels)
+        if tables is None:
+            raise Int8ModelError(f"{bundle.path}: the C library needs the rans coder's tables (manifest "
+                                 f"coder.frequencies and coder.frequency_bits) or coder.context")
+        coder_tables = tables
+        # one agn_rans_symbol (uint32 + 2 x uint16 + uint8, padded) per entry
+        coder_table_bytes = int(tables[1].size) * 12
     count = remote * fh * fw
     from agilenn.codec.rans import max_body_bytes
 
@@ -121,15 +153,15 @@ def generate(bundle_dir, out_dir) -> Generated:
         "IMAGE_HEIGHT": model.input_hwc[0], "IMAGE_WIDTH": model.input_hwc[1], "IMAGE_CHANNELS": model.input_hwc[2],
         "NUM_CLASSES": model.num_classes, "LOGIT_SCALE": logit_scale, "REMOTE_CHANNELS": remote,
         "PAYLOAD_MAX_BYTES": payload_max, "ARENA_BYTES": plan.arena_bytes,
+        "CODER_ID": CODER_IDS[coder], "CODER_NAME": coder,
     }
     (out / "agilenn_device.h").write_text(render((CSRC / "agilenn_device.h.in").read_text(), values))
-    for name in STATIC_SOURCES + CODER_SOURCES + (FRAME_SOURCES if have_frame else []):
+    for name in STATIC_SOURCES + coder_sources + (FRAME_SOURCES if have_frame else []):
         text = (CSRC / name).read_text()
         (out / name).write_text(render(text, values) if "@" in text else text)
-    (out / "agn_model.h").write_text(_model_h(bundle, model, plan, values, precision, freq))
-    (out / "agn_model.c").write_text(_model_c(bundle, model, plan, values, precision, freq))
+    (out / "agn_model.h").write_text(_model_h(bundle, model, plan, values, coder, coder_tables))
+    (out / "agn_model.c").write_text(_model_c(bundle, model, plan, values, coder, coder_tables))
     code = None
-    coder_table_bytes = int(freq.size) * 12  # one agn_rans_symbol (uint32 + 2 x uint16 + uint8, padded) per entry
     cost = device_cost(model, code_bytes=code, coder_table_bytes=coder_table_bytes)
     sources = sorted(p.name for p in out.glob("*.c"))
     sizes = arm_size(out, sources)
@@ -140,6 +172,7 @@ def generate(bundle_dir, out_dir) -> Generated:
     cost["generator_version"] = GENERATOR_VERSION
     cost["model"] = {"name": bundle.name, "version": bundle.version, "manifest_sha256": manifest_hash}
     cost["payload_max_bytes"] = payload_max
+    cost["coder"] = {"name": coder, "id": CODER_IDS[coder], "table_bytes": coder_table_bytes}
     (out / "device_cost.json").write_text(json.dumps(cost, indent=1) + "\n")
     return Generated(out, sources, cost, model)
 
@@ -177,7 +210,7 @@ def _header_comment(bundle, values, what: str) -> str:
             f"version {values['MODEL_VERSION']}\n * (manifest sha256 {values['MODEL_HASH']}). Do not edit. */\n")
 
 
-def _model_h(bundle, model, plan, values, precision, freq) -> str:
+def _model_h(bundle, model, plan, values, coder, tables) -> str:
     fh, fw, fc = model.feature_hwc
     sizes = {name: b.size for name, b in plan.buffers.items()}
     offs = {
@@ -187,7 +220,7 @@ def _model_h(bundle, model, plan, values, precision, freq) -> str:
     lines = [_header_comment(bundle, values, "agn_model.h: the model's layer table, tables and arena plan (internal)."),
              "#ifndef AGN_MODEL_H\n#define AGN_MODEL_H\n",
              '#include "agilenn_device.h"\n#include "agn_kernels.h"\n'
-             '#include "agn_rans.h"\n',
+             + ('#include "agn_rans_ctx.h"\n' if coder == "rans-ctx" else '#include "agn_rans.h"\n'),
              f"#if AGN_API_VERSION_MAJOR != 1 || AGN_GENERATOR_VERSION_NUM != {values['GENERATOR_VERSION_NUM']} "
              f"|| AGN_MODEL_HASH32 != {values['MODEL_HASH32']}",
              '#error "agn_model.h was generated for another bundle or generator than agilenn_device.h: generate again"',
@@ -201,7 +234,8 @@ def _model_h(bundle, model, plan, values, precision, freq) -> str:
              f"#define AGN_SPLIT_K {model.k}       /* feature channels [0, k) stay local, [k, C) are sent */",
              f"#define AGN_FEATURE_HEIGHT {fh}\n#define AGN_FEATURE_WIDTH {fw}\n#define AGN_FEATURE_CHANNELS {fc}",
              f"#define AGN_LEVELS {model.levels}   /* centroids of the quantizer */",
-             f"#define AGN_RANS_PRECISION {precision}   /* rans frequency tables sum to 2^precision */",
+             f"#define AGN_PAYLOAD_CODER_ID {values['CODER_ID']}   /* {coder}: the coder agn_payload.c sends */",
+             f"#define AGN_RANS_PRECISION {precision_of(coder, tables)}   /* its frequency rows sum to 2^precision */",
              "",
              "/* The arena plan (bytes): each buffer lives from the step that writes it to the last that reads it;",
              " * buffers alive at the same time never overlap (checked below). */"]
@@ -222,18 +256,25 @@ def _model_h(bundle, model, plan, values, precision, freq) -> str:
               "extern const int16_t agn_model_thresholds[AGN_LEVELS - 1];",
               "/* agn_infer.c: steps 1-4 of agn_device_run (logits at AGN_OFF_LOGITS, indices at AGN_OFF_INDICES) */",
               "void agn_device_infer(const uint8_t *image, uint8_t *arena);",
-              "/* the rans coder's tables (manifest coder.frequencies), one per remote channel, prepared as",
-              " * agn_rans_prepare() would (reciprocals), but const: in flash, no start-up work */",
-              "extern const agn_rans_model agn_model_rans;",
+              *(["/* the rans-ctx coder's model (manifest coder.context): frequency rows prepared as",
+                  " * agn_rans_prepare() would (reciprocals), bins and row map, all const: in flash */",
+                  "extern const agn_rans_ctx_model agn_model_rans_ctx;"] if coder == "rans-ctx" else
+                ["/* the rans coder's tables (manifest coder.frequencies), one per remote channel, prepared as",
+                 " * agn_rans_prepare() would (reciprocals), but const: in flash, no start-up work */",
+                 "extern const agn_rans_model agn_model_rans;"]),
               "\n#endif /* AGN_MODEL_H */\n"]
     return "\n".join(lines)
+
+
+def precision_of(coder: str, tables) -> int:
+    return tables.frequency_bits if coder == "rans-ctx" else tables[0]
 
 
 def _ident(name: str) -> str:
     return "".join(ch if ch.isalnum() else "_" for ch in name).upper()
 
 
-def _model_c(bundle, model, plan, values, precision, freq) -> str:
+def _model_c(bundle, model, plan, values, coder, tables) -> str:
     shapes = dict(model.tensor_shapes())
     parts = [_header_comment(bundle, values, "agn_model.c: the model's const tables (flash)."),
              '#include "agn_model.h"\n',
@@ -282,7 +323,10 @@ def _model_c(bundle, model, plan, values, precision, freq) -> str:
     parts.append("/* centroid index = #{i : q > thresholds[i]} on the int8 remote features */")
     parts.append(_c_array("int16_t", "agn_thresholds", model.thresholds).replace("static const", "const", 1)
                  .replace("agn_thresholds[", "agn_model_thresholds["))
-    parts.append(_rans_tables(freq, precision))
+    if coder == "rans-ctx":
+        parts.append(_rans_ctx_tables(tables))
+    else:
+        parts.append(_rans_tables(tables[1], tables[0]))
     return "\n".join(parts)
 
 
@@ -316,7 +360,8 @@ def rans_symbol(f: int, start: int) -> tuple:
     return (1 << (31 + l)) // int(f), int(f), int(start), 31 + l
 
 
-def _rans_tables(freq: np.ndarray, precision: int) -> str:
+def _symbol_rows(freq: np.ndarray) -> list:
+    """The initializers of agn_rans_symbol[tables * levels], table-major."""
     rows = []
     for t, row in enumerate(np.asarray(freq, np.int64)):
         start = 0
@@ -324,7 +369,35 @@ def _rans_tables(freq: np.ndarray, precision: int) -> str:
             rcp, fr, st, sh = rans_symbol(f, start)
             rows.append(f"    {{{rcp}u, {fr}u, {st}u, {sh}u}}")
             start += f
+    return rows
+
+
+def _rans_tables(freq: np.ndarray, precision: int) -> str:
+    rows = _symbol_rows(freq)
     tables, levels = freq.shape
     return ("/* rans: symbols[t * levels + s] = {rcp, freq, start, rcp_shift} of symbol s in table t */\n"
             f"static const agn_rans_symbol agn_rans_symbols[{len(rows)}] = {{\n" + ",\n".join(rows) + "\n};\n"
             f"const agn_rans_model agn_model_rans = {{agn_rans_symbols, {tables}u, {levels}u, {precision}u}};\n")
+
+
+def _rans_ctx_tables(context) -> str:
+    """The const agn_rans_ctx_model of a validated ContextModel (agn_rans_ctx.h): its frequency rows
+    prepared as agn_rans_prepare() would, the bins and the channel-major row map."""
+    freq = np.asarray(context.frequencies, np.int64)
+    rows = _symbol_rows(freq)
+    num_rows, levels = freq.shape
+    channels, height, width = context.shape
+    codes = [f"AGN_CTX_{name.upper()}" for name in context.neighbours]  # left, up, prev: 0, 1, 2
+    codes += ["0"] * (3 - len(codes))
+    return ("/* rans-ctx frequency rows: symbols[t * levels + s] = {rcp, freq, start, rcp_shift} of symbol s in row t */\n"
+            f"static const agn_rans_symbol agn_ctx_symbols[{len(rows)}] = {{\n" + ",\n".join(rows) + "\n};\n"
+            f"static const agn_rans_model agn_ctx_rows = {{agn_ctx_symbols, {num_rows}u, {levels}u, "
+            f"{context.frequency_bits}u}};\n"
+            "/* bins[v]: the bin of neighbour value v (v = levels: outside the payload) */\n"
+            + _c_array("uint8_t", "agn_ctx_bins", context.bins)
+            + f"/* row_map[c * {context.contexts} + ctx]: the frequency row of context ctx in remote channel c */\n"
+            + _c_array("uint8_t", "agn_ctx_row_map", context.row_map, 25)
+            + f"/* neighbours {list(context.neighbours)}, most significant first */\n"
+            f"const agn_rans_ctx_model agn_model_rans_ctx = {{&agn_ctx_rows, agn_ctx_bins, agn_ctx_row_map, "
+            f"{{{', '.join(codes)}}}, {len(context.neighbours)}u, {context.num_bins}u, {channels}u, {height}u, "
+            f"{width}u}};\n")

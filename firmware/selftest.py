@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from . import GENERATOR_VERSION
-from .generate import _c_array, _header_comment
+from .generate import _c_array, _header_comment, payload_coder
 from .int8 import Int8DeviceModel
 
 SELFTEST_BUDGET = 60  # every other test vector runs under this byte budget (drops trailing channels)
@@ -33,10 +33,11 @@ def write_test_vectors(bundle, model: Int8DeviceModel, out: Path, count: int) ->
     images = load_dataset(bundle.manifest.get("dataset", ""), "test").images[:count]
     ref = model.run(images)
     codec = bundle.codec()
+    coder = payload_coder(bundle)  # what the generated library sends
     payloads, budgets = [], []
     for i in range(len(images)):
         budget = None if i % 2 == 0 else SELFTEST_BUDGET
-        payloads.append(codec.encode_within(ref.indices[i], budget, "rans")[0])
+        payloads.append(codec.encode_within(ref.indices[i], budget, coder)[0])
         budgets.append(0 if budget is None else budget)
     offsets = np.cumsum([0] + [len(p) for p in payloads])[:-1]
     out.mkdir(parents=True, exist_ok=True)

@@ -1,8 +1,12 @@
-/* agn_payload.c: header + rans body (agn_payload.h), and the byte-budget search of encode_within. */
+/* agn_payload.c: header + coded body (agn_payload.h), and the byte-budget search of encode_within.
+ * The body is the bundle's coder, chosen by the generator (agn_model.h: AGN_PAYLOAD_CODER_ID). */
 #include "agn_payload.h"
 
 #include "agn_model.h"
-#include "agn_rans.h"
+
+#if AGN_PAYLOAD_CODER_ID != AGN_CODER_ID_RANS && AGN_PAYLOAD_CODER_ID != AGN_CODER_ID_RANS_CTX
+#error "agn_model.h names a payload coder this library does not have"
+#endif
 
 static void agn_put_u16(uint8_t *p, uint32_t v)
 {
@@ -20,15 +24,20 @@ agn_status agn_payload_encode(const uint8_t *indices, uint16_t channels_sent, ui
     out[0] = (uint8_t)'A';
     out[1] = (uint8_t)'G';
     out[2] = AGN_PAYLOAD_VERSION;
-    out[3] = AGN_CODER_ID_RANS;
+    out[3] = AGN_PAYLOAD_CODER_ID;
     out[4] = (uint8_t)(AGN_LEVELS - 1);
     agn_put_u16(out + 5, AGN_REMOTE_CHANNELS);
     agn_put_u16(out + 7, channels_sent);
     agn_put_u16(out + 9, AGN_FEATURE_HEIGHT);
     agn_put_u16(out + 11, AGN_FEATURE_WIDTH);
+#if AGN_PAYLOAD_CODER_ID == AGN_CODER_ID_RANS_CTX
+    status = agn_rans_ctx_encode(&agn_model_rans_ctx, indices, channels_sent, out + AGN_PAYLOAD_HEADER_BYTES,
+                                 cap - (size_t)AGN_PAYLOAD_HEADER_BYTES, &body);
+#else
     status = agn_rans_encode_channels(&agn_model_rans, indices, channels_sent,
                                       (size_t)AGN_FEATURE_HEIGHT * AGN_FEATURE_WIDTH, out + AGN_PAYLOAD_HEADER_BYTES,
                                       cap - (size_t)AGN_PAYLOAD_HEADER_BYTES, &body);
+#endif
     if (status != AGN_OK) {
         return status;
     }

@@ -1,15 +1,16 @@
-/* agn_payload.h: the feature payload of docs/protocol.md around the rans body (internal header).
+/* agn_payload.h: the feature payload of docs/protocol.md around the coded body (internal header).
  *
  *   offset size field (little-endian)
  *   0      2    magic "AG"
  *   2      1    payload version (1)
- *   3      1    coder id (3: rans)
+ *   3      1    coder id (AGN_PAYLOAD_CODER_ID: 3 rans or 4 rans-ctx, the bundle's default)
  *   4      1    levels - 1
  *   5      2    channels_total (remote channels of the model)
  *   7      2    channels_sent  (leading remote channels present)
  *   9      2    height
  *   11     2    width
- *   13     ...  rans body of channels_sent * height * width centroid indices, channel-major
+ *   13     ...  rans or rans-ctx body of channels_sent * height * width centroid indices, channel-major
+ *                (both bodies obey AGN_RANS_MAX_BODY_BYTES)
  */
 #ifndef AGN_PAYLOAD_H
 #define AGN_PAYLOAD_H
@@ -21,6 +22,7 @@
 
 #define AGN_PAYLOAD_VERSION 1
 #define AGN_CODER_ID_RANS 3
+#define AGN_CODER_ID_RANS_CTX 4
 
 /* The payload of the first `channels_sent` remote channels of `indices` (channel-major, the
  * model's AGN_REMOTE_CHANNELS x height x width) into out[0 .. cap). AGN_ERR_NOSPACE if it does

@@ -23,48 +23,58 @@ static int model_ok(const agn_rans_ctx_model *m)
            m->channels > 0 && m->height > 0 && m->width > 0;
 }
 
-/* num_bins^num_neighbours (<= 2^24), or 0 when a neighbour kind is unknown. */
-static uint32_t contexts_of(const agn_rans_ctx_model *m)
+/* The context rule as one weight per neighbour kind. With B = num_bins,
+ *
+ *     ctx(i) = sum_j bins[v_j] * B^(n-1-j) = bins[v_left] * w_left + bins[v_up] * w_up + bins[v_prev] * w_prev
+ *
+ * where w_kind sums B^(n-1-j) over the j that name that kind (0 when none does; repeats, which C
+ * allows and the manifest forbids, add up the same way). So the loops compute a context with three
+ * lookups and no per-neighbour switch: on the device the contexts cost as much as the coding. */
+typedef struct ctx_rule {
+    uint32_t contexts; /* B^n <= 2^24 */
+    uint32_t weight[AGN_CTX_PREV + 1];
+} ctx_rule;
+
+/* The rule of a model, after checking what the loops then need not check per symbol: known
+ * neighbour kinds, channels * B^n <= 2^24, every bin (levels + 1 entries) < B. */
+static int rule_of(const agn_rans_ctx_model *m, ctx_rule *rule)
 {
-    uint32_t n = 1;
-    for (unsigned k = 0; k < m->num_neighbours; k++) {
+    uint32_t contexts = 1;
+    for (unsigned k = 0; k <= AGN_CTX_PREV; k++) {
+        rule->weight[k] = 0;
+    }
+    for (unsigned k = m->num_neighbours; k-- > 0;) { /* the last neighbour is the least significant */
         if (m->neighbours[k] > AGN_CTX_PREV) {
             return 0;
         }
-        n *= m->num_bins;
+        rule->weight[m->neighbours[k]] += contexts;
+        contexts *= m->num_bins;
     }
-    return n;
+    if ((uint64_t)contexts * m->channels > ((uint64_t)1 << 24)) {
+        return 0;
+    }
+    for (uint32_t v = 0; v <= m->rows->levels; v++) {
+        if (m->bins[v] >= m->num_bins) {
+            return 0;
+        }
+    }
+    rule->contexts = contexts;
+    return 1;
 }
 
 /* The table of the symbol at index i = (c * height + y) * width + x, from sym[] (which holds the
- * neighbours: the input when encoding, the output so far when decoding). Returns
- * AGN_RANS_CTX_MAX_ROWS when the tables break their rules (a bin >= num_bins). */
-static uint32_t table_at(const agn_rans_ctx_model *m, uint32_t contexts, const uint8_t *sym, size_t i,
-                         size_t c, size_t y, size_t x, size_t plane)
+ * neighbours, each < levels: the input when encoding, the output so far when decoding) and the row
+ * map of channel c. May be >= num_tables when the row map breaks its rules (the caller checks). */
+static inline uint32_t table_at(const agn_rans_ctx_model *m, const ctx_rule *rule, const uint8_t *channel_map,
+                                const uint8_t *sym, size_t i, size_t c, size_t y, size_t x, size_t plane)
 {
     const uint32_t outside = m->rows->levels;
-    uint32_t ctx = 0;
-    for (unsigned k = 0; k < m->num_neighbours; k++) {
-        uint32_t v = outside;
-        switch (m->neighbours[k]) {
-        case AGN_CTX_LEFT:
-            v = x ? sym[i - 1u] : outside;
-            break;
-        case AGN_CTX_UP:
-            v = y ? sym[i - m->width] : outside;
-            break;
-        default: /* AGN_CTX_PREV (contexts_of() rejected other kinds) */
-            v = c ? sym[i - plane] : outside;
-            break;
-        }
-        const uint32_t bin = m->bins[v];
-        if (bin >= m->num_bins) {
-            return AGN_RANS_CTX_MAX_ROWS;
-        }
-        ctx = ctx * m->num_bins + bin;
-    }
-    const uint32_t t = m->row_map[(size_t)c * contexts + ctx];
-    return t < m->rows->num_tables ? t : AGN_RANS_CTX_MAX_ROWS;
+    const uint8_t *bins = m->bins;
+    const uint32_t left = x ? sym[i - 1u] : outside;
+    const uint32_t up = y ? sym[i - m->width] : outside;
+    const uint32_t prev = c ? sym[i - plane] : outside;
+    return channel_map[bins[left] * rule->weight[AGN_CTX_LEFT] + bins[up] * rule->weight[AGN_CTX_UP] +
+                       bins[prev] * rule->weight[AGN_CTX_PREV]];
 }
 
 /* Units are written backwards from the end of out, then moved to the front (as agn_rans.c). */
@@ -92,8 +102,8 @@ agn_status agn_rans_ctx_encode(const agn_rans_ctx_model *model, const uint8_t *s
     if (!model_ok(model) || !out || !out_len || channels_sent > model->channels || (!symbols && channels_sent)) {
         return AGN_ERR_ARG;
     }
-    const uint32_t contexts = contexts_of(model);
-    if (contexts == 0 || (uint64_t)contexts * model->channels > ((uint64_t)1 << 24)) {
+    ctx_rule rule;
+    if (!rule_of(model, &rule)) {
         return AGN_ERR_ARG;
     }
     const agn_rans_model *rows = model->rows;
@@ -111,10 +121,11 @@ agn_status agn_rans_ctx_encode(const agn_rans_ctx_model *model, const uint8_t *s
     uint32_t x = 0; /* the initial state */
     size_t i = count;
     for (size_t c = channels_sent; c-- > 0;) {
+        const uint8_t *channel_map = model->row_map + c * rule.contexts;
         for (size_t yy = model->height; yy-- > 0;) {
             for (size_t xx = model->width; xx-- > 0;) {
                 i--;
-                const uint32_t t = table_at(model, contexts, symbols, i, c, yy, xx, plane);
+                const uint32_t t = table_at(model, &rule, channel_map, symbols, i, c, yy, xx, plane);
                 if (t >= rows->num_tables) {
                     return AGN_ERR_ARG;
                 }
@@ -156,8 +167,8 @@ agn_status agn_rans_ctx_decode(const agn_rans_ctx_model *model, const uint8_t *b
         (!symbols_out && channels_sent)) {
         return AGN_ERR_ARG;
     }
-    const uint32_t contexts = contexts_of(model);
-    if (contexts == 0 || (uint64_t)contexts * model->channels > ((uint64_t)1 << 24)) {
+    ctx_rule rule;
+    if (!rule_of(model, &rule)) {
         return AGN_ERR_ARG;
     }
     const agn_rans_model *rows = model->rows;
@@ -183,9 +194,10 @@ agn_status agn_rans_ctx_decode(const agn_rans_ctx_model *model, const uint8_t *b
     const uint32_t mask = (1u << precision) - 1u;
     size_t i = 0;
     for (size_t c = 0; c < channels_sent; c++) {
+        const uint8_t *channel_map = model->row_map + c * rule.contexts;
         for (size_t yy = 0; yy < model->height; yy++) {
             for (size_t xx = 0; xx < model->width; xx++, i++) {
-                const uint32_t t = table_at(model, contexts, symbols_out, i, c, yy, xx, plane);
+                const uint32_t t = table_at(model, &rule, channel_map, symbols_out, i, c, yy, xx, plane);
                 if (t >= rows->num_tables) {
                     return AGN_ERR_ARG;
                 }

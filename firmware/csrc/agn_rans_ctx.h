@@ -62,7 +62,8 @@ typedef struct agn_rans_ctx_model {
  * channels) into out (out_cap bytes); *out_len gets the body length. out_cap >=
  * AGN_RANS_MAX_BODY_BYTES(channels_sent * height * width) always suffices; a smaller out_cap is a
  * byte budget (AGN_ERR_NOSPACE when the body does not fit). AGN_ERR_ARG for NULL pointers, a bad
- * model (a bin, context or row out of range is found while coding) or a symbol >= levels. */
+ * model (a neighbour kind or bin out of range, checked first; a row out of range, found while
+ * coding) or a symbol >= levels. */
 AGN_WARN_UNUSED agn_status agn_rans_ctx_encode(const agn_rans_ctx_model *model, const uint8_t *symbols,
                                                size_t channels_sent, uint8_t *out, size_t out_cap,
                                                size_t *out_len);

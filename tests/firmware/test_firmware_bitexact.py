@@ -61,19 +61,23 @@ def test_logits_and_indices_equal_python(driver, bundle, images, reference):
 
 @pytest.mark.parametrize("cap", [0, 100, 60, 20, HEADER_SIZE])
 def test_payloads_equal_python(driver, bundle, images, reference, cap):
-    """agn_device_run: payload bytes (rans, coder id 3) and logits equal the Python integer device
-    part + FeatureCodec.encode_within, with no budget (cap 0) and with byte budgets that drop channels."""
+    """agn_device_run: payload bytes (the bundle's default coder, rans-ctx, coder id 4) and logits
+    equal the Python integer device part + FeatureCodec.encode_within, with no budget (cap 0) and
+    with byte budgets that drop channels."""
     codec = bundle.codec()
+    assert codec.default_coder == "rans-ctx"
     n = len(images) if cap == 0 else 200
     budget = None if cap == 0 else cap
     mismatches = []
     for i, (status, payload, sent, logits) in enumerate(run_driver(driver, images[:n], cap)):
-        expected, expected_sent = codec.encode_within(reference.indices[i], budget, "rans")
+        expected, expected_sent = codec.encode_within(reference.indices[i], budget)
         if status != 0 or payload != expected or sent != expected_sent or not np.array_equal(logits, reference.logits[i]):
             mismatches.append(i)
     assert not mismatches, f"{len(mismatches)} of {n} differ, first image {mismatches[0]}"
     if cap:
         assert all(len(p) <= cap for _, p, _, _ in run_driver(driver, images[:5], cap))
+    if cap != HEADER_SIZE:
+        assert all(p[3] == 4 for _, p, _, _ in run_driver(driver, images[:5], cap))  # coder id 4: rans-ctx
 
 
 def test_every_c_payload_decodes_on_a_real_server(driver, bundle, images):

@@ -136,6 +136,46 @@ def test_bad_arguments_get_a_status_not_a_crash(shared_lib, generated, images):
     assert shared_lib.agn_status_name(AGN_ERR_ALIGN) == b"AGN_ERR_ALIGN"
 
 
+def test_the_library_sends_the_bundles_default_coder(generated):
+    """The shipped bundle defaults to rans-ctx: its library links the context coder and its tables,
+    not the order-0 coder's code."""
+    assert (generated / "agn_rans_ctx.c").is_file() and not (generated / "agn_rans.c").exists()
+    assert '#define AGN_PAYLOAD_CODER "rans-ctx"' in (generated / "agilenn_device.h").read_text()
+    assert json.loads((generated / "device_cost.json").read_text())["coder"]["id"] == 4
+
+
+def test_a_bundle_without_context_tables_gets_a_rans_library(tmp_path, images):
+    """Without coder.context (or with another default) the library sends rans, coder id 3, byte for
+    byte as Python's encode_within, and links none of the context coder."""
+    from agilenn.models import write_manifest
+
+    bundle_dir = tmp_path / "bundle"
+    shutil.copytree(shipped_bundle_dir(), bundle_dir)
+    manifest = json.loads((bundle_dir / "manifest.json").read_text())
+    del manifest["coder"]["context"]
+    manifest["coder"]["default"] = "rans"
+    write_manifest(bundle_dir, manifest)
+    out = tmp_path / "lib"
+    res = subprocess.run(["agilenn-firmware", "generate", "--bundle", str(bundle_dir), "--out", str(out)],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert (out / "agn_rans.c").is_file() and not list(out.glob("agn_rans_ctx*"))
+    assert '#define AGN_PAYLOAD_CODER "rans"' in (out / "agilenn_device.h").read_text()
+    exe = compile_c([*sorted(out.glob("*.c")), DRIVER], tmp_path / "drv", ["-I", str(out)])
+    bundle = load_bundle(bundle_dir)
+    codec, reference = bundle.codec(), bundle.int8_device().run(images[:40])
+    for cap in (0, 60):
+        raw = _run(exe, images[:40], cap)
+        pos = 0
+        for i in range(40):
+            status, length, sent = np.frombuffer(raw, np.uint32, 3, pos)
+            pos += 12 + 2 * bundle.num_classes
+            payload = raw[pos:pos + length]
+            pos += length
+            expected, expected_sent = codec.encode_within(reference.indices[i], cap or None, "rans")
+            assert status == 0 and payload == expected and sent == expected_sent and payload[3] == 3, (cap, i)
+
+
 def test_generate_without_an_int8_part_says_what_to_run(tmp_path):
     from agilenn.models.synthetic import make_random_bundle
 

@@ -107,8 +107,7 @@ def assert_firmware_frames_equal_python(bundle_dir, firmware, images):
             thread.join(10)
             bridge.link.close()
     assert len(sent) == n and [r["tries"] for r in results] == [1] * n
-    # coder rans: what the generated library writes (not rans-ctx, the shipped bundles' default, yet)
-    maker = FeaturesMaker(load_bundle(bundle_dir), coder="rans")
+    maker = FeaturesMaker(load_bundle(bundle_dir))  # the bundle's default coder, which the generated library writes
     cycles = slice(8, 12)  # the measured instruction count: the one field Python cannot know
     for i, (image, frame) in enumerate(zip(images, sent)):
         expected = bytearray(maker(image).pack())
@@ -142,8 +141,7 @@ def test_firmware_in_qemu_serves_the_agent_and_survives_the_server(int8_bundle, 
             # 1. server up: every image merged, exactly as the Python agent does it
             board.release(N_FULL)
             full = list(board.results(N_FULL, timeout_s=120))
-            # coder rans: what the generated library writes (it does not use rans-ctx, the bundle default, yet)
-            with Agent(bundle, server.address, deadline_ms=30_000, coder="rans") as py_agent:
+            with Agent(bundle, server.address, deadline_ms=30_000) as py_agent:  # default coder, as the C library
                 assert py_agent.wait_connected(30)
                 reference = [py_agent.infer(image) for image in images[:N_FULL]]
             # 2. server killed: the firmware keeps answering, from its own local predictor

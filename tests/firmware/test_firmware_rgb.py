@@ -32,16 +32,20 @@ def rgb_images(n: int, seed: int, hw: int = 32) -> np.ndarray:
 
 def make_rgb_bundle(path, first_layer: str):
     """A 3-channel synthetic bundle with 8x8 features, its integer part added by the function
-    `agilenn-firmware quantize` runs; returns (bundle, the manifest's int8_device section)."""
+    `agilenn-firmware quantize` runs and rans-ctx tables (the default coder, which the generated
+    library then sends) fitted on its symbols; returns (bundle, the manifest's int8_device section)."""
     from agilenn.firmware.bundle_int8 import add_int8_device
+    from agilenn.training.context_tables import add_context_tables
 
     hw, pad = FIRST_LAYERS[first_layer]["hw"], FIRST_LAYERS[first_layer]["pad"]
     path = make_random_bundle(path, input_shape=(3, hw, hw), feature_hw=(8, 8), channels=8, k=2, seed=7,
-                              mean=MEAN, std=STD, pad=pad, default_coder="rans")  # the C library's coder
+                              mean=MEAN, std=STD, pad=pad, default_coder="rans")
     labels = np.random.default_rng(1).integers(0, 10, 400)
     section = add_int8_device(path, rgb_images(256, 0, hw), rgb_images(400, 1, hw), labels,
                               calibration_label="synthetic rgb")
+    add_context_tables(path, rgb_images(256, 0, hw), rgb_images(100, 4, hw), rows=8)
     bundle = load_bundle(path)
+    assert bundle.codec().default_coder == "rans-ctx"
     assert bundle.int8_device().extractor[0].kind == ("conv" if pad else "conv1x1")
     return bundle, section
 
@@ -152,7 +156,7 @@ def test_c_library_is_bit_exact_on_rgb_images(rgb_bundle, rgb_driver):
     codec = bundle.codec()
     for cap in (0, 40, HEADER_SIZE):
         for i, (status, payload, sent, lg) in enumerate(run_driver(rgb_driver, images[:100], cap, classes)):
-            expected, expected_sent = codec.encode_within(reference.indices[i], cap or None, "rans")
+            expected, expected_sent = codec.encode_within(reference.indices[i], cap or None)
             assert status == 0 and payload == expected and sent == expected_sent, (cap, i)
             assert np.array_equal(lg, reference.logits[i])
 
