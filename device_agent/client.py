@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import grpc
 import numpy as np
 
+from agilenn.server.logits import ENCODINGS, decode_logits
 from agilenn.v1 import inference_pb2 as pb
 from agilenn.v1 import inference_pb2_grpc as pb_grpc
 
@@ -30,6 +31,23 @@ log = logging.getLogger("agilenn.agent.client")
 
 # Manifest fields both ends must agree on for the features to mean the same thing.
 _MUST_MATCH = ("input", "classes", "features", "quantizer", "alpha")
+
+# Chosen against link chatter (bytes on a slow radio link that carry no inference), measured in
+# benchmarks/RESULTS.md ("Lean stream messages"):
+# - no BDP probing: the estimator PINGs the server (17 B, and 17 B of PING ACK back) to size windows
+#   for bulk transfers; one small reply at a time never needs a bigger window than the default 64 KiB;
+# - no keepalive PINGs (gRPC's client default, kept on purpose): a hung server is noticed by missed
+#   deadlines (max_deadline_misses) instead of a periodic 34 B round trip on an idle link;
+# - HTTP/2 windows stay at the default: gRPC core piggybacks a connection- and a stream-level
+#   WINDOW_UPDATE (13 B each) on the next write after every message it reads, whatever the window
+#   size (chttp2 flow control: "writing anyway" sends the update), so a larger window saves nothing.
+CHANNEL_OPTIONS = [
+    ("grpc.max_receive_message_length", 16 << 20),
+    ("grpc.http2.bdp_probe", 0),
+]
+# float16 changes 1 of 10,000 merged predictions on the shipped Fashion-MNIST bundle, int16 none
+# (benchmarks/logits_precision.py, RESULTS.md); int16 costs 3 B more per reply (its scale).
+DEFAULT_LOGITS_ENCODING = "int16"
 
 # Several replicas (an address list or a dns:/// name): gRPC's own client-side balancing. round_robin
 # keeps a connection to every resolved address and spreads new calls over the ready ones; health
@@ -126,6 +144,8 @@ class RemoteClient:
         backoff_max_s: float = 2.0,
         max_deadline_misses: int = 3,
         failover_wait_s: float = 0.25,
+        server_timings: bool = False,
+        logits_encoding: str = DEFAULT_LOGITS_ENCODING,
     ):
         self.address = address
         self.target, self.replicas = channel_target(address)  # ValueError names a bad --server at once
@@ -145,6 +165,13 @@ class RemoteClient:
         # it (never past their deadline) instead of being answered locally at once.
         self.failover_wait_s = failover_wait_s
         self._down_since: float | None = None
+        # A lean stream (docs/protocol.md, "Lean streams"): the first message sets the model and
+        # timeout for the whole stream and says what replies carry; later ones are request_id and
+        # payload only. ServerTimings cost ~15 B per reply: only when asked for.
+        if logits_encoding not in ENCODINGS:
+            raise ValueError(f"logits encoding must be one of {', '.join(ENCODINGS)}, got {logits_encoding!r}")
+        self.stream_options = pb.StreamOptions(timings=server_timings, logits_encoding=ENCODINGS[logits_encoding])
+        self._stream_timeout_ms: int | None = None  # None: the current stream's first message is still to go
 
         self._lock = threading.Condition()
         self._state = "connecting"  # connecting | ready | down | mismatch | closed
@@ -188,7 +215,7 @@ class RemoteClient:
     # --- connection management ---------------------------------------------------------------
     def _make_channel(self) -> grpc.Channel:
         s = self.security
-        options = [("grpc.max_receive_message_length", 16 << 20)]
+        options = list(CHANNEL_OPTIONS)
         if self.replicas:
             options.append(("grpc.service_config", _REPLICA_SERVICE_CONFIG))
         if s.server_name:
@@ -237,6 +264,7 @@ class RemoteClient:
             # Ready in the same critical section that installs the stream, so a stream that breaks
             # at once is seen as down by the supervisor rather than lost behind a stale "ready".
             self._channel, self._call, self._requests = channel, call, requests
+            self._stream_timeout_ms = None
             self._state, self._state_detail, self._misses = "ready", f"connected to {self.address}", 0
             self.connects += 1
             self._lock.notify_all()
@@ -301,12 +329,18 @@ class RemoteClient:
 
     @staticmethod
     def _convert(reply) -> RemoteReply:
-        t = reply.timings
-        timings = {"queue_ms": t.queue_us / 1e3, "decode_ms": t.decode_us / 1e3, "compute_ms": t.compute_us / 1e3,
-                   "total_ms": t.total_us / 1e3, "batch_size": t.batch_size}
+        timings = {}
+        if reply.HasField("timings"):
+            t = reply.timings
+            timings = {"queue_ms": t.queue_us / 1e3, "decode_ms": t.decode_us / 1e3, "compute_ms": t.compute_us / 1e3,
+                       "total_ms": t.total_us / 1e3, "batch_size": t.batch_size}
         if reply.WhichOneof("result") == "logits":
-            return RemoteReply(np.asarray(reply.logits.values, dtype=np.float32), sent=True,
-                               channels_received=reply.channels_received, timings=timings)
+            try:
+                logits = decode_logits(reply.logits)
+            except ValueError as exc:
+                return RemoteReply(reason=Reason.SERVER_ERROR, detail=f"unreadable logits: {exc}", sent=True,
+                                   timings=timings)
+            return RemoteReply(logits, sent=True, channels_received=reply.channels_received, timings=timings)
         err = reply.error
         reason = Reason.DEADLINE if err.code == pb.DEADLINE_EXCEEDED else Reason.SERVER_ERROR
         return RemoteReply(reason=reason, detail=f"{pb.ErrorCode.Name(err.code)}: {err.message}", sent=True,
@@ -325,8 +359,14 @@ class RemoteClient:
             request_id = next(self._ids)
             self._pending[request_id] = pending
             timeout_ms = 0 if deadline_s is None else max(1, int(deadline_s * 1e3))
-            self._requests.put(pb.InferRequest(request_id=request_id, model=self.model, feature_payload=payload,
-                                               timeout_ms=timeout_ms))
+            request = pb.InferRequest(request_id=request_id, feature_payload=payload)
+            if self._stream_timeout_ms is None:  # the stream's first message: its defaults, once
+                request.model.CopyFrom(self.model)
+                request.stream_options.CopyFrom(self.stream_options)
+                request.timeout_ms = self._stream_timeout_ms = timeout_ms
+            elif timeout_ms != self._stream_timeout_ms:
+                request.timeout_ms = timeout_ms
+            self._requests.put(request)
         if not pending.done.wait(deadline_s):
             with self._lock:
                 self._pending.pop(request_id, None)
