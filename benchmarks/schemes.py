@@ -130,8 +130,9 @@ class ImageClient:
         start = time.perf_counter()
         data = encode_image(image, self.fmt, self.quality)
         sent = time.perf_counter()
-        request = pb.InferRequest(request_id=next(self.ids), image=pb.EncodedImage(format=self.fmt, data=data))
-        if request.request_id == 1:  # the stream's defaults, once
+        # no request_id: replies come in request order (as in the agent's client)
+        request = pb.InferRequest(image=pb.EncodedImage(format=self.fmt, data=data))
+        if next(self.ids) == 1:  # the stream's defaults, once
             request.model.CopyFrom(self.model)
             request.timeout_ms = DEADLINE_MS
             request.stream_options.CopyFrom(self.options)
@@ -154,8 +155,10 @@ class ImageClient:
 
 
 def build_schemes(agilenn: Bundle, plain: Bundle | None, budget_bytes: int | None, names=None) -> list[Scheme]:
-    """All schemes in run order (agilenn-ans first: an automatic byte budget is derived from it)."""
+    """All schemes in run order. agilenn-ctx is AgileNN as shipped (the bundle's context-adaptive
+    coder, when it has its tables); agilenn-budget's automatic byte budget is derived from agilenn-ans."""
     schemes = [
+        Scheme("agilenn-ctx", "agent", agilenn, coder="rans-ctx"),
         Scheme("agilenn-ans", "agent", agilenn, coder="ans"),
         Scheme("agilenn-zstd", "agent", agilenn, coder="zstd"),
         Scheme("agilenn-budget", "agent", agilenn, coder="ans", budget_bytes=budget_bytes),
@@ -166,6 +169,8 @@ def build_schemes(agilenn: Bundle, plain: Bundle | None, budget_bytes: int | Non
     ]
     if plain is not None:
         schemes.insert(3, Scheme("plain-split", "agent", plain, coder="ans"))
+    if "rans-ctx" not in agilenn.codec().available_coders:
+        schemes = [s for s in schemes if s.coder != "rans-ctx"]
     if not agilenn.has("reference"):
         schemes = [s for s in schemes if s.kind != "edge"]
     if names:

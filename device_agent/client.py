@@ -9,6 +9,7 @@ features to anything else.
 
 from __future__ import annotations
 
+import collections
 import ipaddress
 import itertools
 import json
@@ -178,6 +179,9 @@ class RemoteClient:
         self._state_detail = "not connected yet"
         self._pending: dict[int, _Pending] = {}
         self._ids = itertools.count(1)
+        # Lean requests carry no request_id (3 B saved each way): the server answers every message
+        # of a stream exactly once and in order, so the n-th reply answers the n-th request sent.
+        self._in_order: collections.deque = collections.deque()
         self._requests: queue.SimpleQueue | None = None
         self._channel: grpc.Channel | None = None
         self._call = None
@@ -298,7 +302,10 @@ class RemoteClient:
         try:
             for reply in call:
                 with self._lock:
-                    pending = self._pending.pop(reply.request_id, None)
+                    if self._call is not call:  # retired (deadline misses): its replies answer nobody now
+                        break
+                    request_id = self._in_order.popleft() if self._in_order else None
+                    pending = self._pending.pop(request_id, None)
                 if pending is not None:  # None: its caller gave up at the deadline
                     pending.reply = self._convert(reply)
                     pending.done.set()
@@ -317,6 +324,7 @@ class RemoteClient:
             requests = self._requests
             self._call = self._requests = None
             failed, self._pending = self._pending, {}
+            self._in_order.clear()
             if self._state != "closed":
                 log.info("server %s: down (%s)", self.address, detail)
                 self._state, self._state_detail = "down", detail
@@ -358,8 +366,9 @@ class RemoteClient:
                 return RemoteReply(reason=reason, detail=self._state_detail)
             request_id = next(self._ids)
             self._pending[request_id] = pending
+            self._in_order.append(request_id)
             timeout_ms = 0 if deadline_s is None else max(1, int(deadline_s * 1e3))
-            request = pb.InferRequest(request_id=request_id, feature_payload=payload)
+            request = pb.InferRequest(feature_payload=payload)
             if self._stream_timeout_ms is None:  # the stream's first message: its defaults, once
                 request.model.CopyFrom(self.model)
                 request.stream_options.CopyFrom(self.stream_options)
