@@ -154,3 +154,18 @@ def test_bad_compact_logits_are_named():
         decode_logits(pb.Logits(int16=b"\x00\x01", scale=0.0))
     with pytest.raises(LogitsError, match="whole number"):
         decode_logits(pb.Logits(float16=b"\x00\x01\x02"))
+
+
+def test_the_docs_worked_example_byte_for_byte():
+    import pathlib
+    import re
+
+    doc = (pathlib.Path(__file__).resolve().parents[2] / "docs" / "protocol.md").read_text()
+    section = doc[doc.index("### Lean streams"):doc.index("### Ordering and delivery")]
+    first_text = section[section.index("first:"):section.index("later:")]
+    later_text = section[section.index("later:"):].split("\n\n")[0]
+    hexbytes = lambda text: bytes.fromhex("".join(re.findall(r"\b[0-9a-f]{2}\b", text.split(":", 1)[1])))  # noqa: E731
+    first = pb.InferRequest(model=pb.ModelRef(name="agilenn-fashion-mnist", version="1"), timeout_ms=5000,
+                            stream_options=pb.StreamOptions(logits_encoding=pb.LOGITS_INT16), feature_payload=b"AG\x01")
+    assert hexbytes(first_text) == first.SerializeToString()
+    assert hexbytes(later_text) == pb.InferRequest(feature_payload=b"AG\x01").SerializeToString()
