@@ -167,8 +167,8 @@ class RemoteClient:
         self.failover_wait_s = failover_wait_s
         self._down_since: float | None = None
         # A lean stream (docs/protocol.md, "Lean streams"): the first message sets the model and
-        # timeout for the whole stream and says what replies carry; later ones are request_id and
-        # payload only. ServerTimings cost ~15 B per reply: only when asked for.
+        # timeout for the whole stream and says what replies carry; later ones are the payload
+        # alone. ServerTimings cost ~15 B per reply: only when asked for.
         if logits_encoding not in ENCODINGS:
             raise ValueError(f"logits encoding must be one of {', '.join(ENCODINGS)}, got {logits_encoding!r}")
         self.stream_options = pb.StreamOptions(timings=server_timings, logits_encoding=ENCODINGS[logits_encoding])

@@ -14,7 +14,6 @@ import time
 from dataclasses import dataclass
 
 import grpc
-import numpy as np
 
 from agilenn.codec import PayloadError
 from agilenn.models.model_repository import ModelNotFound
