@@ -129,7 +129,7 @@ def run_latency(args, argv) -> int:
         print(path)
     goals = results["goals"].get("latency_vs_edge_png")
     if goals:
-        print(f"agilenn-ans / edge-png p50 at {goals['link']}: {goals['ratio']} "
+        print(f"{results['goals']['scheme']} / edge-png p50 at {goals['link']}: {goals['ratio']} "
               f"(accuracy gap {goals['accuracy_gap_pp']:+.2f} pp)", file=sys.stderr)
     return 0
 

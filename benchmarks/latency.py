@@ -36,6 +36,13 @@ from .schemes import Measured, Scheme
 from .testbed import Testbed
 
 WARMUP = 3  # requests per (scheme, link) not measured: connection set-up, first HPACK tables, lazy init
+# The measured pass runs as deployed: replies without ServerTimings. The server's queue/decode/compute
+# times (for `ideal` and the transmit split) come from a second, short pass that asks for them; each
+# measured sample gets that pass's median (server compute is ~0.1-0.3 ms and nearly constant).
+CALIBRATION_IMAGES = 30
+# What the issue asks of AgileNN against edge-only PNG on the slowest link (issue 12).
+TARGET_RATIO, TARGET_RATIO_WITHOUT_RTT, TARGET_ACCURACY_PP = 0.70, 0.50, 0.3
+TARGET_ABOVE_PAYLOAD_UP, TARGET_ABOVE_PAYLOAD_DOWN = 30.0, 40.0
 
 
 @dataclass
@@ -84,7 +91,29 @@ def _run_pass(scheme: Scheme, link: LinkProfile | None, address: str | None, ima
     finally:
         client.close()
     wire = {k: after[k] - before[k] for k in after} if stats else {}
+    if address is not None:
+        _fill_server_timings(samples, _calibrate(scheme, address, images))
     return Pass(scheme, link, samples, wire, wall)
+
+
+def _calibrate(scheme: Scheme, address: str, images) -> dict:
+    """Median server times over a short pass whose replies carry ServerTimings."""
+    client = scheme.client(address, server_timings=True)
+    try:
+        for image in images[:WARMUP]:
+            client.infer(image)
+        got = [client.infer(image) for image in images[:CALIBRATION_IMAGES]]
+    finally:
+        client.close()
+    fields = ("server_queue_ms", "server_decode_ms", "server_compute_ms", "server_total_ms")
+    return {f: float(np.median([getattr(m, f) for m in got])) for f in fields}
+
+
+def _fill_server_timings(samples: list, medians: dict) -> None:
+    for m in samples:
+        if not m.has_server_timings:
+            for f, v in medians.items():
+                setattr(m, f, v)
 
 
 def run(cfg: Config) -> dict:
@@ -222,6 +251,7 @@ def _rows(p: Pass, cfg: Config) -> list[dict]:
             "channels_sent_mean": _mean(col("channels_sent")),
             "wire_bytes_up_mean": round(p.wire["bytes_up"] / n, 1) if p.wire else 0.0,
             "wire_bytes_down_mean": round(p.wire["bytes_down"] / n, 1) if p.wire else 0.0,
+            **_wire_split(p, float(payload.mean()) if n else 0.0),
             "latency_ms_p50": _pct(latency, 50),
             "latency_ms_p99": _pct(latency, 99),
             "latency_ms_mean": _mean(latency),
@@ -249,6 +279,40 @@ def _rows(p: Pass, cfg: Config) -> list[dict]:
             row.update(_overhead_parts(p, link, float(payload.mean()), float(np.mean(latency - ideal))))
         rows.append(row)
     return rows
+
+
+def _reply_payload_bytes(p: Pass) -> float:
+    """The reply's payload: the logits' value bytes (classes x 2 for the default int16 encoding),
+    per inference that got logits back."""
+    from agilenn.device_agent.client import DEFAULT_LOGITS_ENCODING
+
+    width = {"float32": 4, "float16": 2, "int16": 2, "int8": 1}[DEFAULT_LOGITS_ENCODING]
+    answered = sum(1 for m in p.samples if not m.degraded) / max(1, len(p.samples))
+    return len(p.scheme.bundle.manifest["classes"]) * width * answered
+
+
+def _wire_split(p: Pass, payload_up: float) -> dict:
+    """Per inference and direction: payload, gRPC+HTTP2+protobuf framing (all TCP payload bytes
+    beyond the payload, from the relay's counters) and TCP/IP (whole frames less TCP payload, from
+    the tc qdiscs' own counters; with the userspace shaper, the 66 B per segment the relay charges)."""
+    if not p.wire:
+        return {}
+    n = len(p.samples)
+    payload_down = _reply_payload_bytes(p)
+    out = {"wire_source": "tc qdisc + relay" if "qdisc_bytes_up" in p.wire else "relay"}
+    for d, payload in (("up", payload_up), ("down", payload_down)):
+        tcp_payload = p.wire[f"bytes_{d}"] / n
+        if f"qdisc_bytes_{d}" in p.wire:
+            tcpip = (p.wire[f"qdisc_bytes_{d}"] - p.wire[f"bytes_{d}"]) / n
+            out[f"wire_packets_{d}_mean"] = round(p.wire[f"qdisc_packets_{d}"] / n, 2)
+        else:
+            from .relay import SEGMENT_OVERHEAD
+
+            tcpip = SEGMENT_OVERHEAD * p.wire[f"segments_{d}"] / n
+        out[f"wire_payload_{d}_mean"] = round(payload, 1)
+        out[f"wire_framing_{d}_mean"] = round(tcp_payload - payload, 1)
+        out[f"wire_tcpip_{d}_mean"] = round(tcpip, 1)
+    return out
 
 
 def _overhead_parts(p: Pass, link: LinkProfile, payload_mean: float, overhead_mean: float) -> dict:
@@ -279,28 +343,39 @@ def _samples(passes, cfg: Config) -> dict:
 
 
 def goals(rows: list[dict], links) -> dict:
-    """The issue's two goals, evaluated on this run's rows at the highest clock."""
+    """The issues' targets (5 and 12), evaluated on this run's rows at the highest clock."""
     if not rows:
         return {}
     top = max(r["mcu_mhz"] for r in rows)
     at = {(r["scheme"], r["link"]): r for r in rows if r["mcu_mhz"] == top}
     slowest = min(links, key=lambda link: link.rate_kbps).name if links else None
-    out = {"mcu_mhz": top}
-    a, e = at.get(("agilenn-ans", slowest)), at.get(("edge-png", slowest))
+    # AgileNN as shipped: the bundle's default coder (rans-ctx) when the run has it, else ans
+    agilenn = "agilenn-ctx" if any(r["scheme"] == "agilenn-ctx" for r in rows) else "agilenn-ans"
+    out = {"mcu_mhz": top, "scheme": agilenn}
+    a, e = at.get((agilenn, slowest)), at.get(("edge-png", slowest))
     if a and e:
         ratio = a["latency_ms_p50"] / e["latency_ms_p50"]
         gap_pp = (a["accuracy"] - e["accuracy"]) * 100
         rtt = next(link.rtt_ms for link in links if link.name == slowest)
+        without = (a["latency_ms_p50"] - rtt) / (e["latency_ms_p50"] - rtt)
         out["latency_vs_edge_png"] = {
             "link": slowest, "agilenn_p50_ms": a["latency_ms_p50"], "edge_png_p50_ms": e["latency_ms_p50"],
-            "ratio": round(ratio, 3), "target_ratio": 0.5,
+            "ratio": round(ratio, 3), "target_ratio": TARGET_RATIO,
             # the share AgileNN can change: both latencies less the link's round trip
-            "ratio_without_rtt": round((a["latency_ms_p50"] - rtt) / (e["latency_ms_p50"] - rtt), 3),
-            "accuracy_gap_pp": round(gap_pp, 2), "accuracy_matched": abs(gap_pp) <= 1.0,
-            "met": bool(ratio <= 0.5 and abs(gap_pp) <= 1.0),
+            "ratio_without_rtt": round(without, 3), "target_ratio_without_rtt": TARGET_RATIO_WITHOUT_RTT,
+            "accuracy_gap_pp": round(gap_pp, 2), "accuracy_matched": abs(gap_pp) <= TARGET_ACCURACY_PP,
+            "met": bool(ratio <= TARGET_RATIO and without <= TARGET_RATIO_WITHOUT_RTT
+                        and abs(gap_pp) <= TARGET_ACCURACY_PP),
         }
-    overhead = {link.name: at[("agilenn-ans", link.name)]["overhead_pct_p50"]
-                for link in links if ("agilenn-ans", link.name) in at}
+    framed = [r for (s, _), r in at.items() if s == agilenn and "wire_framing_up_mean" in r]
+    if framed:
+        up = max(r["wire_framing_up_mean"] for r in framed)
+        down = max(r["wire_framing_down_mean"] for r in framed)
+        out["bytes_above_payload"] = {"up": up, "down": down, "target_up": TARGET_ABOVE_PAYLOAD_UP,
+                                      "target_down": TARGET_ABOVE_PAYLOAD_DOWN,
+                                      "met": bool(up <= TARGET_ABOVE_PAYLOAD_UP and down <= TARGET_ABOVE_PAYLOAD_DOWN)}
+    overhead = {link.name: at[(agilenn, link.name)]["overhead_pct_p50"]
+                for link in links if (agilenn, link.name) in at}
     if overhead:
         out["agilenn_overhead_pct_p50"] = overhead
         out["overhead_target_pct"] = 10.0

@@ -18,6 +18,7 @@ namespaces left behind by runs that were killed are removed at the next start.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import re
 import shutil
@@ -129,6 +130,20 @@ class TcShaper:
         _run("tc", "qdisc", "replace", "dev", self.host_if, *spec)
         _run("tc", "-n", self.ns, "qdisc", "replace", "dev", self.ns_if, *spec)
         self.rate_kbps = rate_kbps
+
+    def counters(self) -> dict:
+        """The tbf qdiscs' own byte and packet counters: up = the host end's egress (towards the
+        server), down = the namespace end's. Bytes are whole frames (Ethernet + IP + TCP headers,
+        pure ACKs included), as the shaper charged them to the link."""
+        out = {}
+        for direction, cmd in (("up", ["tc", "-s", "-j", "qdisc", "show", "dev", self.host_if]),
+                               ("down", ["tc", "-n", self.ns, "-s", "-j", "qdisc", "show", "dev", self.ns_if])):
+            qdiscs = [q for q in json.loads(_run(*cmd).stdout or "[]") if q.get("root") or q.get("kind") == "tbf"]
+            if not qdiscs:
+                raise RuntimeError(f"no root qdisc to read counters from ({' '.join(cmd)})")
+            out[f"qdisc_bytes_{direction}"] = int(qdiscs[0]["bytes"])
+            out[f"qdisc_packets_{direction}"] = int(qdiscs[0]["packets"])
+        return out
 
     def qdisc(self) -> str:
         """The host end's qdisc as tc shows it (the namespace end is configured identically)."""

@@ -59,13 +59,19 @@ class NamespacedServer(RunningServer):
 class LinkSession:
     link: LinkProfile
     relay: RelayProcess
+    tc: TcShaper | None = None
 
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.relay.port}"
 
     def stats(self) -> dict:
-        return self.relay.stats()
+        """The relay's counters (TCP payload bytes and segments per direction) and, under the tc
+        shapers, the qdiscs' own (whole frames: TCP/IP headers and ACKs included)."""
+        stats = self.relay.stats()
+        if self.tc is not None:
+            stats.update(self.tc.counters())
+        return stats
 
 
 class Testbed:
@@ -114,7 +120,7 @@ class Testbed:
         relay_rate = None if self.shaper == "tbf" else link.rate_kbps
         with RelayProcess(upstream or self.server.address, relay_rate, link.delay_ms, link.jitter_ms,
                           link.loss_pct, seed=self.seed) as relay:
-            yield LinkSession(link, relay)
+            yield LinkSession(link, relay, self.tc)
 
     def goodput(self, link: LinkProfile, seconds: float = 2.0) -> dict:
         """Bulk-transfer about `seconds` worth of bytes through the shaped path to the sink."""

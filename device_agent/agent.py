@@ -110,6 +110,8 @@ class Agent:
         connect_timeout_s: float = 2.0,
         backoff_max_s: float = 2.0,
         numerics: str = "auto",
+        server_timings: bool = False,  # ask the server for ServerTimings in every reply (~15 B each)
+        logits_encoding: str = "int16",  # how remote logits travel (docs/protocol.md, "Lean streams")
     ):
         self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
         self.device = DevicePart(self.bundle, numerics)
@@ -125,7 +127,8 @@ class Agent:
         self.client = None
         if server_address:
             self.client = RemoteClient(server_address, self.bundle.manifest, security,
-                                       connect_timeout_s=connect_timeout_s, backoff_max_s=backoff_max_s)
+                                       connect_timeout_s=connect_timeout_s, backoff_max_s=backoff_max_s,
+                                       server_timings=server_timings, logits_encoding=logits_encoding)
 
     # --- lifecycle ----------------------------------------------------------------------------
     def wait_connected(self, timeout: float | None = None) -> bool:

@@ -48,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--local-only", action="store_true", help="no server: answer from the local predictor alone")
     s.add_argument("--deadline-ms", type=float, default=DEFAULT_DEADLINE_MS,
                    help="wait at most this long for the remote logits, then answer locally (default %(default)s)")
+    s.add_argument("--server-timings", action="store_true",
+                   help="ask the server for its queue/decode/compute times in every reply (about 15 B more per "
+                        "reply; off by default to keep replies lean, docs/protocol.md)")
     s.add_argument("--connect-wait-s", type=float, default=5.0,
                    help="before the first input, wait this long for the server (default %(default)s); "
                         "inputs arriving while it is unreachable are answered locally")
@@ -106,7 +109,7 @@ def run(args) -> int:
     mcu = parse_mcu(args.mcu) if args.mcu else None
     agent = Agent(bundle, None if args.local_only else args.server, deadline_ms=args.deadline_ms,
                   max_payload_bytes=args.max_payload_bytes, mcu=mcu, coder=args.coder, security=_security(args),
-                  numerics=args.numerics)
+                  numerics=args.numerics, server_timings=args.server_timings)
     summary = Summary(model=f"{bundle.name}:{bundle.version}", server=None if args.local_only else args.server,
                       mcu=mcu.spec if mcu else None, max_payload_bytes=args.max_payload_bytes,
                       deadline_ms=args.deadline_ms)

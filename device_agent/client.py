@@ -9,6 +9,7 @@ features to anything else.
 
 from __future__ import annotations
 
+import collections
 import ipaddress
 import itertools
 import json
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 import grpc
 import numpy as np
 
+from agilenn.server.logits import ENCODINGS, decode_logits
 from agilenn.v1 import inference_pb2 as pb
 from agilenn.v1 import inference_pb2_grpc as pb_grpc
 
@@ -30,6 +32,23 @@ log = logging.getLogger("agilenn.agent.client")
 
 # Manifest fields both ends must agree on for the features to mean the same thing.
 _MUST_MATCH = ("input", "classes", "features", "quantizer", "alpha")
+
+# Chosen against link chatter (bytes on a slow radio link that carry no inference), measured in
+# benchmarks/RESULTS.md ("Lean stream messages"):
+# - no BDP probing: the estimator PINGs the server (17 B, and 17 B of PING ACK back) to size windows
+#   for bulk transfers; one small reply at a time never needs a bigger window than the default 64 KiB;
+# - no keepalive PINGs (gRPC's client default, kept on purpose): a hung server is noticed by missed
+#   deadlines (max_deadline_misses) instead of a periodic 34 B round trip on an idle link;
+# - HTTP/2 windows stay at the default: gRPC core piggybacks a connection- and a stream-level
+#   WINDOW_UPDATE (13 B each) on the next write after every message it reads, whatever the window
+#   size (chttp2 flow control: "writing anyway" sends the update), so a larger window saves nothing.
+CHANNEL_OPTIONS = [
+    ("grpc.max_receive_message_length", 16 << 20),
+    ("grpc.http2.bdp_probe", 0),
+]
+# float16 changes 1 of 10,000 merged predictions on the shipped Fashion-MNIST bundle, int16 none
+# (benchmarks/logits_precision.py, RESULTS.md); int16 costs 3 B more per reply (its scale).
+DEFAULT_LOGITS_ENCODING = "int16"
 
 # Several replicas (an address list or a dns:/// name): gRPC's own client-side balancing. round_robin
 # keeps a connection to every resolved address and spreads new calls over the ready ones; health
@@ -126,6 +145,8 @@ class RemoteClient:
         backoff_max_s: float = 2.0,
         max_deadline_misses: int = 3,
         failover_wait_s: float = 0.25,
+        server_timings: bool = False,
+        logits_encoding: str = DEFAULT_LOGITS_ENCODING,
     ):
         self.address = address
         self.target, self.replicas = channel_target(address)  # ValueError names a bad --server at once
@@ -145,12 +166,22 @@ class RemoteClient:
         # it (never past their deadline) instead of being answered locally at once.
         self.failover_wait_s = failover_wait_s
         self._down_since: float | None = None
+        # A lean stream (docs/protocol.md, "Lean streams"): the first message sets the model and
+        # timeout for the whole stream and says what replies carry; later ones are the payload
+        # alone. ServerTimings cost ~15 B per reply: only when asked for.
+        if logits_encoding not in ENCODINGS:
+            raise ValueError(f"logits encoding must be one of {', '.join(ENCODINGS)}, got {logits_encoding!r}")
+        self.stream_options = pb.StreamOptions(timings=server_timings, logits_encoding=ENCODINGS[logits_encoding])
+        self._stream_timeout_ms: int | None = None  # None: the current stream's first message is still to go
 
         self._lock = threading.Condition()
         self._state = "connecting"  # connecting | ready | down | mismatch | closed
         self._state_detail = "not connected yet"
         self._pending: dict[int, _Pending] = {}
         self._ids = itertools.count(1)
+        # Lean requests carry no request_id (3 B saved each way): the server answers every message
+        # of a stream exactly once and in order, so the n-th reply answers the n-th request sent.
+        self._in_order: collections.deque = collections.deque()
         self._requests: queue.SimpleQueue | None = None
         self._channel: grpc.Channel | None = None
         self._call = None
@@ -188,7 +219,7 @@ class RemoteClient:
     # --- connection management ---------------------------------------------------------------
     def _make_channel(self) -> grpc.Channel:
         s = self.security
-        options = [("grpc.max_receive_message_length", 16 << 20)]
+        options = list(CHANNEL_OPTIONS)
         if self.replicas:
             options.append(("grpc.service_config", _REPLICA_SERVICE_CONFIG))
         if s.server_name:
@@ -237,6 +268,7 @@ class RemoteClient:
             # Ready in the same critical section that installs the stream, so a stream that breaks
             # at once is seen as down by the supervisor rather than lost behind a stale "ready".
             self._channel, self._call, self._requests = channel, call, requests
+            self._stream_timeout_ms = None
             self._state, self._state_detail, self._misses = "ready", f"connected to {self.address}", 0
             self.connects += 1
             self._lock.notify_all()
@@ -270,7 +302,10 @@ class RemoteClient:
         try:
             for reply in call:
                 with self._lock:
-                    pending = self._pending.pop(reply.request_id, None)
+                    if self._call is not call:  # retired (deadline misses): its replies answer nobody now
+                        break
+                    request_id = self._in_order.popleft() if self._in_order else None
+                    pending = self._pending.pop(request_id, None)
                 if pending is not None:  # None: its caller gave up at the deadline
                     pending.reply = self._convert(reply)
                     pending.done.set()
@@ -289,6 +324,7 @@ class RemoteClient:
             requests = self._requests
             self._call = self._requests = None
             failed, self._pending = self._pending, {}
+            self._in_order.clear()
             if self._state != "closed":
                 log.info("server %s: down (%s)", self.address, detail)
                 self._state, self._state_detail = "down", detail
@@ -301,12 +337,18 @@ class RemoteClient:
 
     @staticmethod
     def _convert(reply) -> RemoteReply:
-        t = reply.timings
-        timings = {"queue_ms": t.queue_us / 1e3, "decode_ms": t.decode_us / 1e3, "compute_ms": t.compute_us / 1e3,
-                   "total_ms": t.total_us / 1e3, "batch_size": t.batch_size}
+        timings = {}
+        if reply.HasField("timings"):
+            t = reply.timings
+            timings = {"queue_ms": t.queue_us / 1e3, "decode_ms": t.decode_us / 1e3, "compute_ms": t.compute_us / 1e3,
+                       "total_ms": t.total_us / 1e3, "batch_size": t.batch_size}
         if reply.WhichOneof("result") == "logits":
-            return RemoteReply(np.asarray(reply.logits.values, dtype=np.float32), sent=True,
-                               channels_received=reply.channels_received, timings=timings)
+            try:
+                logits = decode_logits(reply.logits)
+            except ValueError as exc:
+                return RemoteReply(reason=Reason.SERVER_ERROR, detail=f"unreadable logits: {exc}", sent=True,
+                                   timings=timings)
+            return RemoteReply(logits, sent=True, channels_received=reply.channels_received, timings=timings)
         err = reply.error
         reason = Reason.DEADLINE if err.code == pb.DEADLINE_EXCEEDED else Reason.SERVER_ERROR
         return RemoteReply(reason=reason, detail=f"{pb.ErrorCode.Name(err.code)}: {err.message}", sent=True,
@@ -324,9 +366,16 @@ class RemoteClient:
                 return RemoteReply(reason=reason, detail=self._state_detail)
             request_id = next(self._ids)
             self._pending[request_id] = pending
+            self._in_order.append(request_id)
             timeout_ms = 0 if deadline_s is None else max(1, int(deadline_s * 1e3))
-            self._requests.put(pb.InferRequest(request_id=request_id, model=self.model, feature_payload=payload,
-                                               timeout_ms=timeout_ms))
+            request = pb.InferRequest(feature_payload=payload)
+            if self._stream_timeout_ms is None:  # the stream's first message: its defaults, once
+                request.model.CopyFrom(self.model)
+                request.stream_options.CopyFrom(self.stream_options)
+                request.timeout_ms = self._stream_timeout_ms = timeout_ms
+            elif timeout_ms != self._stream_timeout_ms:
+                request.timeout_ms = timeout_ms
+            self._requests.put(request)
         if not pending.done.wait(deadline_s):
             with self._lock:
                 self._pending.pop(request_id, None)

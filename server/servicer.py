@@ -14,7 +14,6 @@ import time
 from dataclasses import dataclass
 
 import grpc
-import numpy as np
 
 from agilenn.codec import PayloadError
 from agilenn.models.model_repository import ModelNotFound
@@ -24,6 +23,7 @@ from agilenn.v1 import inference_pb2_grpc as pb_grpc
 from .batcher import Closed, Expired, QueueFull
 from .errors import RequestError
 from .inputs import decode_image
+from .logits import encode_logits
 from .metrics import Metrics, ModelMetrics
 from .models import ServedModel, ServedModels
 from .wire import MalformedMessage, RateLimitedLog, echoed_ref, model_ref_problem
@@ -45,10 +45,34 @@ class _Pending:
     channels: int = 0
     future: asyncio.Future | None = None
     error: RequestError | None = None
+    lean: pb.StreamOptions | None = None  # a lean stream's reply options; None: a full v1 reply
 
 
 def _us(seconds: float) -> int:
     return max(0, min(int(seconds * 1e6), 0xFFFFFFFF))
+
+
+class StreamDefaults:
+    """A lean stream's model and timeout, set by its first message (StreamOptions), inherited by
+    every later message that leaves them unset. A v1 stream never adopts any: nothing changes for it."""
+
+    def __init__(self):
+        self.model: pb.ModelRef | None = None
+        self.timeout_ms = 0
+
+    def adopt(self, first: pb.InferRequest) -> pb.StreamOptions:
+        self.model = pb.ModelRef()
+        self.model.CopyFrom(first.model)
+        self.timeout_ms = first.timeout_ms
+        return first.stream_options
+
+    def fill(self, req: pb.InferRequest) -> None:
+        if self.model is None:
+            return
+        if not req.model.name and not req.model.version:
+            req.model.CopyFrom(self.model)
+        if not req.timeout_ms:
+            req.timeout_ms = self.timeout_ms
 
 
 class InferenceServicer(pb_grpc.InferenceServicer):
@@ -161,22 +185,29 @@ class InferenceServicer(pb_grpc.InferenceServicer):
                 p.error = RequestError(pb.INTERNAL, f"model run failed: {exc.__class__.__name__}: {exc}")
         total = time.perf_counter() - p.arrival
         metrics = p.metrics or self._unknown
-        resp = pb.InferResponse(request_id=p.request_id, model=p.model.ref if p.model else p.requested,
-                                channels_received=p.channels)
+        lean = p.lean
+        resp = pb.InferResponse(request_id=p.request_id)
+        if lean is None or lean.model:
+            resp.model.CopyFrom(p.model.ref if p.model else p.requested)
+        if lean is None or lean.channels_received:
+            resp.channels_received = p.channels
+        timings = lean is None or lean.timings
         if p.error is not None:
             metrics.count(p.error.code_name)
             resp.error.code = p.error.code
             resp.error.message = p.error.message
-            resp.timings.decode_us = _us(p.decode_s)
-            resp.timings.total_us = _us(total)
+            if timings:
+                resp.timings.decode_us = _us(p.decode_s)
+                resp.timings.total_us = _us(total)
             return resp
         metrics.count("OK")
         metrics.request_seconds.observe(total)
         metrics.queue_seconds.observe(result.queue_s)
-        resp.logits.values.extend(np.asarray(result.output, dtype=np.float32).tolist())
-        t = resp.timings
-        t.queue_us, t.decode_us, t.compute_us = _us(result.queue_s), _us(p.decode_s), _us(result.compute_s)
-        t.total_us, t.batch_size = _us(total), result.batch_size
+        resp.logits.CopyFrom(encode_logits(result.output, lean.logits_encoding if lean else pb.LOGITS_FLOAT32))
+        if timings:
+            t = resp.timings
+            t.queue_us, t.decode_us, t.compute_us = _us(result.queue_s), _us(p.decode_s), _us(result.compute_s)
+            t.total_us, t.batch_size = _us(total), result.batch_size
         return resp
 
     @staticmethod
@@ -222,18 +253,25 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         window = asyncio.Semaphore(self.stream_window)
 
         read_error: list[BaseException] = []  # why reading stopped before the client closed its side
+        defaults = StreamDefaults()
 
         async def read():
             received = 0
+            lean = None  # v1 replies until the first message asks for lean ones
             try:
                 async for req in request_iterator:
                     await window.acquire()
                     received += 1
                     arrival = time.perf_counter()
                     if isinstance(req, MalformedMessage):  # answered in-band, in order; the stream carries on
-                        queue.put_nowait(self._malformed(req, arrival, f"InferStream message {received}"))
+                        p = self._malformed(req, arrival, f"InferStream message {received}")
                     else:
-                        queue.put_nowait(self._start(req, self._deadline(req, arrival, rpc_deadline), arrival))
+                        if received == 1 and req.HasField("stream_options"):
+                            lean = defaults.adopt(req)
+                        defaults.fill(req)
+                        p = self._start(req, self._deadline(req, arrival, rpc_deadline), arrival)
+                    p.lean = lean
+                    queue.put_nowait(p)
             except asyncio.CancelledError:
                 pass
             except Exception as exc:  # the transport broke or gRPC ended the call (e.g. an oversize message)

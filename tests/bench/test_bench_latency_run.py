@@ -64,12 +64,34 @@ def test_context_goodput_costs_and_goals(run):
     assert all(g["goodput_kbps"] > 0 for g in doc["goodput"].values())
     assert {"macs", "params", "int8_flash_bytes", "peak_sram_bytes"} <= set(doc["models"]["synthetic-agilenn"]["cost"])
     assert doc["goals"]["latency_vs_edge_png"]["link"] == "slow"
+    assert doc["goals"]["latency_vs_edge_png"]["target_ratio"] == 0.70
+    assert set(doc["goals"]["bytes_above_payload"]) >= {"up", "down", "met"}
     assert set(doc["goals"]["agilenn_overhead_pct_p50"]) == {"fast", "slow"}
+
+
+def test_wire_bytes_split_into_payload_framing_and_tcpip(run):
+    """Per direction: payload + framing is what the relay counted; TCP/IP is the relay's 66 B per
+    segment under the userspace shaper; every networked row has the split."""
+    _, doc = run
+    for r in doc["rows"]:
+        if r["link"] == "none":
+            assert "wire_framing_up_mean" not in r
+            continue
+        assert r["wire_source"] == "relay"
+        assert r["wire_payload_up_mean"] == pytest.approx(r["payload_bytes_mean"], abs=0.06)
+        for d in ("up", "down"):
+            assert r[f"wire_payload_{d}_mean"] + r[f"wire_framing_{d}_mean"] == pytest.approx(
+                r[f"wire_bytes_{d}_mean"], abs=0.11)
+            assert r[f"wire_framing_{d}_mean"] > 0
+            assert r[f"wire_tcpip_{d}_mean"] == pytest.approx(66 * r[f"wire_segments_{d}_mean"], abs=0.7)
+        assert r["wire_payload_down_mean"] == 10 * 2  # ten int16 logits
 
 
 def test_markdown_samples_and_plots_are_written(run):
     out, _ = run
-    assert "| agilenn-ans | slow |" in (out / "latency-quick.md").read_text()
+    text = (out / "latency-quick.md").read_text()
+    assert "| agilenn-ans | slow |" in text
+    assert "## Wire bytes per inference" in text
     samples = json.loads((out / "latency-quick-samples.json").read_text())
     assert len(samples["edge-png|slow"]["host_ms"]) == 6
     for name in ("cdf", "pareto", "clock"):

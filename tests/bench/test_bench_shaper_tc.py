@@ -23,10 +23,18 @@ def test_tbf_shapes_both_ends_and_the_namespace_is_removed():
         inside = subprocess.run(["tc", "-n", shaper.ns, "qdisc", "show", "dev", shaper.ns_if],
                                 capture_output=True, text=True).stdout
         assert "800Kbit" in inside
+        before = shaper.counters()
         with SinkProcess(shaper.ns_ip, prefix=shaper.exec_prefix()) as sink:
             nbytes = 40_000
             result = measure(shaper.ns_ip, sink.port, nbytes)
         assert result["elapsed_s"] >= (nbytes - 1600) * 8 / 800_000  # less one tbf burst: a lower bound
+        after = shaper.counters()
+        # the qdiscs' own counters: the bulk bytes went up as whole frames (headers included), ACKs came down
+        sent_up = after["qdisc_bytes_up"] - before["qdisc_bytes_up"]
+        packets_up = after["qdisc_packets_up"] - before["qdisc_packets_up"]
+        assert nbytes + 54 * packets_up <= sent_up <= nbytes + 80 * packets_up + 4096
+        assert packets_up >= nbytes // 1448
+        assert after["qdisc_packets_down"] > before["qdisc_packets_down"]
         ns = shaper.ns
     assert ns not in _namespaces()
     assert shaper.host_if not in subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
@@ -63,5 +71,7 @@ def test_server_in_the_namespace_answers_the_agent_through_the_shaped_path(tmp_p
             stats = session.stats()
         assert not result.degraded and result.payload_bytes > 0
         assert stats["bytes_up"] > result.payload_bytes  # the request and its framing crossed the relay
+        # under tc the session also reads the qdiscs' counters: whole frames, more than the TCP payload
+        assert stats["qdisc_bytes_up"] > stats["bytes_up"] and stats["qdisc_bytes_down"] > stats["bytes_down"]
         assert "1Mbit" in bed.tc.qdisc()
     assert ns not in _namespaces()

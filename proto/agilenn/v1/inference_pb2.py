@@ -24,37 +24,41 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x61gilenn/v1/inference.proto\x12\nagilenn.v1\")\n\x08ModelRef\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\",\n\x0c\x45ncodedImage\x12\x0e\n\x06\x66ormat\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"\xaa\x01\n\x0cInferRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12#\n\x05model\x18\x02 \x01(\x0b\x32\x14.agilenn.v1.ModelRef\x12\x19\n\x0f\x66\x65\x61ture_payload\x18\x03 \x01(\x0cH\x00\x12)\n\x05image\x18\x04 \x01(\x0b\x32\x18.agilenn.v1.EncodedImageH\x00\x12\x12\n\ntimeout_ms\x18\x05 \x01(\rB\x07\n\x05input\"n\n\rServerTimings\x12\x10\n\x08queue_us\x18\x01 \x01(\r\x12\x11\n\tdecode_us\x18\x02 \x01(\r\x12\x12\n\ncompute_us\x18\x03 \x01(\r\x12\x10\n\x08total_us\x18\x04 \x01(\r\x12\x12\n\nbatch_size\x18\x05 \x01(\r\"=\n\x05\x45rror\x12#\n\x04\x63ode\x18\x01 \x01(\x0e\x32\x15.agilenn.v1.ErrorCode\x12\x0f\n\x07message\x18\x02 \x01(\t\"\xe3\x01\n\rInferResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12#\n\x05model\x18\x02 \x01(\x0b\x32\x14.agilenn.v1.ModelRef\x12$\n\x06logits\x18\x03 \x01(\x0b\x32\x12.agilenn.v1.LogitsH\x00\x12\"\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x11.agilenn.v1.ErrorH\x00\x12*\n\x07timings\x18\x05 \x01(\x0b\x32\x19.agilenn.v1.ServerTimings\x12\x19\n\x11\x63hannels_received\x18\x06 \x01(\rB\x08\n\x06result\"\x18\n\x06Logits\x12\x0e\n\x06values\x18\x01 \x03(\x02\"9\n\x12GetManifestRequest\x12#\n\x05model\x18\x01 \x01(\x0b\x32\x14.agilenn.v1.ModelRef\"Q\n\x13GetManifestResponse\x12#\n\x05model\x18\x01 \x01(\x0b\x32\x14.agilenn.v1.ModelRef\x12\x15\n\rmanifest_json\x18\x02 \x01(\t\"\x13\n\x11ListModelsRequest\"g\n\x12ListModelsResponse\x12$\n\x06models\x18\x01 \x03(\x0b\x32\x14.agilenn.v1.ModelRef\x12+\n\rdefault_model\x18\x02 \x01(\x0b\x32\x14.agilenn.v1.ModelRef*\xb0\x01\n\tErrorCode\x12\x1a\n\x16\x45RROR_CODE_UNSPECIFIED\x10\x00\x12\x13\n\x0fINVALID_PAYLOAD\x10\x01\x12\x13\n\x0fMODEL_NOT_FOUND\x10\x02\x12\x15\n\x11\x44\x45\x41\x44LINE_EXCEEDED\x10\x03\x12\x16\n\x12RESOURCE_EXHAUSTED\x10\x04\x12\x0f\n\x0bUNAVAILABLE\x10\x05\x12\x0c\n\x08INTERNAL\x10\x06\x12\x0f\n\x0bUNSUPPORTED\x10\x07\x32\xae\x02\n\tInference\x12<\n\x05Infer\x12\x18.agilenn.v1.InferRequest\x1a\x19.agilenn.v1.InferResponse\x12\x46\n\x0bInferStream\x12\x18.agilenn.v1.InferRequest\x1a\x19.agilenn.v1.InferResponse(\x01\x30\x01\x12N\n\x0bGetManifest\x12\x1e.agilenn.v1.GetManifestRequest\x1a\x1f.agilenn.v1.GetManifestResponse\x12K\n\nListModels\x12\x1d.agilenn.v1.ListModelsRequest\x1a\x1e.agilenn.v1.ListModelsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x61gilenn/v1/inference.proto\x12\nagilenn.v1\")\n\x08ModelRef\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\",\n\x0c\x45ncodedImage\x12\x0e\n\x06\x66ormat\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"\xdd\x01\n\x0cInferRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12#\n\x05model\x18\x02 \x01(\x0b\x32\x14.agilenn.v1.ModelRef\x12\x19\n\x0f\x66\x65\x61ture_payload\x18\x03 \x01(\x0cH\x00\x12)\n\x05image\x18\x04 \x01(\x0b\x32\x18.agilenn.v1.EncodedImageH\x00\x12\x12\n\ntimeout_ms\x18\x05 \x01(\r\x12\x31\n\x0estream_options\x18\x06 \x01(\x0b\x32\x19.agilenn.v1.StreamOptionsB\x07\n\x05input\"\x7f\n\rStreamOptions\x12\x0f\n\x07timings\x18\x01 \x01(\x08\x12\r\n\x05model\x18\x02 \x01(\x08\x12\x19\n\x11\x63hannels_received\x18\x03 \x01(\x08\x12\x33\n\x0flogits_encoding\x18\x04 \x01(\x0e\x32\x1a.agilenn.v1.LogitsEncoding\"n\n\rServerTimings\x12\x10\n\x08queue_us\x18\x01 \x01(\r\x12\x11\n\tdecode_us\x18\x02 \x01(\r\x12\x12\n\ncompute_us\x18\x03 \x01(\r\x12\x10\n\x08total_us\x18\x04 \x01(\r\x12\x12\n\nbatch_size\x18\x05 \x01(\r\"=\n\x05\x45rror\x12#\n\x04\x63ode\x18\x01 \x01(\x0e\x32\x15.agilenn.v1.ErrorCode\x12\x0f\n\x07message\x18\x02 \x01(\t\"\xe3\x01\n\rInferResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12#\n\x05model\x18\x02 \x01(\x0b\x32\x14.agilenn.v1.ModelRef\x12$\n\x06logits\x18\x03 \x01(\x0b\x32\x12.agilenn.v1.LogitsH\x00\x12\"\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x11.agilenn.v1.ErrorH\x00\x12*\n\x07timings\x18\x05 \x01(\x0b\x32\x19.agilenn.v1.ServerTimings\x12\x19\n\x11\x63hannels_received\x18\x06 \x01(\rB\x08\n\x06result\"U\n\x06Logits\x12\x0e\n\x06values\x18\x01 \x03(\x02\x12\x0f\n\x07\x66loat16\x18\x02 \x01(\x0c\x12\x0c\n\x04int8\x18\x03 \x01(\x0c\x12\r\n\x05scale\x18\x04 \x01(\x02\x12\r\n\x05int16\x18\x05 \x01(\x0c\"9\n\x12GetManifestRequest\x12#\n\x05model\x18\x01 \x01(\x0b\x32\x14.agilenn.v1.ModelRef\"Q\n\x13GetManifestResponse\x12#\n\x05model\x18\x01 \x01(\x0b\x32\x14.agilenn.v1.ModelRef\x12\x15\n\rmanifest_json\x18\x02 \x01(\t\"\x13\n\x11ListModelsRequest\"g\n\x12ListModelsResponse\x12$\n\x06models\x18\x01 \x03(\x0b\x32\x14.agilenn.v1.ModelRef\x12+\n\rdefault_model\x18\x02 \x01(\x0b\x32\x14.agilenn.v1.ModelRef*[\n\x0eLogitsEncoding\x12\x12\n\x0eLOGITS_FLOAT32\x10\x00\x12\x12\n\x0eLOGITS_FLOAT16\x10\x01\x12\x0f\n\x0bLOGITS_INT8\x10\x02\x12\x10\n\x0cLOGITS_INT16\x10\x03*\xb0\x01\n\tErrorCode\x12\x1a\n\x16\x45RROR_CODE_UNSPECIFIED\x10\x00\x12\x13\n\x0fINVALID_PAYLOAD\x10\x01\x12\x13\n\x0fMODEL_NOT_FOUND\x10\x02\x12\x15\n\x11\x44\x45\x41\x44LINE_EXCEEDED\x10\x03\x12\x16\n\x12RESOURCE_EXHAUSTED\x10\x04\x12\x0f\n\x0bUNAVAILABLE\x10\x05\x12\x0c\n\x08INTERNAL\x10\x06\x12\x0f\n\x0bUNSUPPORTED\x10\x07\x32\xae\x02\n\tInference\x12<\n\x05Infer\x12\x18.agilenn.v1.InferRequest\x1a\x19.agilenn.v1.InferResponse\x12\x46\n\x0bInferStream\x12\x18.agilenn.v1.InferRequest\x1a\x19.agilenn.v1.InferResponse(\x01\x30\x01\x12N\n\x0bGetManifest\x12\x1e.agilenn.v1.GetManifestRequest\x1a\x1f.agilenn.v1.GetManifestResponse\x12K\n\nListModels\x12\x1d.agilenn.v1.ListModelsRequest\x1a\x1e.agilenn.v1.ListModelsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'agilenn.v1.inference_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ERRORCODE']._serialized_start=1004
-  _globals['_ERRORCODE']._serialized_end=1180
+  _globals['_LOGITSENCODING']._serialized_start=1244
+  _globals['_LOGITSENCODING']._serialized_end=1335
+  _globals['_ERRORCODE']._serialized_start=1338
+  _globals['_ERRORCODE']._serialized_end=1514
   _globals['_MODELREF']._serialized_start=42
   _globals['_MODELREF']._serialized_end=83
   _globals['_ENCODEDIMAGE']._serialized_start=85
   _globals['_ENCODEDIMAGE']._serialized_end=129
   _globals['_INFERREQUEST']._serialized_start=132
-  _globals['_INFERREQUEST']._serialized_end=302
-  _globals['_SERVERTIMINGS']._serialized_start=304
-  _globals['_SERVERTIMINGS']._serialized_end=414
-  _globals['_ERROR']._serialized_start=416
-  _globals['_ERROR']._serialized_end=477
-  _globals['_INFERRESPONSE']._serialized_start=480
-  _globals['_INFERRESPONSE']._serialized_end=707
-  _globals['_LOGITS']._serialized_start=709
-  _globals['_LOGITS']._serialized_end=733
-  _globals['_GETMANIFESTREQUEST']._serialized_start=735
-  _globals['_GETMANIFESTREQUEST']._serialized_end=792
-  _globals['_GETMANIFESTRESPONSE']._serialized_start=794
-  _globals['_GETMANIFESTRESPONSE']._serialized_end=875
-  _globals['_LISTMODELSREQUEST']._serialized_start=877
-  _globals['_LISTMODELSREQUEST']._serialized_end=896
-  _globals['_LISTMODELSRESPONSE']._serialized_start=898
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1001
-  _globals['_INFERENCE']._serialized_start=1183
-  _globals['_INFERENCE']._serialized_end=1485
+  _globals['_INFERREQUEST']._serialized_end=353
+  _globals['_STREAMOPTIONS']._serialized_start=355
+  _globals['_STREAMOPTIONS']._serialized_end=482
+  _globals['_SERVERTIMINGS']._serialized_start=484
+  _globals['_SERVERTIMINGS']._serialized_end=594
+  _globals['_ERROR']._serialized_start=596
+  _globals['_ERROR']._serialized_end=657
+  _globals['_INFERRESPONSE']._serialized_start=660
+  _globals['_INFERRESPONSE']._serialized_end=887
+  _globals['_LOGITS']._serialized_start=889
+  _globals['_LOGITS']._serialized_end=974
+  _globals['_GETMANIFESTREQUEST']._serialized_start=976
+  _globals['_GETMANIFESTREQUEST']._serialized_end=1033
+  _globals['_GETMANIFESTRESPONSE']._serialized_start=1035
+  _globals['_GETMANIFESTRESPONSE']._serialized_end=1116
+  _globals['_LISTMODELSREQUEST']._serialized_start=1118
+  _globals['_LISTMODELSREQUEST']._serialized_end=1137
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1139
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1242
+  _globals['_INFERENCE']._serialized_start=1517
+  _globals['_INFERENCE']._serialized_end=1819
 # @@protoc_insertion_point(module_scope)

@@ -7,6 +7,13 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class LogitsEncoding(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    LOGITS_FLOAT32: _ClassVar[LogitsEncoding]
+    LOGITS_FLOAT16: _ClassVar[LogitsEncoding]
+    LOGITS_INT8: _ClassVar[LogitsEncoding]
+    LOGITS_INT16: _ClassVar[LogitsEncoding]
+
 class ErrorCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     ERROR_CODE_UNSPECIFIED: _ClassVar[ErrorCode]
@@ -17,6 +24,10 @@ class ErrorCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     UNAVAILABLE: _ClassVar[ErrorCode]
     INTERNAL: _ClassVar[ErrorCode]
     UNSUPPORTED: _ClassVar[ErrorCode]
+LOGITS_FLOAT32: LogitsEncoding
+LOGITS_FLOAT16: LogitsEncoding
+LOGITS_INT8: LogitsEncoding
+LOGITS_INT16: LogitsEncoding
 ERROR_CODE_UNSPECIFIED: ErrorCode
 INVALID_PAYLOAD: ErrorCode
 MODEL_NOT_FOUND: ErrorCode
@@ -43,18 +54,32 @@ class EncodedImage(_message.Message):
     def __init__(self, format: _Optional[str] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class InferRequest(_message.Message):
-    __slots__ = ("request_id", "model", "feature_payload", "image", "timeout_ms")
+    __slots__ = ("request_id", "model", "feature_payload", "image", "timeout_ms", "stream_options")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     FEATURE_PAYLOAD_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    STREAM_OPTIONS_FIELD_NUMBER: _ClassVar[int]
     request_id: int
     model: ModelRef
     feature_payload: bytes
     image: EncodedImage
     timeout_ms: int
-    def __init__(self, request_id: _Optional[int] = ..., model: _Optional[_Union[ModelRef, _Mapping]] = ..., feature_payload: _Optional[bytes] = ..., image: _Optional[_Union[EncodedImage, _Mapping]] = ..., timeout_ms: _Optional[int] = ...) -> None: ...
+    stream_options: StreamOptions
+    def __init__(self, request_id: _Optional[int] = ..., model: _Optional[_Union[ModelRef, _Mapping]] = ..., feature_payload: _Optional[bytes] = ..., image: _Optional[_Union[EncodedImage, _Mapping]] = ..., timeout_ms: _Optional[int] = ..., stream_options: _Optional[_Union[StreamOptions, _Mapping]] = ...) -> None: ...
+
+class StreamOptions(_message.Message):
+    __slots__ = ("timings", "model", "channels_received", "logits_encoding")
+    TIMINGS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    CHANNELS_RECEIVED_FIELD_NUMBER: _ClassVar[int]
+    LOGITS_ENCODING_FIELD_NUMBER: _ClassVar[int]
+    timings: bool
+    model: bool
+    channels_received: bool
+    logits_encoding: LogitsEncoding
+    def __init__(self, timings: _Optional[bool] = ..., model: _Optional[bool] = ..., channels_received: _Optional[bool] = ..., logits_encoding: _Optional[_Union[LogitsEncoding, str]] = ...) -> None: ...
 
 class ServerTimings(_message.Message):
     __slots__ = ("queue_us", "decode_us", "compute_us", "total_us", "batch_size")
@@ -95,10 +120,18 @@ class InferResponse(_message.Message):
     def __init__(self, request_id: _Optional[int] = ..., model: _Optional[_Union[ModelRef, _Mapping]] = ..., logits: _Optional[_Union[Logits, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., timings: _Optional[_Union[ServerTimings, _Mapping]] = ..., channels_received: _Optional[int] = ...) -> None: ...
 
 class Logits(_message.Message):
-    __slots__ = ("values",)
+    __slots__ = ("values", "float16", "int8", "scale", "int16")
     VALUES_FIELD_NUMBER: _ClassVar[int]
+    FLOAT16_FIELD_NUMBER: _ClassVar[int]
+    INT8_FIELD_NUMBER: _ClassVar[int]
+    SCALE_FIELD_NUMBER: _ClassVar[int]
+    INT16_FIELD_NUMBER: _ClassVar[int]
     values: _containers.RepeatedScalarFieldContainer[float]
-    def __init__(self, values: _Optional[_Iterable[float]] = ...) -> None: ...
+    float16: bytes
+    int8: bytes
+    scale: float
+    int16: bytes
+    def __init__(self, values: _Optional[_Iterable[float]] = ..., float16: _Optional[bytes] = ..., int8: _Optional[bytes] = ..., scale: _Optional[float] = ..., int16: _Optional[bytes] = ...) -> None: ...
 
 class GetManifestRequest(_message.Message):
     __slots__ = ("model",)
