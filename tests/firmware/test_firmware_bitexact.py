@@ -90,7 +90,8 @@ def test_every_c_payload_decodes_on_a_real_server(driver, bundle, images):
     codec = bundle.codec()
     remote = single_thread_session_of(bundle)
     with running_server(shipped_bundle_dir(), max_batch_size=32) as server:
-        client = RemoteClient(server.address, bundle.manifest)
+        # float32 logits on the wire: this compares the server's decode exactly (lean streams default to int16)
+        client = RemoteClient(server.address, bundle.manifest, logits_encoding="float32")
         try:
             assert client.wait_connected(30)
             failures = []
