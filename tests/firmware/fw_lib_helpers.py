@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 
 import agilenn.models
+import numpy as np
 import pytest
 
 HERE = Path(__file__).parent
@@ -44,3 +45,17 @@ def driver_fixture(generated, tmp_path_factory):
     """The host CLI (driver.c) linked against the generated library, built with -Werror."""
     exe = tmp_path_factory.mktemp("bin") / "driver"
     return compile_c([*sorted(generated.glob("*.c")), DRIVER], exe, ["-I", str(generated)])
+
+
+def assert_driver_infer_matches(driver: Path, bundle, images: np.ndarray, reference) -> None:
+    """The driver's `infer` (int16 logits, then the channel-major centroid indices, per image) equals
+    the Python integer reference's, image for image; the message names the first image that differs."""
+    out = subprocess.run([str(driver), "infer"], input=images.tobytes(), capture_output=True, check=True,
+                         timeout=120).stdout
+    classes, per_image = bundle.num_classes, int(np.prod(bundle.remote_feature_shape))
+    rec = np.frombuffer(out, np.uint8).reshape(len(images), 2 * classes + per_image)
+    logits = rec[:, :2 * classes].copy().view(np.int16)
+    indices = rec[:, 2 * classes:].reshape(len(images), *bundle.remote_feature_shape)
+    differ = (logits != reference.logits).any(1) | (indices != reference.indices).reshape(len(images), -1).any(1)
+    bad = np.flatnonzero(differ)
+    assert bad.size == 0, f"{bad.size} images differ, first {bad[0]}"

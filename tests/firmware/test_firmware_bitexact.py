@@ -11,7 +11,7 @@ import pytest
 from agilenn.codec import HEADER_SIZE
 from agilenn.models import load_bundle
 from agilenn.training.datasets import load_dataset
-from fw_lib_helpers import driver_fixture, generated_fixture, shipped_bundle_dir  # noqa: F401 (fixtures)
+from fw_lib_helpers import assert_driver_infer_matches, driver_fixture, generated_fixture, shipped_bundle_dir  # noqa: F401 (fixtures)
 
 N_IMAGES = 1000
 
@@ -49,14 +49,7 @@ def run_driver(driver, images, cap: int, classes: int = 10):
 
 def test_logits_and_indices_equal_python(driver, bundle, images, reference):
     """agn_device_infer alone: the int16 logits and the channel-major centroid indices."""
-    out = subprocess.run([str(driver), "infer"], input=images.tobytes(), capture_output=True, check=True,
-                         timeout=120).stdout
-    classes, per_image = bundle.num_classes, int(np.prod(bundle.remote_feature_shape))
-    rec = np.frombuffer(out, np.uint8).reshape(len(images), 2 * classes + per_image)
-    logits = rec[:, :2 * classes].copy().view(np.int16)
-    indices = rec[:, 2 * classes:].reshape(len(images), *bundle.remote_feature_shape)
-    bad = np.flatnonzero((logits != reference.logits).any(1) | (indices != reference.indices).reshape(len(images), -1).any(1))
-    assert bad.size == 0, f"{bad.size} images differ, first {bad[0]}"
+    assert_driver_infer_matches(driver, bundle, images, reference)
 
 
 @pytest.mark.parametrize("cap", [0, 100, 60, 20, HEADER_SIZE])

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from agn_c_helpers import AGN_ERR_ARG, AGN_ERR_DATA, AGN_ERR_NOSPACE, AGN_OK, CFLAGS, CSRC, CLib, RansModel, compile_c
 
-from agilenn.codec import FeatureCodec, PayloadError
+from agilenn.codec import PayloadError
 from agilenn.codec.rans_ctx import NEIGHBOURS, ContextCoder, ContextModel
 from agilenn.models.bundle import load_bundle
 

@@ -15,7 +15,7 @@ from agilenn.codec import HEADER_SIZE
 from agilenn.firmware.int8 import Int8DeviceModel, Int8ModelError
 from agilenn.models import load_bundle
 from agilenn.models.synthetic import make_random_bundle
-from fw_lib_helpers import DRIVER, compile_c
+from fw_lib_helpers import DRIVER, assert_driver_infer_matches, compile_c
 
 MEAN, STD = (0.2, 0.5, 0.81), (0.2, 0.25, 0.3)  # very different per channel, so a mix-up shows
 # first layers: a 6x6 / stride 4 / pad 1 conv on 32x32 (the C kernel's padding values matter), and a
@@ -145,14 +145,8 @@ def test_c_library_is_bit_exact_on_rgb_images(rgb_bundle, rgb_driver):
     images = rgb_images(300, 2, bundle.input_shape[1])
     images[0] = np.asarray(model.input_zp) + 128
     reference = model.run(images)
-    out = subprocess.run([str(rgb_driver), "infer"], input=images.tobytes(), capture_output=True, check=True,
-                         timeout=120).stdout
-    classes, per_image = bundle.num_classes, int(np.prod(bundle.remote_feature_shape))
-    rec = np.frombuffer(out, np.uint8).reshape(len(images), 2 * classes + per_image)
-    logits = rec[:, :2 * classes].copy().view(np.int16)
-    indices = rec[:, 2 * classes:].reshape(len(images), *bundle.remote_feature_shape)
-    bad = np.flatnonzero((logits != reference.logits).any(1) | (indices != reference.indices).reshape(len(images), -1).any(1))
-    assert bad.size == 0, f"{bad.size} images differ, first {bad[0]}"
+    assert_driver_infer_matches(rgb_driver, bundle, images, reference)
+    classes = bundle.num_classes
     codec = bundle.codec()
     for cap in (0, 40, HEADER_SIZE):
         for i, (status, payload, sent, lg) in enumerate(run_driver(rgb_driver, images[:100], cap, classes)):
