@@ -17,6 +17,7 @@ import sys
 import threading
 from pathlib import Path
 
+from agilenn.codec.coders import CODER_NAMES
 from agilenn.models import DEFAULT_REPOSITORY, BundleError, ModelRepository, load_bundle
 
 from .agent import DEFAULT_DEADLINE_MS, DEFAULT_SERVER, Agent
@@ -56,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "inputs arriving while it is unreachable are answered locally")
     s.add_argument("--max-payload-bytes", type=int, default=None,
                    help="byte budget per payload: drop trailing (least important) remote channels to fit")
-    s.add_argument("--coder", choices=["ans", "zstd", "raw"], help="entropy coder (default: the manifest's)")
+    s.add_argument("--coder", choices=CODER_NAMES, help="entropy coder (default: the manifest's)")
     s.add_argument("--tls", action="store_true", help="TLS with the system's root certificates")
     s.add_argument("--tls-ca", help="PEM roots to trust for the server certificate (implies --tls)")
     s.add_argument("--tls-cert", help="PEM client certificate, for servers started with --tls-client-ca")
