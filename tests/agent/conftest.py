@@ -33,16 +33,6 @@ def eval_bundle_dir(synthetic_bundle):
         return synthetic_bundle
 
 
-@pytest.fixture(scope="session")
-def fashion_test():
-    from agilenn.datasets import DatasetNotFoundError, load_dataset
-
-    try:
-        return load_dataset("fashion-mnist", "test")
-    except DatasetNotFoundError as exc:
-        pytest.skip(f"Fashion-MNIST is not installed: {exc}")
-
-
 @pytest.fixture(scope="module")
 def server(synthetic_bundle):
     from agilenn.server.testing import running_server

@@ -31,16 +31,6 @@ N_BACK = 60  # at most this many more while the agent reconnects (one per 0.5 s 
 
 
 @pytest.fixture(scope="module")
-def fmnist_test():
-    from agilenn.training.datasets import DatasetNotFoundError, load_dataset
-
-    try:
-        return load_dataset("fashion-mnist", "test")
-    except DatasetNotFoundError as exc:
-        pytest.skip(f"Fashion-MNIST is not installed: {exc}")
-
-
-@pytest.fixture(scope="module")
 def int8_bundle(tmp_path_factory):
     """The shipped default bundle when it carries the integer device part, else a quantized copy of it."""
     bundle = ModelRepository([DEFAULT_REPOSITORY]).resolve(DEFAULT_MODEL)
@@ -68,10 +58,10 @@ def test_firmware_build_fits_the_paper_mcu(firmware):
     assert firmware.sections[".bss"] >= firmware.device_cost["arena_bytes"]
 
 
-def test_cortex_m7_features_are_bit_exact_with_python(int8_bundle, firmware, fmnist_test):
+def test_cortex_m7_features_are_bit_exact_with_python(int8_bundle, firmware, fashion_test):
     """Every FEATURES frame the Cortex-M7 build sends (int16 logits, scale, coded payload) equals
     the Python integer device part's byte for byte (the host tests check the same for gcc on x86)."""
-    assert_firmware_frames_equal_python(int8_bundle, firmware, fmnist_test.images[:200])
+    assert_firmware_frames_equal_python(int8_bundle, firmware, fashion_test.images[:200])
 
 
 def assert_firmware_frames_equal_python(bundle_dir, firmware, images):
@@ -124,14 +114,14 @@ def _agent(bundle, port, server_address):
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def test_firmware_in_qemu_serves_the_agent_and_survives_the_server(int8_bundle, firmware, fmnist_test):
+def test_firmware_in_qemu_serves_the_agent_and_survives_the_server(int8_bundle, firmware, fashion_test):
     from agilenn.device_agent.agent import Agent
     from agilenn.firmware.qemu import EmulatedBoard
     from agilenn.server.testing import running_server
 
     bundle = load_bundle(int8_bundle)
     n_total = N_FULL + N_DOWN + N_BACK
-    images, labels = fmnist_test.images[:n_total], fmnist_test.labels[:n_total]
+    images, labels = fashion_test.images[:n_total], fashion_test.labels[:n_total]
     int8 = bundle.int8_device()
 
     with running_server(int8_bundle) as server, EmulatedBoard(firmware.elf, images) as board:
