@@ -4,7 +4,7 @@
       agilenn_device.h      the public header (API, sizes, model identity)
       agn_model.h, agn_model.c   generated: the layer table, the const weight tables, the arena plan
       agn_device.c, agn_kernels.*, agn_payload.*, agn_config.h, agn_common.*   static sources
-      agn_rans.h + agn_rans.c or agn_rans_ctx.*   the bundle's default coder: rans-ctx (coder id 4) when
+      agn_rans.h, agn_rans_core.h + agn_rans.c or agn_rans_ctx.*   the bundle's default coder: rans-ctx (coder id 4) when
                             the manifest's coder.default is rans-ctx and it has coder.context, else
                             rans (coder id 3); only that coder's tables and code are linked
       agn_frame.*           the serial framing (static sources)
@@ -32,9 +32,10 @@ INT8_FILE = "device_int8.json"
 # Static sources copied into every library; the coder's and the framing's join when present.
 STATIC_SOURCES = ["agn_common.h", "agn_common.c", "agn_config.h", "agn_kernels.h", "agn_kernels.c",
                   "agn_infer.c", "agn_payload.h", "agn_payload.c", "agn_device.c"]
-# Per payload coder: its sources (agn_rans_ctx.c uses agn_rans.h's table types, not agn_rans.c's code)
+# Per payload coder: its sources (agn_rans_ctx.c shares agn_rans_core.h's inline steps, not agn_rans.c's code)
 # and its payload coder id (docs/protocol.md).
-CODER_SOURCES = {"rans": ["agn_rans.h", "agn_rans.c"], "rans-ctx": ["agn_rans.h", "agn_rans_ctx.h", "agn_rans_ctx.c"]}
+CODER_SOURCES = {"rans": ["agn_rans.h", "agn_rans_core.h", "agn_rans.c"],
+                 "rans-ctx": ["agn_rans.h", "agn_rans_core.h", "agn_rans_ctx.h", "agn_rans_ctx.c"]}
 CODER_IDS = {"rans": 3, "rans-ctx": 4}
 FRAME_SOURCES = ["agn_frame.h", "agn_frame.c"]
 KIND = {"conv": "AGN_KIND_CONV", "dwconv": "AGN_KIND_DWCONV", "conv1x1": "AGN_KIND_CONV1X1", "dense": "AGN_KIND_DENSE"}

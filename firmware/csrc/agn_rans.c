@@ -6,10 +6,7 @@
  */
 #include "agn_rans.h"
 
-#include <string.h>
-
-#define UNIT_BITS 16u
-#define LOW ((uint32_t)1 << UNIT_BITS) /* after a read the decoder's state is >= LOW */
+#include "agn_rans_core.h"
 
 /* Table of symbol i: tables[i], or (order 0, tables == NULL) the channel i / run. */
 static uint32_t table_of(const uint16_t *tables, size_t run, size_t i)
@@ -62,26 +59,6 @@ static int model_ok(const agn_rans_model *model)
            model->precision >= 1 && model->precision <= AGN_RANS_MAX_PRECISION;
 }
 
-/* Units are written backwards from the end of out (the encoder runs last symbol first), then moved
- * to the front. `*p` is the first byte written so far. */
-static int put_unit(uint8_t *out, size_t *p, uint32_t unit, int one_byte)
-{
-    if (one_byte) {
-        if (*p < 1) {
-            return 0;
-        }
-        out[--*p] = (uint8_t)unit;
-        return 1;
-    }
-    if (*p < 2) {
-        return 0;
-    }
-    *p -= 2;
-    out[*p] = (uint8_t)(unit & 0xFFu); /* little-endian */
-    out[*p + 1] = (uint8_t)(unit >> 8);
-    return 1;
-}
-
 static agn_status encode(const agn_rans_model *model, const uint8_t *symbols, const uint16_t *tables, size_t run,
                          size_t count, uint8_t *out, size_t out_cap, size_t *out_len)
 {
@@ -89,7 +66,6 @@ static agn_status encode(const agn_rans_model *model, const uint8_t *symbols, co
         return AGN_ERR_ARG;
     }
     const unsigned precision = model->precision;
-    const unsigned limit_shift = 32u - precision;
     size_t p = out_cap;
     uint32_t x = 0; /* the initial state */
     for (size_t k = count; k-- > 0;) {
@@ -98,36 +74,11 @@ static agn_status encode(const agn_rans_model *model, const uint8_t *symbols, co
         if (t >= model->num_tables || s >= model->levels) {
             return AGN_ERR_ARG;
         }
-        const agn_rans_symbol *e = &model->symbols[(size_t)t * model->levels + s];
-        /* Renormalise: keep x < freq * 2^(32-precision) so that the step below stays below 2^32. */
-        if (x >= ((uint32_t)e->freq << limit_shift)) {
-            if (!put_unit(out, &p, x & 0xFFFFu, 0)) {
-                return AGN_ERR_NOSPACE;
-            }
-            x >>= UNIT_BITS;
+        if (!agn_rans_encode_step(&x, &model->symbols[(size_t)t * model->levels + s], precision, out, &p)) {
+            return AGN_ERR_NOSPACE;
         }
-        /* q = floor(x / freq) by reciprocal, then one correction (see agn_rans_symbol). */
-        uint32_t q = (uint32_t)(((uint64_t)x * e->rcp) >> e->rcp_shift);
-        uint32_t r = x - q * e->freq;
-        if (r >= e->freq) {
-            q++;
-            r -= e->freq;
-        }
-        x = (q << precision) + r + e->start; /* < 2^32: q < 2^(32-precision), r + start < 2^precision */
     }
-    /* Flush the final state: low unit, then high unit, so the decoder reads high first. */
-    int ok = 1;
-    if (x >> UNIT_BITS) {
-        ok = put_unit(out, &p, x & 0xFFFFu, 0) && put_unit(out, &p, x >> UNIT_BITS, (x >> UNIT_BITS) < 256u);
-    } else if (x) {
-        ok = put_unit(out, &p, x, x < 256u);
-    }
-    if (!ok) {
-        return AGN_ERR_NOSPACE;
-    }
-    *out_len = out_cap - p;
-    memmove(out, out + p, *out_len);
-    return AGN_OK;
+    return agn_rans_flush(x, out, out_cap, p, out_len);
 }
 
 agn_status agn_rans_encode(const agn_rans_model *model, const uint8_t *symbols, const uint16_t *tables, size_t count,
@@ -157,51 +108,23 @@ static agn_status decode(const agn_rans_model *model, const uint8_t *body, size_
     if (count > (SIZE_MAX - 4u) / 2u || body_len > AGN_RANS_MAX_BODY_BYTES(count)) {
         return AGN_ERR_DATA; /* longer than any encoding of count symbols */
     }
-    /* Units: the first is one byte when the length is odd, the rest little-endian uint16. */
-    const size_t head = (body_len & 1u) ? 1u : 2u;
-    const size_t units = body_len ? 1u + (body_len - head) / 2u : 0u;
-    size_t pos = 0;
-    uint32_t x = 0;
-    if (units) {
-        const uint32_t first = head == 1u ? body[0] : (uint32_t)body[0] | (uint32_t)body[1] << 8;
-        if (first == 0 || (head == 2u && first < 256u)) {
-            return AGN_ERR_DATA; /* the encoder never writes these: not canonical */
-        }
+    agn_rans_reader r;
+    if (agn_rans_reader_open(&r, body, body_len) != AGN_OK) {
+        return AGN_ERR_DATA;
     }
-#define UNIT(k) ((k) == 0 ? (head == 1u ? (uint32_t)body[0] : (uint32_t)body[0] | (uint32_t)body[1] << 8) \
-                          : (uint32_t)body[head + 2u * ((k) - 1u)] | (uint32_t)body[head + 2u * ((k) - 1u) + 1u] << 8)
-    while (x < LOW && pos < units) {
-        x = (x << UNIT_BITS) | UNIT(pos);
-        pos++;
-    }
-    const unsigned precision = model->precision;
-    const uint32_t mask = (1u << precision) - 1u;
     for (size_t i = 0; i < count; i++) {
         const uint32_t t = table_of(tables, run, i);
         if (t >= model->num_tables) {
             return AGN_ERR_ARG;
         }
-        const agn_rans_symbol *row = &model->symbols[(size_t)t * model->levels];
-        const uint32_t slot = x & mask;
-        uint32_t s = 0;
-        while (s + 1u < model->levels && row[s + 1u].start <= slot) {
-            s++;
-        }
-        x = row[s].freq * (x >> precision) + slot - row[s].start;
-        if (x < LOW && pos < units) {
-            x = (x << UNIT_BITS) | UNIT(pos);
-            pos++;
-            if (x < ((uint32_t)row[s].freq << (32u - precision))) {
-                return AGN_ERR_DATA; /* a unit where the encoder writes none */
-            }
+        const int s = agn_rans_decode_step(&r, &model->symbols[(size_t)t * model->levels], model->levels,
+                                           model->precision);
+        if (s < 0) {
+            return AGN_ERR_DATA;
         }
         symbols_out[i] = (uint8_t)s;
     }
-#undef UNIT
-    if (pos != units || x != 0) {
-        return AGN_ERR_DATA; /* bytes left over, or not back at the initial state */
-    }
-    return AGN_OK;
+    return agn_rans_reader_close(&r);
 }
 
 agn_status agn_rans_decode(const agn_rans_model *model, const uint8_t *body, size_t body_len, const uint16_t *tables,

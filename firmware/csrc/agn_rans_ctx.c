@@ -1,17 +1,12 @@
 /* agn_rans_ctx.c: context-adaptive rANS of payload coder id 4; the format is docs/protocol.md
  * ("rans-ctx body"), a rans body (agn_rans.c) whose table per symbol follows its neighbours.
  *
- * The coding step, unit output and unit input are those of agn_rans.c. They are repeated here
- * (a dozen lines each) rather than shared, so that agn_rans.c's order-0 loops keep their table
- * lookup inline and this file's loops compute the context inline: a per-symbol callback would cost
- * a call on the device for every symbol.
+ * The coding steps are agn_rans.c's, shared as static inline functions (agn_rans_core.h): this
+ * file's loops compute the context inline and pay no call per symbol.
  */
 #include "agn_rans_ctx.h"
 
-#include <string.h>
-
-#define UNIT_BITS 16u
-#define LOW ((uint32_t)1 << UNIT_BITS) /* after a read the decoder's state is >= LOW */
+#include "agn_rans_core.h"
 
 static int model_ok(const agn_rans_ctx_model *m)
 {
@@ -77,25 +72,6 @@ static inline uint32_t table_at(const agn_rans_ctx_model *m, const ctx_rule *rul
                        bins[prev] * rule->weight[AGN_CTX_PREV]];
 }
 
-/* Units are written backwards from the end of out, then moved to the front (as agn_rans.c). */
-static int put_unit(uint8_t *out, size_t *p, uint32_t unit, int one_byte)
-{
-    if (one_byte) {
-        if (*p < 1) {
-            return 0;
-        }
-        out[--*p] = (uint8_t)unit;
-        return 1;
-    }
-    if (*p < 2) {
-        return 0;
-    }
-    *p -= 2;
-    out[*p] = (uint8_t)(unit & 0xFFu); /* little-endian */
-    out[*p + 1] = (uint8_t)(unit >> 8);
-    return 1;
-}
-
 agn_status agn_rans_ctx_encode(const agn_rans_ctx_model *model, const uint8_t *symbols, size_t channels_sent,
                                uint8_t *out, size_t out_cap, size_t *out_len)
 {
@@ -116,7 +92,6 @@ agn_status agn_rans_ctx_encode(const agn_rans_ctx_model *model, const uint8_t *s
         }
     }
     const unsigned precision = rows->precision;
-    const unsigned limit_shift = 32u - precision;
     size_t p = out_cap;
     uint32_t x = 0; /* the initial state */
     size_t i = count;
@@ -129,35 +104,14 @@ agn_status agn_rans_ctx_encode(const agn_rans_ctx_model *model, const uint8_t *s
                 if (t >= rows->num_tables) {
                     return AGN_ERR_ARG;
                 }
-                const agn_rans_symbol *e = &rows->symbols[(size_t)t * rows->levels + symbols[i]];
-                if (x >= ((uint32_t)e->freq << limit_shift)) { /* renormalise: see agn_rans.c */
-                    if (!put_unit(out, &p, x & 0xFFFFu, 0)) {
-                        return AGN_ERR_NOSPACE;
-                    }
-                    x >>= UNIT_BITS;
+                if (!agn_rans_encode_step(&x, &rows->symbols[(size_t)t * rows->levels + symbols[i]], precision, out,
+                                          &p)) {
+                    return AGN_ERR_NOSPACE;
                 }
-                uint32_t q = (uint32_t)(((uint64_t)x * e->rcp) >> e->rcp_shift); /* floor(x / freq) or one less */
-                uint32_t r = x - q * e->freq;
-                if (r >= e->freq) {
-                    q++;
-                    r -= e->freq;
-                }
-                x = (q << precision) + r + e->start;
             }
         }
     }
-    int ok = 1; /* flush: low unit, then high unit, so the decoder reads high first */
-    if (x >> UNIT_BITS) {
-        ok = put_unit(out, &p, x & 0xFFFFu, 0) && put_unit(out, &p, x >> UNIT_BITS, (x >> UNIT_BITS) < 256u);
-    } else if (x) {
-        ok = put_unit(out, &p, x, x < 256u);
-    }
-    if (!ok) {
-        return AGN_ERR_NOSPACE;
-    }
-    *out_len = out_cap - p;
-    memmove(out, out + p, *out_len);
-    return AGN_OK;
+    return agn_rans_flush(x, out, out_cap, p, out_len);
 }
 
 agn_status agn_rans_ctx_decode(const agn_rans_ctx_model *model, const uint8_t *body, size_t body_len,
@@ -177,21 +131,10 @@ agn_status agn_rans_ctx_decode(const agn_rans_ctx_model *model, const uint8_t *b
     if (body_len > AGN_RANS_MAX_BODY_BYTES(count)) {
         return AGN_ERR_DATA; /* longer than any encoding of count symbols */
     }
-    const size_t head = (body_len & 1u) ? 1u : 2u;
-    const size_t units = body_len ? 1u + (body_len - head) / 2u : 0u;
-#define UNIT(k) ((k) == 0 ? (head == 1u ? (uint32_t)body[0] : (uint32_t)body[0] | (uint32_t)body[1] << 8) \
-                          : (uint32_t)body[head + 2u * ((k) - 1u)] | (uint32_t)body[head + 2u * ((k) - 1u) + 1u] << 8)
-    if (units && (UNIT(0) == 0 || (head == 2u && UNIT(0) < 256u))) {
-        return AGN_ERR_DATA; /* the encoder never writes these: not canonical */
+    agn_rans_reader r;
+    if (agn_rans_reader_open(&r, body, body_len) != AGN_OK) {
+        return AGN_ERR_DATA;
     }
-    size_t pos = 0;
-    uint32_t x = 0;
-    while (x < LOW && pos < units) {
-        x = (x << UNIT_BITS) | UNIT(pos);
-        pos++;
-    }
-    const unsigned precision = rows->precision;
-    const uint32_t mask = (1u << precision) - 1u;
     size_t i = 0;
     for (size_t c = 0; c < channels_sent; c++) {
         const uint8_t *channel_map = model->row_map + c * rule.contexts;
@@ -201,27 +144,14 @@ agn_status agn_rans_ctx_decode(const agn_rans_ctx_model *model, const uint8_t *b
                 if (t >= rows->num_tables) {
                     return AGN_ERR_ARG;
                 }
-                const agn_rans_symbol *row = &rows->symbols[(size_t)t * rows->levels];
-                const uint32_t slot = x & mask;
-                uint32_t s = 0;
-                while (s + 1u < rows->levels && row[s + 1u].start <= slot) {
-                    s++;
-                }
-                x = row[s].freq * (x >> precision) + slot - row[s].start;
-                if (x < LOW && pos < units) {
-                    x = (x << UNIT_BITS) | UNIT(pos);
-                    pos++;
-                    if (x < ((uint32_t)row[s].freq << (32u - precision))) {
-                        return AGN_ERR_DATA; /* a unit where the encoder writes none */
-                    }
+                const int s = agn_rans_decode_step(&r, &rows->symbols[(size_t)t * rows->levels], rows->levels,
+                                                   rows->precision);
+                if (s < 0) {
+                    return AGN_ERR_DATA;
                 }
                 symbols_out[i] = (uint8_t)s;
             }
         }
     }
-#undef UNIT
-    if (pos != units || x != 0) {
-        return AGN_ERR_DATA; /* bytes left over, or not back at the initial state */
-    }
-    return AGN_OK;
+    return agn_rans_reader_close(&r);
 }
