@@ -136,13 +136,22 @@ def markdown(doc: dict, base: str = "latency") -> str:
     lines += ["## Goals", ""]
     g = doc.get("goals", {})
     scheme = g.get("scheme", "agilenn-ans")
-    if "latency_vs_edge_png" in g:
-        e = g["latency_vs_edge_png"]
-        lines += [f"- AgileNN ({scheme}) vs edge-only PNG at {e['link']}, {g['mcu_mhz']} MHz: p50 {e['agilenn_p50_ms']} ms "
-                  f"vs {e['edge_png_p50_ms']} ms, ratio **{e['ratio']}** (target <= {e['target_ratio']}); without "
-                  f"the link's round trip **{e['ratio_without_rtt']}** (target <= {e.get('target_ratio_without_rtt')}); "
+    if "targets" in g:
+        lines += [f"Targets: {g['targets']['source']}.", ""]
+    for key, label in (("latency_vs_edge_png", "edge-only PNG"), ("latency_vs_edge_jpeg75", "edge-only JPEG q75")):
+        e = g.get(key)
+        if not e:
+            continue
+        target = f"target <= {e['target_ratio']}" if e.get("target_ratio") is not None else "no target"
+        without = f"without the link's round trip **{e['ratio_without_rtt']}**"
+        if e.get("target_ratio_without_rtt") is not None:
+            without += f" (target <= {e['target_ratio_without_rtt']})"
+        verdict = "" if e.get("met") is None else (" Met." if e["met"] else " Not met.")
+        baseline_ms = e.get("baseline_p50_ms", e.get("edge_png_p50_ms"))
+        lines += [f"- AgileNN ({scheme}) vs {label} at {e['link']}, {g['mcu_mhz']} MHz: p50 {e['agilenn_p50_ms']} ms "
+                  f"vs {baseline_ms} ms, ratio **{e['ratio']}** ({target}); {without}; "
                   f"accuracy gap {e['accuracy_gap_pp']:+.2f} pp ({'within' if e['accuracy_matched'] else 'NOT within'} "
-                  f"the target). {'Met' if e['met'] else 'Not met'}."]
+                  f"the target).{verdict}"]
     if "bytes_above_payload" in g:
         b = g["bytes_above_payload"]
         lines += [f"- Bytes above the payload per inference, TCP/IP excluded (worst link): up {b['up']} B (target <= "
