@@ -105,9 +105,16 @@ def read_device_onnx(path, input_chw: tuple) -> FloatDevicePart:
         if node.op_type == "Constant":
             consts[node.output[0]] = numpy_helper.to_array(_attrs(node)["value"]).astype(np.float64)
     values = {**init, **consts}
+    # The ONNX exporter stores equal parameter tensors once and feeds the other users through
+    # Identity nodes (seen when two convs' folded biases come out identical): follow them.
+    weight_aliases = set()  # output names (protobuf wrappers have no stable identity)
+    for node in g.node:
+        if node.op_type == "Identity" and node.input[0] in values:
+            values[node.output[0]] = values[node.input[0]]
+            weight_aliases.add(node.output[0])
     consumers: dict = {}
     for node in g.node:
-        if node.op_type == "Constant":
+        if node.op_type == "Constant" or (node.op_type == "Identity" and node.output[0] in weight_aliases):
             continue
         for name in node.input:
             consumers.setdefault(name, []).append(node)

@@ -38,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads")
     g.add_argument("--seed", type=int, default=d.seed)
     g.add_argument("--batch-size", type=int, default=d.batch_size)
+    g.add_argument("--data-note", default=None,
+                   help="what the data is, recorded in the manifest and printed next to every number in the "
+                        "report (e.g. 'CIFAR-10 re-encoded as JPEG q75, not the original pixels')")
     g.add_argument("--train-subset", type=int, default=None, help="use only N training images (smoke runs)")
     g.add_argument("--test-subset", type=int, default=None, help="use only N test images (smoke runs)")
     g.add_argument("--epochs", type=int, default=None, help="set every stage's epochs at once (smoke runs)")
@@ -103,7 +106,8 @@ def config_from_args(args):
               eval_ce_weight=args.eval_ce_weight, rate_weight=args.rate_weight,
               rate_target_bits=args.rate_target_bits, nested_p_full=args.nested_p_full,
               flip=not args.no_flip and args.dataset != "svhn", arch=arch,
-              model_name=args.name or f"agilenn-{_dataset_slug(args.dataset)}", model_version=args.version)
+              model_name=args.name or f"agilenn-{_dataset_slug(args.dataset)}", model_version=args.version,
+              data_note=args.data_note)
     kw.update(epochs)
     return TrainConfig(**kw)
 

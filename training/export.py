@@ -118,6 +118,7 @@ def export_bundle(run, ref, model, bundle_dir: Path, command: str, evaluator=Non
         "format_version": FORMAT_VERSION,
         "model": {"name": cfg.model_name, "version": cfg.model_version},
         "dataset": cfg.dataset,
+        **({"dataset_note": cfg.data_note} if cfg.data_note else {}),
         "created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
         "command": command,
         "input": {"shape": [c_in, h, w], "scale": SCALE, "mean": run.mean, "std": run.std},

@@ -190,7 +190,9 @@ def _markdown(manifest: dict, metrics: dict, plots: list[str], cost: dict) -> st
     pct = lambda v: f"{100 * v:.2f} %"  # noqa: E731
     lines = [
         f"# {manifest['model']['name']} v{manifest['model']['version']} — training report", "",
-        f"Dataset `{manifest['dataset']}`, {metrics['test_samples']} test images, measured through the exported "
+        f"Dataset `{manifest['dataset']}`"
+        + (f" ({manifest['dataset_note']})" if manifest.get("dataset_note") else "")
+        + f", {metrics['test_samples']} test images, measured through the exported "
         "ONNX models and the codec (the deployed path).", "",
         f"Produced by: `{manifest['command']}`", "",
         "| metric | value |", "| --- | --- |",

@@ -40,6 +40,7 @@ class TrainConfig:
     dataset: str = "fashion-mnist"
     model_name: str = "agilenn-fashion-mnist"
     model_version: str = "1"
+    data_note: str | None = None  # what the data is, said next to every number (e.g. "JPEG q75 re-encoding")
     data_dir: str | None = None
     out: str = "runs/agilenn"
     device: str = "cpu"

@@ -147,3 +147,31 @@ def test_shipped_bundles_carry_the_int8_part_within_the_accuracy_targets(name):
     report = (path / "report.md").read_text()
     assert "## Integer device part (int8)" in report and f"{100 * acc['int8_combined']:.2f} %" in report
     assert json.loads((path / "report.json").read_text())["int8_device"]["accuracy"] == acc
+
+
+def test_weights_reached_through_identity_nodes_are_read(tmp_path):
+    """torch.onnx stores equal tensors once and routes other users through Identity nodes; the
+    int8 reader must see the same layers as when every conv has its own initializer."""
+    import onnx
+    from onnx import helper
+
+    from agilenn.firmware.quantize import read_device_onnx
+
+    bundle = load_bundle(make_random_bundle(tmp_path / "b", seed=4))
+    path = bundle.path / "device.onnx"
+    plain = read_device_onnx(path, bundle.input_shape)
+    model = onnx.load(str(path))
+    conv = next(n for n in model.graph.node if n.op_type == "Conv")
+    alias = conv.input[1] + "_alias"
+    model.graph.node.insert(0, helper.make_node("Identity", [conv.input[1]], [alias]))
+    conv.input[1] = alias
+    aliased_path = tmp_path / "aliased.onnx"
+    onnx.save(model, str(aliased_path))
+    aliased = read_device_onnx(aliased_path, bundle.input_shape)
+    assert aliased.k == plain.k and len(aliased.extractor) == len(plain.extractor) >= 1
+    assert len(aliased.local) == len(plain.local)
+    for a, b in zip(aliased.extractor + aliased.local, plain.extractor + plain.local):
+        fa, fb = vars(a), vars(b)
+        assert fa.keys() == fb.keys()
+        for key in fa:
+            assert np.array_equal(np.asarray(fa[key]), np.asarray(fb[key])), key
