@@ -254,7 +254,8 @@ def _model_h(bundle, model, plan, values, coder, tables) -> str:
                      f"AGN_BUF_{ib}_OFF + AGN_BUF_{ib}_SIZE <= AGN_BUF_{ia}_OFF, live_{ia.lower()}_{ib.lower()}_apart);")
     lines.append("AGN_STATIC_ASSERT(AGN_ARENA_BYTES % AGN_ARENA_ALIGN == 0, arena_size_aligned);\n")
     lines += ["extern const agn_layer agn_model_layers[AGN_MODEL_LAYERS];",
-              "extern const int16_t agn_model_thresholds[AGN_LEVELS - 1];",
+              "/* the centroid quantizer: index_of[q + 128] = #{i : q > thresholds[i]} for int8 q */",
+              "extern const uint8_t agn_model_centroid_index[256];",
               "/* agn_infer.c: steps 1-4 of agn_device_run (logits at AGN_OFF_LOGITS, indices at AGN_OFF_INDICES) */",
               "void agn_device_infer(const uint8_t *image, uint8_t *arena);",
               *(["/* the rans-ctx coder's model (manifest coder.context): frequency rows prepared as",
@@ -291,6 +292,8 @@ def _model_c(bundle, model, plan, values, coder, tables) -> str:
         w = layer.weights
         if layer.kind == "dwconv":
             w = w[..., 0]  # [c][kh][kw]
+        else:
+            w = packed_rows(w)  # groups of four stored w0, w2, w1, w3; blocks of four rows interleaved
         parts.append(f"/* {layer.name}: {layer.kind}, weights {list(layer.weights.shape)} int8, out scale {layer.out_scale:.6g} */")
         parts.append(_c_array("int8_t", f"agn_w_{n}", w))
         bias, pad_in = c_bias_and_padding(layer)
@@ -321,14 +324,42 @@ def _model_c(bundle, model, plan, values, coder, tables) -> str:
             f"AGN_BUF_{_ident(layer.name)}_OFF}}")  # the offsets the static asserts of agn_model.h check
         src = layer.name
     parts.append("const agn_layer agn_model_layers[AGN_MODEL_LAYERS] = {\n" + ",\n".join(entries) + "\n};\n")
-    parts.append("/* centroid index = #{i : q > thresholds[i]} on the int8 remote features */")
-    parts.append(_c_array("int16_t", "agn_thresholds", model.thresholds).replace("static const", "const", 1)
-                 .replace("agn_thresholds[", "agn_model_thresholds["))
+    parts.append(f"/* centroid index of every int8 remote feature q: index_of[q + 128] = #{{i : q > thresholds[i]}},\n"
+                 f" * thresholds {[int(t) for t in model.thresholds]} */")
+    parts.append(_c_array("uint8_t", "agn_model_centroid_index", centroid_index_table(model.thresholds), 32)
+                 .replace("static const", "const", 1))
     if coder == "rans-ctx":
         parts.append(_rans_ctx_tables(tables))
     else:
         parts.append(_rans_tables(tables[1], tables[0]))
     return "\n".join(parts)
+
+
+def centroid_index_table(thresholds) -> np.ndarray:
+    """index_of[q + 128] = #{i : q > thresholds[i]} for q in [-128, 127] (agn_centroid_index_s8)."""
+    q = np.arange(-128, 128, dtype=np.int64)
+    return (q[:, None] > np.asarray(thresholds, np.int64)[None, :]).sum(axis=1).astype(np.uint8)
+
+
+def packed_rows(weights: np.ndarray) -> np.ndarray:
+    """The weights of a conv, pointwise conv or dense layer as the C kernels read them (agn_kernels.c,
+    dot() and dot4()): rows [c_out][n] (n = kh * kw * c_in, OHWI order); in each row every full group
+    of four stored as w[4g], w[4g+2], w[4g+1], w[4g+3] (SXTB16 then gives the int16 pairs that line up
+    with the activations for SMLAD), the last n % 4 as they are; each block of four rows
+    interleaved (for each group the four rows' groups, then for each of the last n % 4 inputs the
+    four rows' weights), the rows after the last full block plain. Flat, 4-aligned per block."""
+    rows = np.asarray(weights).reshape(weights.shape[0], -1)
+    out_ch, n = rows.shape
+    full = n // 4 * 4
+    head = rows[:, :full].reshape(out_ch, -1, 4)[:, :, [0, 2, 1, 3]]  # [o][g][4]
+    tail = rows[:, full:]  # [o][n % 4]
+    parts = []
+    for b in range(out_ch // 4):
+        parts.append(head[4 * b:4 * b + 4].transpose(1, 0, 2).reshape(-1))  # [g][row][4]
+        parts.append(tail[4 * b:4 * b + 4].T.reshape(-1))  # [t][row]
+    for o in range(out_ch // 4 * 4, out_ch):
+        parts.append(np.concatenate([head[o].reshape(-1), tail[o]]))
+    return np.concatenate(parts) if parts else rows.reshape(-1)
 
 
 def c_bias_and_padding(layer) -> tuple:
