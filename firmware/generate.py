@@ -291,7 +291,7 @@ def _model_c(bundle, model, plan, values, coder, tables) -> str:
         n = _ident(layer.name).lower()
         w = layer.weights
         if layer.kind == "dwconv":
-            w = w[..., 0]  # [c][kh][kw]
+            w = depthwise_blocks(w[..., 0])  # blocks of four channels [tap][4], the rest [c][tap]
         else:
             w = packed_rows(w)  # groups of four stored w0, w2, w1, w3; blocks of four rows interleaved
         parts.append(f"/* {layer.name}: {layer.kind}, weights {list(layer.weights.shape)} int8, out scale {layer.out_scale:.6g} */")
@@ -339,6 +339,16 @@ def centroid_index_table(thresholds) -> np.ndarray:
     """index_of[q + 128] = #{i : q > thresholds[i]} for q in [-128, 127] (agn_centroid_index_s8)."""
     q = np.arange(-128, 128, dtype=np.int64)
     return (q[:, None] > np.asarray(thresholds, np.int64)[None, :]).sum(axis=1).astype(np.uint8)
+
+
+def depthwise_blocks(weights: np.ndarray) -> np.ndarray:
+    """Depthwise weights [c][kh][kw] as agn_dwconv_s8 reads them: the channels in blocks of four,
+    each block [tap][4 channels] (the four channels of a tap adjacent, as in the HWC input), then
+    the channels past the last full block as they are, [c][tap]. Flat."""
+    w = np.asarray(weights).reshape(weights.shape[0], -1)  # [c][taps]
+    blocked = w.shape[0] // 4 * 4
+    head = w[:blocked].reshape(-1, 4, w.shape[1]).transpose(0, 2, 1).reshape(-1)
+    return np.concatenate([head, w[blocked:].reshape(-1)])
 
 
 def packed_rows(weights: np.ndarray) -> np.ndarray:

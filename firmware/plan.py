@@ -67,7 +67,7 @@ def _layer_scratch(layer, in_hwc) -> int:
         return h * w * c
     _, kh, kw, ig = layer.weights.shape
     if kind == "dwconv":
-        return max(kh * kw, (kh * kw * c + 1) // 2)  # a 3x3 x c int8 patch at the border (agn_dwconv_s8)
+        return max(kh * kw, (c + 1) // 2)  # a row of c int8 zero points for padding taps (agn_dwconv_s8)
     if kind == "conv1x1":
         return c
     return kh * kw * c

@@ -187,20 +187,27 @@ static AGN_INLINE sums4 dot4(const int16_t *a, const int8_t *w, uint32_t n, sums
     return acc;
 }
 
-/* Requantization of one layer with its per-channel constants worked out once per call, for the
- * usual case rshift >= 33 (see requant()): with s = rshift - 32,
- *     y = clamp((int32)((h + round) >> s) + offset, lo, hi)        h = high word of acc * mult
+/* Requantization of one layer with its per-channel constants worked out once per call, for
+ * rshift n in [32, 62] and M in [2^30, 2^31) (every layer the quantizer writes, in practice).
+ * requant()'s 32-bit form (n >= 33): with h = the high word of acc * M, s = n - 32,
+ *     y = (int32)((h + 2^(s-1) + 2^31 mod 2^32) >> s) - 2^(31-s) + zp_out
+ * To cover n = 32 too, every channel runs it for the same ratio written as 2M * 2^-(n+1):
+ *     floor((acc * 2M + 2^n) / 2^(n+1)) = floor((acc * M + 2^(n-1)) / 2^n)        (exact)
+ * with n' = n + 1 in [33, 63]. 2M does not fit int32, but M2 = 2M - 2^32 in [-2^31, 0) does, and
+ *     h' = high word of acc * 2M = (high word of acc * M2) + acc                (mod 2^32, exact)
+ * (acc * 2M = acc * M2 + acc * 2^32). Per channel, with s = n' - 32 = n - 31 in [1, 31]:
  *     round  = 2^(s-1) + 2^31      (uint32, mod 2^32)
- *     offset = zp_out - 2^(31-s)
- * which is requant()'s arithmetic with the per-channel terms precomputed: the same integers.
- * Layers with a channel of rshift <= 32, or more than AGN_RQ_TABLE_MAX channels, use requant().
+ *     offset = zp_out - 2^(31-s)   (|2^(31-s)| <= 2^30: int32)
+ *     y = clamp((int32)((h' + round) >> s) + offset, lo, hi)
+ * the same integers as requant(). With AGN_USE_DSP h' + round is one SMMLA and an add. Layers
+ * outside those ranges, or with more than AGN_RQ_TABLE_MAX channels, use requant().
  * The table lives on the stack (16 bytes per channel). The clamp is one SSAT where the layer's
  * range is the whole int8 (or int16) range and AGN_USE_DSP is on: SSAT #b saturates to
  * [-2^(b-1), 2^(b-1) - 1], the same numbers as the two comparisons. */
 #define AGN_RQ_TABLE_MAX 64u
 
 typedef struct {
-    int32_t mult;
+    int32_t mult; /* M2 = 2M - 2^32 */
     uint32_t round;
     int32_t offset;
     uint32_t shift;
@@ -231,13 +238,14 @@ static AGN_INLINE rq_consts rq_of(const agn_conv_params *p, uint32_t c_out, rq_e
     }
     for (o = 0; o < c_out; o++) {
         const uint32_t n = p->rq.rshift[o];
-        if (n < 33u) {
+        const int32_t m = p->rq.mult[o];
+        if (n < 32u || n > 62u || m < (int32_t)0x40000000) {
             return r;
         }
-        table[o].mult = p->rq.mult[o];
-        table[o].shift = n - 32u;
-        table[o].round = (1u << (n - 33u)) + 0x80000000u;
-        table[o].offset = p->zp_out - (int32_t)(1u << (63u - n));
+        table[o].mult = (int32_t)((int64_t)2 * m - ((int64_t)1 << 32)); /* M2 = 2M - 2^32 */
+        table[o].shift = n - 31u;
+        table[o].round = (1u << (n - 32u)) + 0x80000000u;
+        table[o].offset = p->zp_out - (int32_t)(1u << (62u - n));
     }
     r.table = table;
     return r;
@@ -278,9 +286,9 @@ static AGN_INLINE int32_t rq_apply(int32_t acc, const rq_consts *r, uint32_t o, 
     if (r->table != NULL) {
         const rq_entry *e = &r->table[o];
 #if AGN_USE_DSP
-        const uint32_t hr = smmla(acc, e->mult, e->round); /* h + round, mod 2^32 */
+        const uint32_t hr = smmla(acc, e->mult, e->round) + (uint32_t)acc; /* h' + round, mod 2^32 */
 #else
-        const uint32_t hr = (uint32_t)((uint64_t)((int64_t)acc * (int64_t)e->mult) >> 32) + e->round;
+        const uint32_t hr = (uint32_t)((uint64_t)((int64_t)acc * (int64_t)e->mult) >> 32) + (uint32_t)acc + e->round;
 #endif
         return clamp_out((int32_t)(hr >> e->shift) + e->offset, r, bits);
     }
@@ -376,82 +384,156 @@ void agn_conv_s8(const int8_t *in, agn_dims in_dims, const agn_conv_params *p, i
     }
 }
 
+/* Depthwise conv: channel c is filtered by its own kh x kw kernel.
+ *
+ * Weights (the generator writes them so): channels in blocks of four, each block [tap][4 channels]
+ * (tap = ky * kw + kx), then the channels past the last full block one after the other, [c][tap];
+ * channel c's taps start at c * taps either way. Four channels of one tap are then four adjacent
+ * bytes in both the weights and the HWC input, so one word load brings each.
+ *
+ * Kernels of at most AGN_DW_MAX_TAPS taps and layers of at most AGN_DW_MAX_CH channels (every
+ * depthwise layer of the shipped models) use
+ *     sum w * (x - zp) = sum w * x - zp * sum w,    base[c] = bias[c] - zp * sum_taps w
+ * with base worked out once per call, and per output pixel one pointer per tap: the input pixel
+ * under the tap, or, for a padding tap, a row of ch bytes of zp_in in scratch. A padding tap then
+ * adds w * zp, which the - zp * w share of base[c] cancels: it adds nothing, as it must (it stands
+ * for x = zp_in, real 0), and border pixels need no bounds checks per channel. Same integers as
+ * the plain sum: int32 arithmetic without overflow (the layer's accumulator bound taps * 255 * 127
+ * + |bias| < 2^31 covers both forms). With AGN_USE_DSP each tap of a block of four channels is two
+ * word loads, four SXTB16 and four 16 x 16 multiply-accumulates (SMLABB/SMLATT on the pairs
+ * (c0, c2) and (c1, c3)). Larger kernels or layers take a plain loop over the taps inside. */
+#define AGN_DW_MAX_CH 64u   /* channels whose base[] fits the stack table */
+#define AGN_DW_MAX_TAPS 25u /* taps whose pointers fit the stack table (5x5) */
+
+/* The weight of channel c, tap t, in the layout above (for the plain path). */
+static AGN_INLINE int32_t dw_weight(const int8_t *w, uint32_t ch, uint32_t taps, uint32_t c, uint32_t t)
+{
+    const uint32_t blocked = ch & ~3u;
+    return c < blocked ? w[(c & ~3u) * taps + t * 4u + (c & 3u)] : w[c * taps + t];
+}
+
+/* One tap of a block of four channels: a0..a3 += x[c..c+3] * w[0..3] (x = the input under the tap
+ * at channel c, w = the block's four weights of that tap). */
+#if AGN_USE_DSP
+#define AGN_DW_TAP(x, w)                                                                                   \
+    do {                                                                                                   \
+        const uint32_t xw_ = load_u32(x), ww_ = load_u32(w);                                               \
+        const int32_t x02_ = __sxtb16((int8x4_t)xw_), w02_ = __sxtb16((int8x4_t)ww_);                     \
+        const int32_t x13_ = (int32_t)sxtb16_ror8(xw_), w13_ = (int32_t)sxtb16_ror8(ww_);                 \
+        a0 = __smlabb(x02_, w02_, a0);                                                                     \
+        a2 = __smlatt(x02_, w02_, a2);                                                                     \
+        a1 = __smlabb(x13_, w13_, a1);                                                                     \
+        a3 = __smlatt(x13_, w13_, a3);                                                                     \
+    } while (0)
+#else
+#define AGN_DW_TAP(x, w)                                                                                   \
+    do {                                                                                                   \
+        const int8_t *x_ = (x), *w_ = (w);                                                                 \
+        a0 += x_[0] * w_[0];                                                                               \
+        a1 += x_[1] * w_[1];                                                                               \
+        a2 += x_[2] * w_[2];                                                                               \
+        a3 += x_[3] * w_[3];                                                                               \
+    } while (0)
+#endif
+
+/* One output pixel of the tap-pointer path: tap[t] points at channel 0 of the input under tap t. */
+static AGN_INLINE void dw_pixel(const int8_t *const *tap, uint32_t taps, uint32_t ch, const int8_t *w,
+                                const int32_t *base, const rq_consts *r, int8_t *dst)
+{
+    const uint32_t blocked = ch & ~3u;
+    uint32_t c = 0, t;
+    for (; c < blocked; c += 4u, w += 4u * taps) {
+        int32_t a0 = base[c], a1 = base[c + 1u], a2 = base[c + 2u], a3 = base[c + 3u];
+        if (taps == 9u) { /* 3x3, unrolled */
+            AGN_DW_TAP(tap[0] + c, w);
+            AGN_DW_TAP(tap[1] + c, w + 4);
+            AGN_DW_TAP(tap[2] + c, w + 8);
+            AGN_DW_TAP(tap[3] + c, w + 12);
+            AGN_DW_TAP(tap[4] + c, w + 16);
+            AGN_DW_TAP(tap[5] + c, w + 20);
+            AGN_DW_TAP(tap[6] + c, w + 24);
+            AGN_DW_TAP(tap[7] + c, w + 28);
+            AGN_DW_TAP(tap[8] + c, w + 32);
+        } else {
+            for (t = 0; t < taps; t++) {
+                AGN_DW_TAP(tap[t] + c, w + 4u * t);
+            }
+        }
+        dst[c] = rq8(a0, r, c);
+        dst[c + 1u] = rq8(a1, r, c + 1u);
+        dst[c + 2u] = rq8(a2, r, c + 2u);
+        dst[c + 3u] = rq8(a3, r, c + 3u);
+    }
+    for (; c < ch; c++, w += taps) {
+        int32_t acc = base[c];
+        for (t = 0; t < taps; t++) {
+            acc += tap[t][c] * w[t];
+        }
+        dst[c] = rq8(acc, r, c);
+    }
+}
+
+static void dwconv_taps_s8(const int8_t *in, agn_dims in_dims, const agn_conv_params *p, int8_t *out,
+                           agn_dims out_dims, int8_t *zp_row)
+{
+    const uint32_t ch = in_dims.c, kh = p->kh, kw = p->kw, taps = kh * kw;
+    const int32_t zp = p->zp_in;
+    rq_entry table[AGN_RQ_TABLE_MAX];
+    const rq_consts r = rq_of(p, ch, table);
+    const int8_t *weights = p->weights;
+    const int8_t *tap[AGN_DW_MAX_TAPS];
+    int32_t offset[AGN_DW_MAX_TAPS]; /* of tap t from the window's first input byte */
+    int32_t base[AGN_DW_MAX_CH];
+    uint32_t oy, ox, ky, kx, c, t;
+    for (c = 0; c < ch; c++) {
+        int32_t sum = 0;
+        for (t = 0; t < taps; t++) {
+            sum += dw_weight(weights, ch, taps, c, t);
+        }
+        base[c] = p->bias[c] - zp * sum;
+    }
+    for (ky = 0, t = 0; ky < kh; ky++) {
+        for (kx = 0; kx < kw; kx++, t++) {
+            offset[t] = (int32_t)((ky * in_dims.w + kx) * ch);
+        }
+    }
+    memset(zp_row, zp, ch); /* (unsigned char)zp: the int8 zp_in again */
+    for (oy = 0; oy < out_dims.h; oy++) {
+        const int32_t iy0 = (int32_t)(oy * p->stride_h) - (int32_t)p->pad_top;
+        for (ox = 0; ox < out_dims.w; ox++) {
+            const int32_t ix0 = (int32_t)(ox * p->stride_w) - (int32_t)p->pad_left;
+            /* where the window's first tap would be (negative or past the end at the border: only the
+             * offsets of taps inside are ever added to in) */
+            const int32_t x0 = (iy0 * (int32_t)in_dims.w + ix0) * (int32_t)ch;
+            if (iy0 >= 0 && iy0 + (int32_t)kh <= (int32_t)in_dims.h && ix0 >= 0 &&
+                ix0 + (int32_t)kw <= (int32_t)in_dims.w) {
+                for (t = 0; t < taps; t++) { /* the window lies inside: no checks */
+                    tap[t] = in + (x0 + offset[t]);
+                }
+            } else {
+                for (ky = 0, t = 0; ky < kh; ky++) {
+                    const int32_t iy = iy0 + (int32_t)ky;
+                    const int row_inside = iy >= 0 && iy < (int32_t)in_dims.h;
+                    for (kx = 0; kx < kw; kx++, t++) {
+                        const int32_t ix = ix0 + (int32_t)kx;
+                        tap[t] = row_inside && ix >= 0 && ix < (int32_t)in_dims.w ? in + (x0 + offset[t]) : zp_row;
+                    }
+                }
+            }
+            if (taps == 9u) { /* 3x3: the tap loop fully unrolled */
+                dw_pixel(tap, 9u, ch, weights, base, &r, out + (oy * out_dims.w + ox) * ch);
+            } else {
+                dw_pixel(tap, taps, ch, weights, base, &r, out + (oy * out_dims.w + ox) * ch);
+            }
+        }
+    }
+}
+
 /* First and one-past-last kernel tap (along one axis) whose input index i0 + k lies in [0, size). */
 static AGN_INLINE void valid_taps(int32_t i0, uint32_t k, uint32_t size, uint32_t *first, uint32_t *end)
 {
     *first = i0 < 0 ? (uint32_t)(-i0) : 0u;
     *end = i0 + (int32_t)k > (int32_t)size ? (uint32_t)((int32_t)size - i0) : k;
-}
-
-/* Depthwise conv: channel c is filtered by its own kh x kw kernel.
- *
- * 3x3 kernels with at most AGN_DW_FAST_MAX_CH channels (every depthwise layer of the shipped models)
- * take one unrolled path for every output pixel, with
- *     sum w * (x - zp) = sum w * x - zp * sum w
- * and base[c] = bias[c] - zp * sum w worked out once per call, so each tap is one load-load-
- * multiply-accumulate. A window that lies inside the image is read in place; a window that
- * crosses the border is first copied into scratch as a 3 x 3 x ch int8 patch with zp_in in place of
- * every padding tap: such a tap then adds w * zp, which the - zp * w share of base[c] cancels, so it
- * adds nothing, as a padding tap must (it stands for x = zp_in, real 0). The border pixels thus cost
- * an interior pixel plus a copy of at most 9 * ch bytes, instead of loops with bounds per channel.
- * Same integers as the plain sum: int32 arithmetic without overflow (the layer's accumulator bound
- * taps * 255 * 127 + |bias| < 2^31 covers both forms).
- *
- * Other kernels: per output pixel the taps inside the image are found once, and each channel sums
- * w * (x - zp) over them. */
-#define AGN_DW_FAST_MAX_CH 64u /* channels whose bias - zp * sum w fit the stack table */
-
-static void dwconv3x3_s8(const int8_t *in, agn_dims in_dims, const agn_conv_params *p, int8_t *out,
-                         agn_dims out_dims, int8_t *patch)
-{
-    const uint32_t ch = in_dims.c, row_step = (uint32_t)in_dims.w * ch;
-    const int32_t zp = p->zp_in;
-    rq_entry table[AGN_RQ_TABLE_MAX];
-    const rq_consts r = rq_of(p, ch, table);
-    const int8_t *weights = p->weights;
-    int32_t base[AGN_DW_FAST_MAX_CH];
-    uint32_t oy, ox, ky, kx, c;
-    for (c = 0; c < ch; c++) {
-        const int8_t *w = weights + c * 9u;
-        base[c] = p->bias[c] - zp * (w[0] + w[1] + w[2] + w[3] + w[4] + w[5] + w[6] + w[7] + w[8]);
-    }
-    for (oy = 0; oy < out_dims.h; oy++) {
-        const int32_t iy0 = (int32_t)(oy * p->stride_h) - (int32_t)p->pad_top;
-        const int rows_inside = iy0 >= 0 && iy0 + 3 <= (int32_t)in_dims.h;
-        for (ox = 0; ox < out_dims.w; ox++) {
-            const int32_t ix0 = (int32_t)(ox * p->stride_w) - (int32_t)p->pad_left;
-            int8_t *dst = out + (oy * out_dims.w + ox) * ch;
-            const int8_t *x, *w = weights;
-            uint32_t rs;
-            if (rows_inside && ix0 >= 0 && ix0 + 3 <= (int32_t)in_dims.w) {
-                x = in + (uint32_t)iy0 * row_step + (uint32_t)ix0 * ch;
-                rs = row_step;
-            } else {
-                for (ky = 0; ky < 3u; ky++) {
-                    const int32_t iy = iy0 + (int32_t)ky;
-                    for (kx = 0; kx < 3u; kx++) {
-                        const int32_t ix = ix0 + (int32_t)kx;
-                        int8_t *dp = patch + (ky * 3u + kx) * ch;
-                        if (iy < 0 || iy >= (int32_t)in_dims.h || ix < 0 || ix >= (int32_t)in_dims.w) {
-                            memset(dp, zp, ch); /* (unsigned char)zp: the int8 zp_in again */
-                        } else {
-                            memcpy(dp, in + ((uint32_t)iy * in_dims.w + (uint32_t)ix) * ch, ch);
-                        }
-                    }
-                }
-                x = patch;
-                rs = 3u * ch;
-            }
-            for (c = 0; c < ch; c++, x++, w += 9) {
-                const int8_t *x1 = x + rs, *x2 = x1 + rs;
-                int32_t acc = base[c];
-                acc += x[0] * w[0] + x[ch] * w[1] + x[2u * ch] * w[2];
-                acc += x1[0] * w[3] + x1[ch] * w[4] + x1[2u * ch] * w[5];
-                acc += x2[0] * w[6] + x2[ch] * w[7] + x2[2u * ch] * w[8];
-                dst[c] = rq8(acc, &r, c);
-            }
-        }
-    }
 }
 
 void agn_dwconv_s8(const int8_t *in, agn_dims in_dims, const agn_conv_params *p, int8_t *out, agn_dims out_dims,
@@ -466,8 +548,8 @@ void agn_dwconv_s8(const int8_t *in, agn_dims in_dims, const agn_conv_params *p,
     const int32_t *bias = p->bias;
     const uint32_t row_step = (uint32_t)in_dims.w * ch;
     uint32_t oy, ox, ky, kx, c;
-    if (kh == 3u && kw == 3u && ch <= AGN_DW_FAST_MAX_CH) {
-        dwconv3x3_s8(in, in_dims, p, out, out_dims, (int8_t *)(void *)scratch);
+    if (taps <= AGN_DW_MAX_TAPS && ch <= AGN_DW_MAX_CH) {
+        dwconv_taps_s8(in, in_dims, p, out, out_dims, (int8_t *)(void *)scratch);
         return;
     }
     r = rq_of(p, ch, table);
@@ -481,12 +563,11 @@ void agn_dwconv_s8(const int8_t *in, agn_dims in_dims, const agn_conv_params *p,
             uint32_t kx0, kx1;
             valid_taps(ix0, kw, in_dims.w, &kx0, &kx1);
             for (c = 0; c < ch; c++) {
-                const int8_t *w = weights + c * taps;
                 int32_t acc = bias[c];
                 for (ky = ky0; ky < ky1; ky++) {
                     const int8_t *x = in + (uint32_t)(iy0 + (int32_t)ky) * row_step + c;
                     for (kx = kx0; kx < kx1; kx++) {
-                        acc += (x[(uint32_t)(ix0 + (int32_t)kx) * ch] - zp) * w[ky * kw + kx];
+                        acc += (x[(uint32_t)(ix0 + (int32_t)kx) * ch] - zp) * dw_weight(weights, ch, taps, c, ky * kw + kx);
                     }
                 }
                 dst[c] = rq8(acc, &r, c);

@@ -44,7 +44,8 @@ typedef struct agn_requant {
 } agn_requant;
 
 /* One conv / depthwise conv / pointwise conv / dense layer.
- *   weights   conv OHWI [c_out][kh][kw][c_in]; depthwise [c][kh][kw]; dense [c_out][c_in] with
+ *   weights   conv OHWI [c_out][kh][kw][c_in]; depthwise [c][kh][kw] in blocks of four channels
+ *             [c/4][kh][kw][4] (agn_kernels.c); dense [c_out][c_in] with
  *             the input flattened in HWC order. Conv, pointwise conv and dense rows (n = kh * kw *
  *             c_in weights each) are packed: every full group of four is stored w[4g], w[4g+2],
  *             w[4g+1], w[4g+3], the last n % 4 as they are (the SXTB16/SMLAD layout, agn_kernels.c);
@@ -80,8 +81,8 @@ int32_t agn_dot_s16_s8(const int16_t *a, const int8_t *w, uint32_t n);
 void agn_conv_s8(const int8_t *in, agn_dims in_dims, const agn_conv_params *p, int8_t *out, agn_dims out_dims,
                  int16_t *scratch);
 
-/* Depthwise conv: channel c is filtered by its own kh x kw kernel. scratch: kh * kw * c int8 (the
- * border patch of a 3x3 kernel), at least kh * kw int16. */
+/* Depthwise conv: channel c is filtered by its own kh x kw kernel. scratch: c int8 (a row of zero
+ * points for padding taps), at least kh * kw int16. */
 void agn_dwconv_s8(const int8_t *in, agn_dims in_dims, const agn_conv_params *p, int8_t *out, agn_dims out_dims,
                    int16_t *scratch);
 
