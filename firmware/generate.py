@@ -353,23 +353,18 @@ def depthwise_blocks(weights: np.ndarray) -> np.ndarray:
 
 def packed_rows(weights: np.ndarray) -> np.ndarray:
     """The weights of a conv, pointwise conv or dense layer as the C kernels read them (agn_kernels.c,
-    dot() and dot4()): rows [c_out][n] (n = kh * kw * c_in, OHWI order); in each row every full group
-    of four stored as w[4g], w[4g+2], w[4g+1], w[4g+3] (SXTB16 then gives the int16 pairs that line up
-    with the activations for SMLAD), the last n % 4 as they are; each block of four rows
-    interleaved (for each group the four rows' groups, then for each of the last n % 4 inputs the
-    four rows' weights), the rows after the last full block plain. Flat, 4-aligned per block."""
+    dot() and dot4()): rows [c_out][n] (n = kh * kw * c_in, OHWI order) padded with zeros to a
+    multiple of 4; in each row every group of four stored as w[4g], w[4g+2], w[4g+1], w[4g+3]
+    (SXTB16 then gives the int16 pairs that line up with the activations for SMLAD); each block of
+    four rows interleaved (for each group the four rows' groups), the rows after the last full
+    block plain. Flat."""
     rows = np.asarray(weights).reshape(weights.shape[0], -1)
     out_ch, n = rows.shape
-    full = n // 4 * 4
-    head = rows[:, :full].reshape(out_ch, -1, 4)[:, :, [0, 2, 1, 3]]  # [o][g][4]
-    tail = rows[:, full:]  # [o][n % 4]
-    parts = []
-    for b in range(out_ch // 4):
-        parts.append(head[4 * b:4 * b + 4].transpose(1, 0, 2).reshape(-1))  # [g][row][4]
-        parts.append(tail[4 * b:4 * b + 4].T.reshape(-1))  # [t][row]
-    for o in range(out_ch // 4 * 4, out_ch):
-        parts.append(np.concatenate([head[o].reshape(-1), tail[o]]))
-    return np.concatenate(parts) if parts else rows.reshape(-1)
+    rows = np.pad(rows, ((0, 0), (0, -n % 4)))
+    groups = rows.reshape(out_ch, -1, 4)[:, :, [0, 2, 1, 3]]  # [o][g][4]
+    blocked = out_ch // 4 * 4
+    head = groups[:blocked].reshape(-1, 4, groups.shape[1], 4).transpose(0, 2, 1, 3)  # [block][g][row][4]
+    return np.concatenate([head.reshape(-1), groups[blocked:].reshape(-1)])
 
 
 def c_bias_and_padding(layer) -> tuple:

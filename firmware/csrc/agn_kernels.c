@@ -15,8 +15,10 @@
 
 #if defined(__GNUC__) || defined(__clang__)
 #define AGN_INLINE inline __attribute__((always_inline))
+#define AGN_NOINLINE __attribute__((noinline))
 #else
 #define AGN_INLINE inline
+#define AGN_NOINLINE
 #endif
 
 /* rshift_round with clamping.
@@ -57,7 +59,8 @@ static AGN_INLINE int32_t requant(int32_t acc, int32_t mult, uint8_t rshift, int
     return y;
 }
 
-int32_t agn_requant_s32(int32_t acc, int32_t mult, uint8_t rshift, int32_t zp_out, int32_t lo, int32_t hi)
+/* A call, not inlined: the kernels' rare path (rq_apply), kept out of their loops' code. */
+AGN_NOINLINE int32_t agn_requant_s32(int32_t acc, int32_t mult, uint8_t rshift, int32_t zp_out, int32_t lo, int32_t hi)
 {
     return requant(acc, mult, rshift, zp_out, lo, hi);
 }
@@ -70,18 +73,25 @@ static AGN_INLINE uint32_t load_u32(const void *p)
     return v;
 }
 
-/* Packed weight rows (conv, pointwise conv and dense layers; the generator writes them so):
- * in a row of n weights each full group of four, i = 4g .. 4g+3, is stored in the order
+/* Packed weight rows (conv, pointwise conv and dense layers; the generator writes them so): a row
+ * of n weights is padded with zeros to n4 = n rounded up to a multiple of 4 (the activation buffer
+ * gets zeros there too, so the padding adds 0 and no loop needs a tail), and each group of four,
+ * i = 4g .. 4g+3, is stored in the order
  *     w[4g], w[4g+2], w[4g+1], w[4g+3]
- * and the last n % 4 weights in their own order. As a little-endian word, SXTB16 (bytes 0 and 2,
- * sign-extended) gives the int16 pair (w[4g], w[4g+1]) and SXTB16 of the word rotated right by 8
- * (bytes 1 and 3) gives (w[4g+2], w[4g+3]): the pairs that line up with the int16 activations
- * (x[4g], x[4g+1]) and (x[4g+2], x[4g+3]) as they lie in memory, so two SMLAD (acc + lo * lo +
- * hi * hi) do the group with no shuffling of the activations. packed_index(i) is where logical
- * weight i of a full group is stored: bits 0 and 1 swapped. */
+ * As a little-endian word, SXTB16 (bytes 0 and 2, sign-extended) gives the int16 pair (w[4g],
+ * w[4g+1]) and SXTB16 of the word rotated right by 8 (bytes 1 and 3) gives (w[4g+2], w[4g+3]):
+ * the pairs that line up with the int16 activations (x[4g], x[4g+1]) and (x[4g+2], x[4g+3]) as
+ * they lie in memory, so two SMLAD (acc + lo * lo + hi * hi) do the group with no shuffling of the
+ * activations. packed_index(i) is where logical weight i is stored: bits 0 and 1 swapped. */
 static AGN_INLINE uint32_t packed_index(uint32_t i)
 {
     return i ^ (((i ^ (i >> 1)) & 1u) * 3u);
+}
+
+/* n rounded up to a multiple of 4: the length of a packed row and of the activations it meets. */
+static AGN_INLINE uint32_t padded4(uint32_t n)
+{
+    return (n + 3u) & ~3u;
 }
 
 #if AGN_USE_DSP
@@ -110,36 +120,32 @@ static AGN_INLINE uint32_t smmla(int32_t a, int32_t b, uint32_t c)
 }
 #endif
 
-/* sum_i a[i] * w[i] over one packed row of n weights.
+/* sum_i a[i] * w[i] over one packed row of n4 (a multiple of 4) weights.
  * |a| <= 255, |w| <= 127: each product < 2^15, the sum bound is the layer's (checked at generation);
  * int32 arithmetic is exact in any order, so every path below gives the same integer. */
-static AGN_INLINE int32_t dot(const int16_t *a, const int8_t *w, uint32_t n)
+static AGN_INLINE int32_t dot(const int16_t *a, const int8_t *w, uint32_t n4)
 {
-    const uint32_t full = n & ~3u;
     int32_t acc = 0;
-    uint32_t i = 0;
+    uint32_t i;
 #if AGN_USE_DSP
-    for (; i < full; i += 4u) {
+    for (i = 0; i < n4; i += 4u) {
         acc = group_dsp(load_u32(a + i), load_u32(a + i + 2u), load_u32(w + i), acc);
     }
 #elif AGN_DOT_UNROLL == 4
-    for (; i < full; i += 4u) {
+    for (i = 0; i < n4; i += 4u) {
         acc += (int32_t)a[i] * w[i] + (int32_t)a[i + 1u] * w[i + 2u];
         acc += (int32_t)a[i + 2u] * w[i + 1u] + (int32_t)a[i + 3u] * w[i + 3u];
     }
 #elif AGN_DOT_UNROLL == 2
-    for (; i < full; i += 2u) {
+    for (i = 0; i < n4; i += 2u) {
         const uint32_t s = packed_index(i); /* i and i + 1 are stored at s and s + 2 */
         acc += (int32_t)a[i] * w[s] + (int32_t)a[i + 1u] * w[s + 2u];
     }
 #else
-    for (; i < full; i++) {
+    for (i = 0; i < n4; i++) {
         acc += (int32_t)a[i] * w[packed_index(i)];
     }
 #endif
-    for (; i < n; i++) {
-        acc += (int32_t)a[i] * w[i];
-    }
     return acc;
 }
 
@@ -150,19 +156,17 @@ int32_t agn_dot_s16_s8(const int16_t *a, const int8_t *w, uint32_t n)
 
 /* The sums of a block of four output rows against the same activations a: each load of a serves
  * four rows (four accumulators in registers). The generator interleaves the block's four packed
- * rows so that one pointer walks them: for each full group g the four rows' groups (4 bytes each,
- * row 0 first), then for each of the last n % 4 inputs the four rows' weights; 4n bytes in all,
- * so block b starts at weights + 4b * n as before. Rows past the last full block are plain packed
- * rows (dot()). */
+ * rows so that one pointer walks them: for each group g the four rows' groups (4 bytes each, row 0
+ * first); 4 * n4 bytes in all, so block b starts at weights + 4b * n4 as rows would. Rows past the
+ * last full block are plain packed rows (dot()). */
 typedef struct {
     int32_t s0, s1, s2, s3;
 } sums4;
 
-static AGN_INLINE sums4 dot4(const int16_t *a, const int8_t *w, uint32_t n, sums4 acc)
+static AGN_INLINE sums4 dot4(const int16_t *a, const int8_t *w, uint32_t n4, sums4 acc)
 {
-    const uint32_t full = n & ~3u;
-    uint32_t i = 0;
-    for (; i < full; i += 4u, w += 16) {
+    uint32_t i;
+    for (i = 0; i < n4; i += 4u, w += 16) {
 #if AGN_USE_DSP
         const uint32_t x01 = load_u32(a + i), x23 = load_u32(a + i + 2u);
         acc.s0 = group_dsp(x01, x23, load_u32(w), acc.s0);
@@ -176,13 +180,6 @@ static AGN_INLINE sums4 dot4(const int16_t *a, const int8_t *w, uint32_t n, sums
         acc.s2 += x0 * w[8] + x1 * w[10] + x2 * w[9] + x3 * w[11];
         acc.s3 += x0 * w[12] + x1 * w[14] + x2 * w[13] + x3 * w[15];
 #endif
-    }
-    for (; i < n; i++, w += 4) {
-        const int32_t x = a[i];
-        acc.s0 += x * w[0];
-        acc.s1 += x * w[1];
-        acc.s2 += x * w[2];
-        acc.s3 += x * w[3];
     }
     return acc;
 }
@@ -292,7 +289,7 @@ static AGN_INLINE int32_t rq_apply(int32_t acc, const rq_consts *r, uint32_t o, 
 #endif
         return clamp_out((int32_t)(hr >> e->shift) + e->offset, r, bits);
     }
-    return requant(acc, r->mult[o], r->rshift[o], r->zp_out, r->lo, r->hi);
+    return agn_requant_s32(acc, r->mult[o], r->rshift[o], r->zp_out, r->lo, r->hi);
 }
 
 static AGN_INLINE int8_t rq8(int32_t acc, const rq_consts *r, uint32_t o)
@@ -301,10 +298,10 @@ static AGN_INLINE int8_t rq8(int32_t acc, const rq_consts *r, uint32_t o)
 }
 
 /* Every output channel of one pixel: out[o] = requant(bias[o] + sum_i col[i] * w[o][i]) for
- * o < c_out, w the packed rows [c_out][n]. Four output channels at a time share each load of col
+ * o < c_out, w the packed rows [c_out][n4], col n4 activations (zeros past the layer's n). Four output channels at a time share each load of col
  * (dot4); each channel's sum has the same terms as one row at a time, so the result is
  * bit-identical (exact int32 arithmetic). int8 outputs. */
-static AGN_INLINE void pixel_s8(const int16_t *col, uint32_t n, const int8_t *weights, const int32_t *bias,
+static AGN_INLINE void pixel_s8(const int16_t *col, uint32_t n4, const int8_t *weights, const int32_t *bias,
                                 const rq_consts *r, uint32_t c_out, int8_t *dst)
 {
     uint32_t o = 0;
@@ -314,14 +311,14 @@ static AGN_INLINE void pixel_s8(const int16_t *col, uint32_t n, const int8_t *we
         acc.s1 = bias[o + 1u];
         acc.s2 = bias[o + 2u];
         acc.s3 = bias[o + 3u];
-        acc = dot4(col, weights + o * n, n, acc);
+        acc = dot4(col, weights + o * n4, n4, acc);
         dst[o] = rq8(acc.s0, r, o);
         dst[o + 1u] = rq8(acc.s1, r, o + 1u);
         dst[o + 2u] = rq8(acc.s2, r, o + 2u);
         dst[o + 3u] = rq8(acc.s3, r, o + 3u);
     }
     for (; o < c_out; o++) {
-        dst[o] = rq8(bias[o] + dot(col, weights + o * n, n), r, o);
+        dst[o] = rq8(bias[o] + dot(col, weights + o * n4, n4), r, o);
     }
 }
 
@@ -329,7 +326,7 @@ void agn_conv_s8(const int8_t *in, agn_dims in_dims, const agn_conv_params *p, i
                  int16_t *scratch)
 {
     const uint32_t cin = in_dims.c;
-    const uint32_t taps = (uint32_t)p->kh * p->kw * cin;
+    const uint32_t taps = (uint32_t)p->kh * p->kw * cin, n4 = padded4(taps);
     const int32_t zp = p->zp_in;
     const int16_t *pad_in = p->pad_in;
     rq_entry table[AGN_RQ_TABLE_MAX];
@@ -338,6 +335,9 @@ void agn_conv_s8(const int8_t *in, agn_dims in_dims, const agn_conv_params *p, i
     const int32_t *bias = p->bias;
     const uint32_t kh = p->kh, kw = p->kw, sh = p->stride_h, sw = p->stride_w;
     uint32_t oy, ox, ky, kx, c;
+    for (c = taps; c < n4; c++) {
+        scratch[c] = 0; /* the rows' zero padding meets zeros (im2col writes only [0, taps)) */
+    }
     for (oy = 0; oy < out_dims.h; oy++) {
         const int32_t iy0 = (int32_t)(oy * sh) - (int32_t)p->pad_top;
         const int rows_inside = iy0 >= 0 && iy0 + (int32_t)kh <= (int32_t)in_dims.h;
@@ -379,7 +379,7 @@ void agn_conv_s8(const int8_t *in, agn_dims in_dims, const agn_conv_params *p, i
                     }
                 }
             }
-            pixel_s8(scratch, taps, weights, bias, &r, out_dims.c, out + (oy * out_dims.w + ox) * out_dims.c);
+            pixel_s8(scratch, n4, weights, bias, &r, out_dims.c, out + (oy * out_dims.w + ox) * out_dims.c);
         }
     }
 }
@@ -586,20 +586,24 @@ void agn_conv1x1_s8(const int8_t *in, agn_dims in_dims, const agn_conv_params *p
     const rq_consts r = rq_of(p, out_dims.c, table);
     const int8_t *weights = p->weights;
     const int32_t *bias = p->bias;
+    const uint32_t n4 = padded4(cin);
     uint32_t i, c;
+    for (c = cin; c < n4; c++) {
+        scratch[c] = 0; /* meets the rows' zero padding */
+    }
     for (i = 0; i < pixels; i++) {
         const int8_t *px = in + i * cin;
         for (c = 0; c < cin; c++) {
             scratch[c] = (int16_t)(px[c] - zp);
         }
-        pixel_s8(scratch, cin, weights, bias, &r, out_dims.c, out + i * out_dims.c);
+        pixel_s8(scratch, n4, weights, bias, &r, out_dims.c, out + i * out_dims.c);
     }
 }
 
 void agn_dense_s8_s16(const int8_t *in, agn_dims in_dims, const agn_conv_params *p, int16_t *out, agn_dims out_dims,
                       int16_t *scratch)
 {
-    const uint32_t n = (uint32_t)in_dims.h * in_dims.w * in_dims.c;
+    const uint32_t n = (uint32_t)in_dims.h * in_dims.w * in_dims.c, n4 = padded4(n);
     const int32_t zp = p->zp_in;
     rq_entry table[AGN_RQ_TABLE_MAX];
     const rq_consts r = rq_of(p, out_dims.c, table);
@@ -609,6 +613,9 @@ void agn_dense_s8_s16(const int8_t *in, agn_dims in_dims, const agn_conv_params 
     for (i = 0; i < n; i++) {
         scratch[i] = (int16_t)(in[i] - zp);
     }
+    for (; i < n4; i++) {
+        scratch[i] = 0; /* meets the rows' zero padding */
+    }
     /* four outputs per pass over the activations, as pixel_s8 */
     for (; o + 4u <= out_dims.c; o += 4u) {
         sums4 acc;
@@ -616,14 +623,14 @@ void agn_dense_s8_s16(const int8_t *in, agn_dims in_dims, const agn_conv_params 
         acc.s1 = bias[o + 1u];
         acc.s2 = bias[o + 2u];
         acc.s3 = bias[o + 3u];
-        acc = dot4(scratch, weights + o * n, n, acc);
+        acc = dot4(scratch, weights + o * n4, n4, acc);
         out[o] = (int16_t)rq_apply(acc.s0, &r, o, 16);
         out[o + 1u] = (int16_t)rq_apply(acc.s1, &r, o + 1u, 16);
         out[o + 2u] = (int16_t)rq_apply(acc.s2, &r, o + 2u, 16);
         out[o + 3u] = (int16_t)rq_apply(acc.s3, &r, o + 3u, 16);
     }
     for (; o < out_dims.c; o++) {
-        out[o] = (int16_t)rq_apply(bias[o] + dot(scratch, weights + o * n, n), &r, o, 16);
+        out[o] = (int16_t)rq_apply(bias[o] + dot(scratch, weights + o * n4, n4), &r, o, 16);
     }
 }
 
