@@ -236,7 +236,9 @@ static AGN_INLINE rq_consts rq_of(const agn_conv_params *p, uint32_t c_out, rq_e
     for (o = 0; o < c_out; o++) {
         const uint32_t n = p->rq.rshift[o];
         const int32_t m = p->rq.mult[o];
-        if (n < 32u || n > 62u || m < (int32_t)0x40000000) {
+        /* h' <= M - 1 for any int32 acc (|acc * 2M| < 2^31 * 2M), so h' + round stays below 2^32
+         * (no wrap) when M - 1 + 2^(s-1) < 2^31; h' >= -M keeps it >= 0 */
+        if (n < 32u || n > 62u || m < (int32_t)0x40000000 || (uint32_t)m + (1u << (n - 32u)) > 0x80000000u) {
             return r;
         }
         table[o].mult = (int32_t)((int64_t)2 * m - ((int64_t)1 << 32)); /* M2 = 2M - 2^32 */
