@@ -184,6 +184,50 @@ static AGN_INLINE sums4 dot4(const int16_t *a, const int8_t *w, uint32_t n4, sum
     return acc;
 }
 
+/* Weight pairs (conv and pointwise conv layers, the generator writes them so): the same rows padded
+ * to n4 and blocked by four as above, but each weight an int16 and two of them one uint32 word,
+ * pair(w[2k], w[2k+1]) = (w[2k] & 0xFFFF) | w[2k+1] << 16: exactly the int16 pairs SMLAD takes, so
+ * no unpacking per use (twice the flash of int8 rows; these layers' weights are small, the dense
+ * layer's, the largest, stay int8). A block of four rows: for each group of four inputs the four
+ * rows' two words (row 0 first), 2 * n4 words in all. */
+static AGN_INLINE int32_t pair_lo(uint32_t v) /* the int16 in bits 0..15, without implementation-defined casts */
+{
+    return (int32_t)(v & 0xFFFFu) - (int32_t)((v & 0x8000u) << 1);
+}
+
+static AGN_INLINE int32_t pair_dot(uint32_t x, uint32_t w, int32_t acc) /* acc + x.lo * w.lo + x.hi * w.hi */
+{
+#if AGN_USE_DSP
+    return __smlad((int16x2_t)x, (int16x2_t)w, acc);
+#else
+    return acc + pair_lo(x) * pair_lo(w) + pair_lo(x >> 16) * pair_lo(w >> 16);
+#endif
+}
+
+static AGN_INLINE int32_t dot_pairs(const int16_t *a, const uint32_t *w, uint32_t n4)
+{
+    int32_t acc = 0;
+    uint32_t i;
+    for (i = 0; i < n4; i += 4u, w += 2) {
+        acc = pair_dot(load_u32(a + i), w[0], acc);
+        acc = pair_dot(load_u32(a + i + 2u), w[1], acc);
+    }
+    return acc;
+}
+
+static AGN_INLINE sums4 dot4_pairs(const int16_t *a, const uint32_t *w, uint32_t n4, sums4 acc)
+{
+    uint32_t i;
+    for (i = 0; i < n4; i += 4u, w += 8) {
+        const uint32_t x01 = load_u32(a + i), x23 = load_u32(a + i + 2u);
+        acc.s0 = pair_dot(x23, w[1], pair_dot(x01, w[0], acc.s0));
+        acc.s1 = pair_dot(x23, w[3], pair_dot(x01, w[2], acc.s1));
+        acc.s2 = pair_dot(x23, w[5], pair_dot(x01, w[4], acc.s2));
+        acc.s3 = pair_dot(x23, w[7], pair_dot(x01, w[6], acc.s3));
+    }
+    return acc;
+}
+
 /* Requantization of one layer with its per-channel constants worked out once per call, for
  * rshift n in [32, 62] and M in [2^30, 2^31) (every layer the quantizer writes, in practice).
  * requant()'s 32-bit form (n >= 33): with h = the high word of acc * M, s = n - 32,
@@ -300,12 +344,13 @@ static AGN_INLINE int8_t rq8(int32_t acc, const rq_consts *r, uint32_t o)
 }
 
 /* Every output channel of one pixel: out[o] = requant(bias[o] + sum_i col[i] * w[o][i]) for
- * o < c_out, w the packed rows [c_out][n4], col n4 activations (zeros past the layer's n). Four output channels at a time share each load of col
- * (dot4); each channel's sum has the same terms as one row at a time, so the result is
- * bit-identical (exact int32 arithmetic). int8 outputs. */
-static AGN_INLINE void pixel_s8(const int16_t *col, uint32_t n4, const int8_t *weights, const int32_t *bias,
+ * o < c_out, w the weight pairs [c_out][n4 / 2], col n4 activations (zeros past the layer's n).
+ * Four output channels at a time share each load of col (dot4_pairs); each channel's sum has the
+ * same terms as one row at a time, so the result is bit-identical (exact int32 arithmetic). */
+static AGN_INLINE void pixel_s8(const int16_t *col, uint32_t n4, const uint32_t *pairs, const int32_t *bias,
                                 const rq_consts *r, uint32_t c_out, int8_t *dst)
 {
+    const uint32_t row = n4 / 2u; /* words per row */
     uint32_t o = 0;
     for (; o + 4u <= c_out; o += 4u) {
         sums4 acc;
@@ -313,14 +358,14 @@ static AGN_INLINE void pixel_s8(const int16_t *col, uint32_t n4, const int8_t *w
         acc.s1 = bias[o + 1u];
         acc.s2 = bias[o + 2u];
         acc.s3 = bias[o + 3u];
-        acc = dot4(col, weights + o * n4, n4, acc);
+        acc = dot4_pairs(col, pairs + o * row, n4, acc);
         dst[o] = rq8(acc.s0, r, o);
         dst[o + 1u] = rq8(acc.s1, r, o + 1u);
         dst[o + 2u] = rq8(acc.s2, r, o + 2u);
         dst[o + 3u] = rq8(acc.s3, r, o + 3u);
     }
     for (; o < c_out; o++) {
-        dst[o] = rq8(bias[o] + dot(col, weights + o * n4, n4), r, o);
+        dst[o] = rq8(bias[o] + dot_pairs(col, pairs + o * row, n4), r, o);
     }
 }
 
@@ -333,7 +378,7 @@ void agn_conv_s8(const int8_t *in, agn_dims in_dims, const agn_conv_params *p, i
     const int16_t *pad_in = p->pad_in;
     rq_entry table[AGN_RQ_TABLE_MAX];
     const rq_consts r = rq_of(p, out_dims.c, table);
-    const int8_t *weights = p->weights;
+    const uint32_t *pairs = p->pairs;
     const int32_t *bias = p->bias;
     const uint32_t kh = p->kh, kw = p->kw, sh = p->stride_h, sw = p->stride_w;
     uint32_t oy, ox, ky, kx, c;
@@ -381,7 +426,7 @@ void agn_conv_s8(const int8_t *in, agn_dims in_dims, const agn_conv_params *p, i
                     }
                 }
             }
-            pixel_s8(scratch, n4, weights, bias, &r, out_dims.c, out + (oy * out_dims.w + ox) * out_dims.c);
+            pixel_s8(scratch, n4, pairs, bias, &r, out_dims.c, out + (oy * out_dims.w + ox) * out_dims.c);
         }
     }
 }
@@ -586,7 +631,7 @@ void agn_conv1x1_s8(const int8_t *in, agn_dims in_dims, const agn_conv_params *p
     const int32_t zp = p->zp_in;
     rq_entry table[AGN_RQ_TABLE_MAX];
     const rq_consts r = rq_of(p, out_dims.c, table);
-    const int8_t *weights = p->weights;
+    const uint32_t *pairs = p->pairs;
     const int32_t *bias = p->bias;
     const uint32_t n4 = padded4(cin);
     uint32_t i, c;
@@ -598,7 +643,7 @@ void agn_conv1x1_s8(const int8_t *in, agn_dims in_dims, const agn_conv_params *p
         for (c = 0; c < cin; c++) {
             scratch[c] = (int16_t)(px[c] - zp);
         }
-        pixel_s8(scratch, n4, weights, bias, &r, out_dims.c, out + i * out_dims.c);
+        pixel_s8(scratch, n4, pairs, bias, &r, out_dims.c, out + i * out_dims.c);
     }
 }
 

@@ -42,6 +42,7 @@ int main(int argc, char **argv)
         rng_state = 1;
     }
     for (it = 0; it < iterations; it++) {
+        uint32_t pairs[CH * 2];
         int8_t w8[CH * 4], in = (int8_t)((int32_t)(rng() % 256u) - 128), out8[CH];
         int16_t scratch[8], out16[CH];
         int32_t bias[CH], mult[CH];
@@ -53,6 +54,9 @@ int main(int argc, char **argv)
         for (o = 0; o < CH * 4; o++) {
             w8[o] = (int8_t)(rng() % 255u) - 127; /* any weights: the input is zp_in, they meet 0 */
         }
+        for (o = 0; o < CH * 2; o++) {
+            pairs[o] = rng();
+        }
         for (o = 0; o < CH; o++) {
             const uint32_t kind = rng() % 8u;
             bias[o] = pick_acc();
@@ -62,7 +66,8 @@ int main(int argc, char **argv)
             }
             shift[o] = (uint8_t)(kind == 1 ? 32u : (kind == 2 ? 1u + rng() % 62u : 33u + rng() % 14u));
         }
-        p.weights = w8;
+        p.weights = w8; /* the dense layer's */
+        p.pairs = pairs; /* the pointwise conv's */
         p.bias = bias;
         p.rq.mult = mult;
         p.rq.rshift = shift;
