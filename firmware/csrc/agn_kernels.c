@@ -1,10 +1,19 @@
 /* agn_kernels.c: the int8 layer kernels (formulas in agn_kernels.h; written for this project from
- * the int8 scheme of Jacob et al., CVPR 2018, and the TFLite int8 spec, not copied from any library).
+ * the int8 scheme of Jacob et al., CVPR 2018, and the TFLite int8 spec; the data layouts follow the
+ * Armv7E-M DSP instructions as the Arm ARM describes them; not copied from any library).
  *
- * Shape of the code on Cortex-M: every layer gathers the (x - zp_in) values one output needs into an
- * int16 buffer (im2col of one pixel), then runs int16 x int8 dot products over contiguous weight
- * rows. With AGN_DOT_UNROLL 4 the loop body is two a0*w0 + a1*w1 pairs, the shape of SMLAD (dual
- * 16-bit multiply-accumulate) that gcc -O2 -mcpu=cortex-m7 emits. */
+ * Shape of the code on Cortex-M:
+ * - conv and pointwise conv gather the (x - zp_in) values of one output pixel into an int16 buffer
+ *   (im2col of one pixel, padded to a multiple of 4 with zeros) and run it against four weight rows
+ *   at a time, stored as int16 pairs: one SMLAD per two multiply-accumulates, each activation word
+ *   loaded once per four rows;
+ * - the dense layer does the same with int8 rows (its weights are most of the model's flash),
+ *   stored so that SXTB16 unpacks four weights into the two pairs SMLAD needs;
+ * - depthwise conv reads the input in place, four channels per word, with one pointer per tap
+ *   (padding taps point at a row of zero points), SXTB16 + SMLABB/SMLATT;
+ * - requantization per layer: the per-channel constants worked out once per call, then per output
+ *   one SMMLA, a shift, an add and one SSAT.
+ * AGN_USE_DSP 0 (agn_config.h) runs the same layouts in portable C99 with the same integers. */
 #include "agn_kernels.h"
 
 #include <string.h> /* memcpy */
