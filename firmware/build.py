@@ -94,7 +94,9 @@ def section_sizes(elf: Path) -> dict:
     return sizes
 
 
-def build(bundle_dir, out_dir, board: str = "mps2-an500") -> BuildResult:
+def build(bundle_dir, out_dir, board: str = "mps2-an500", extra_cflags=()) -> BuildResult:
+    """Generate the bundle's library and build the firmware; extra_cflags go to every compile (e.g.
+    -DAGN_USE_DSP=0, the portable kernels, which tests/firmware runs in QEMU too)."""
     from .generate import generate
 
     if board not in BOARDS:
@@ -110,7 +112,7 @@ def build(bundle_dir, out_dir, board: str = "mps2-an500") -> BuildResult:
         raise BuildError("the generated library has no serial framing (agn_frame.c): the firmware needs it")
     sources = [b.directory / s for s in b.sources] + [APP / "main.c"] + [lib / s for s in gen.sources]
     elf = out / "fw.elf"
-    cmd = [gcc, *b.cflags, *OPT_FLAGS, f"-I{b.directory}", f"-I{lib}", f"-I{APP}", *map(str, sources),
+    cmd = [gcc, *b.cflags, *OPT_FLAGS, *extra_cflags, f"-I{b.directory}", f"-I{lib}", f"-I{APP}", *map(str, sources),
            "-T", str(b.directory / b.linker_script), "-nostartfiles", "--specs=nano.specs", "--specs=nosys.specs",
            "-Wl,--gc-sections", f"-Wl,-Map={out / 'fw.map'}", "-o", str(elf)]
     res = subprocess.run(cmd, capture_output=True, text=True)

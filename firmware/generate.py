@@ -63,8 +63,8 @@ def load_int8(bundle) -> Int8DeviceModel:
     return Int8DeviceModel.load(path)
 
 
-def _c_array(ctype: str, name: str, values, per_line: int = 24) -> str:
-    vals = [str(int(v)) for v in np.asarray(values).reshape(-1)]
+def _c_array(ctype: str, name: str, values, per_line: int = 24, suffix: str = "") -> str:
+    vals = [f"{int(v)}{suffix}" for v in np.asarray(values).reshape(-1)]
     lines = [", ".join(vals[i:i + per_line]) for i in range(0, len(vals), per_line)]
     body = ",\n    ".join(lines)
     return f"static const {ctype} {name}[{len(vals)}] = {{\n    {body}\n}};\n"
@@ -254,7 +254,8 @@ def _model_h(bundle, model, plan, values, coder, tables) -> str:
                      f"AGN_BUF_{ib}_OFF + AGN_BUF_{ib}_SIZE <= AGN_BUF_{ia}_OFF, live_{ia.lower()}_{ib.lower()}_apart);")
     lines.append("AGN_STATIC_ASSERT(AGN_ARENA_BYTES % AGN_ARENA_ALIGN == 0, arena_size_aligned);\n")
     lines += ["extern const agn_layer agn_model_layers[AGN_MODEL_LAYERS];",
-              "extern const int16_t agn_model_thresholds[AGN_LEVELS - 1];",
+              "/* the centroid quantizer: index_of[q + 128] = #{i : q > thresholds[i]} for int8 q */",
+              "extern const uint8_t agn_model_centroid_index[256];",
               "/* agn_infer.c: steps 1-4 of agn_device_run (logits at AGN_OFF_LOGITS, indices at AGN_OFF_INDICES) */",
               "void agn_device_infer(const uint8_t *image, uint8_t *arena);",
               *(["/* the rans-ctx coder's model (manifest coder.context): frequency rows prepared as",
@@ -289,10 +290,14 @@ def _model_c(bundle, model, plan, values, coder, tables) -> str:
             src = "local_in"
         n = _ident(layer.name).lower()
         w = layer.weights
-        if layer.kind == "dwconv":
-            w = w[..., 0]  # [c][kh][kw]
         parts.append(f"/* {layer.name}: {layer.kind}, weights {list(layer.weights.shape)} int8, out scale {layer.out_scale:.6g} */")
-        parts.append(_c_array("int8_t", f"agn_w_{n}", w))
+        if layer.kind in ("conv", "conv1x1"):  # int16 pairs as uint32, blocks of four rows interleaved
+            parts.append(_c_array("uint32_t", f"agn_w_{n}", weight_pairs(w), 8, "u"))
+            weights, pairs = "NULL", f"agn_w_{n}"
+        else:
+            w = depthwise_blocks(w[..., 0]) if layer.kind == "dwconv" else packed_rows(w)
+            parts.append(_c_array("int8_t", f"agn_w_{n}", w))
+            weights, pairs = f"agn_w_{n}", "NULL"
         bias, pad_in = c_bias_and_padding(layer)
         if pad_in is not None:
             parts.append("/* per-channel input zero points zp_c: the bias below is bias - sum w * (zp_c - zp_in) */")
@@ -315,20 +320,69 @@ def _model_c(bundle, model, plan, values, coder, tables) -> str:
             pt, pl = layer.pads[0], layer.pads[1]
         entries.append(
             f"    {{{KIND[layer.kind]},\n"
-            f"     {{agn_w_{n}, agn_b_{n}, {{agn_m_{n}, agn_s_{n}}}, {pad_name}, {layer.zp_in}, {layer.zp_out}, {layer.act_min}, "
+            f"     {{{weights}, {pairs}, agn_b_{n}, {{agn_m_{n}, agn_s_{n}}}, {pad_name}, {layer.zp_in}, {layer.zp_out}, {layer.act_min}, "
             f"{layer.act_max}, {kh}, {kw}, {sh}, {sw}, {pt}, {pl}}},\n"
             f"     {{1, {ih}, {iw}, {ic}}}, {{1, {oh}, {ow}, {oc}}}, AGN_BUF_{_ident(src)}_OFF, "
             f"AGN_BUF_{_ident(layer.name)}_OFF}}")  # the offsets the static asserts of agn_model.h check
         src = layer.name
     parts.append("const agn_layer agn_model_layers[AGN_MODEL_LAYERS] = {\n" + ",\n".join(entries) + "\n};\n")
-    parts.append("/* centroid index = #{i : q > thresholds[i]} on the int8 remote features */")
-    parts.append(_c_array("int16_t", "agn_thresholds", model.thresholds).replace("static const", "const", 1)
-                 .replace("agn_thresholds[", "agn_model_thresholds["))
+    parts.append(f"/* centroid index of every int8 remote feature q: index_of[q + 128] = #{{i : q > thresholds[i]}},\n"
+                 f" * thresholds {[int(t) for t in model.thresholds]} */")
+    parts.append(_c_array("uint8_t", "agn_model_centroid_index", centroid_index_table(model.thresholds), 32)
+                 .replace("static const", "const", 1))
     if coder == "rans-ctx":
         parts.append(_rans_ctx_tables(tables))
     else:
         parts.append(_rans_tables(tables[1], tables[0]))
     return "\n".join(parts)
+
+
+def centroid_index_table(thresholds) -> np.ndarray:
+    """index_of[q + 128] = #{i : q > thresholds[i]} for q in [-128, 127] (agn_centroid_index_s8)."""
+    q = np.arange(-128, 128, dtype=np.int64)
+    return (q[:, None] > np.asarray(thresholds, np.int64)[None, :]).sum(axis=1).astype(np.uint8)
+
+
+def depthwise_blocks(weights: np.ndarray) -> np.ndarray:
+    """Depthwise weights [c][kh][kw] as agn_dwconv_s8 reads them: the channels in blocks of four,
+    each block [tap][4 channels] (the four channels of a tap adjacent, as in the HWC input), then
+    the channels past the last full block as they are, [c][tap]. Flat."""
+    w = np.asarray(weights).reshape(weights.shape[0], -1)  # [c][taps]
+    blocked = w.shape[0] // 4 * 4
+    head = w[:blocked].reshape(-1, 4, w.shape[1]).transpose(0, 2, 1).reshape(-1)
+    return np.concatenate([head, w[blocked:].reshape(-1)])
+
+
+def weight_pairs(weights: np.ndarray) -> np.ndarray:
+    """The weights of a conv or pointwise conv layer as the C kernels read them (agn_kernels.c,
+    dot_pairs() and dot4_pairs()): rows [c_out][n] (n = kh * kw * c_in, OHWI order) padded with zeros
+    to a multiple of 4, each two neighbours one uint32 pair(w[2k], w[2k+1]) = (w[2k] & 0xFFFF) |
+    w[2k+1] << 16 (the int16 pairs of SMLAD), each block of four rows interleaved (for each group of
+    four inputs the four rows' two words), the rows after the last full block plain. Flat uint32."""
+    rows = np.asarray(weights, np.int64).reshape(weights.shape[0], -1)
+    out_ch, n = rows.shape
+    rows = np.pad(rows, ((0, 0), (0, -n % 4)))
+    words = (rows[:, 0::2] & 0xFFFF) | ((rows[:, 1::2] & 0xFFFF) << 16)  # [o][n4 / 2]
+    groups = words.reshape(out_ch, -1, 2)  # [o][g][2 words]
+    blocked = out_ch // 4 * 4
+    head = groups[:blocked].reshape(-1, 4, groups.shape[1], 2).transpose(0, 2, 1, 3)  # [block][g][row][2]
+    return np.concatenate([head.reshape(-1), groups[blocked:].reshape(-1)]).astype(np.uint64)
+
+
+def packed_rows(weights: np.ndarray) -> np.ndarray:
+    """The weights of a conv, pointwise conv or dense layer as the C kernels read them (agn_kernels.c,
+    dot() and dot4()): rows [c_out][n] (n = kh * kw * c_in, OHWI order) padded with zeros to a
+    multiple of 4; in each row every group of four stored as w[4g], w[4g+2], w[4g+1], w[4g+3]
+    (SXTB16 then gives the int16 pairs that line up with the activations for SMLAD); each block of
+    four rows interleaved (for each group the four rows' groups), the rows after the last full
+    block plain. Flat."""
+    rows = np.asarray(weights).reshape(weights.shape[0], -1)
+    out_ch, n = rows.shape
+    rows = np.pad(rows, ((0, 0), (0, -n % 4)))
+    groups = rows.reshape(out_ch, -1, 4)[:, :, [0, 2, 1, 3]]  # [o][g][4]
+    blocked = out_ch // 4 * 4
+    head = groups[:blocked].reshape(-1, 4, groups.shape[1], 4).transpose(0, 2, 1, 3)  # [block][g][row][4]
+    return np.concatenate([head.reshape(-1), groups[blocked:].reshape(-1)])
 
 
 def c_bias_and_padding(layer) -> tuple:

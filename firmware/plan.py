@@ -64,13 +64,18 @@ def _layer_scratch(layer, in_hwc) -> int:
     h, w, c = in_hwc
     kind = layer.kind
     if kind == "dense":
-        return h * w * c
+        return _pad4(h * w * c)
     _, kh, kw, ig = layer.weights.shape
     if kind == "dwconv":
-        return kh * kw
+        return max(kh * kw, (c + 1) // 2)  # a row of c int8 zero points for padding taps (agn_dwconv_s8)
     if kind == "conv1x1":
-        return c
-    return kh * kw * c
+        return _pad4(c)
+    return _pad4(kh * kw * c)
+
+
+def _pad4(n: int) -> int:
+    """The C kernels' packed rows and activation buffers are padded to a multiple of 4 (agn_kernels.c)."""
+    return (n + 3) // 4 * 4
 
 
 def make_plan(model: Int8DeviceModel, coder_scratch_bytes: int = 0) -> Plan:

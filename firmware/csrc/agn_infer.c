@@ -42,7 +42,7 @@ void agn_device_infer(const uint8_t *image, uint8_t *arena)
         agn_run_layer(&agn_model_layers[i], arena, scratch);
     }
     agn_centroid_index_s8((const int8_t *)(arena + features->out_offset), features->out_dims, AGN_SPLIT_K,
-                          AGN_REMOTE_CHANNELS, agn_model_thresholds, AGN_LEVELS - 1, arena + AGN_OFF_INDICES);
+                          AGN_REMOTE_CHANNELS, agn_model_centroid_index, arena + AGN_OFF_INDICES);
     {
         const agn_dims local_dims = {1, AGN_FEATURE_HEIGHT, AGN_FEATURE_WIDTH, AGN_SPLIT_K};
         agn_slice_channels_s8((const int8_t *)(arena + features->out_offset), features->out_dims, 0,

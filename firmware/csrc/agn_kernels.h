@@ -44,8 +44,15 @@ typedef struct agn_requant {
 } agn_requant;
 
 /* One conv / depthwise conv / pointwise conv / dense layer.
- *   weights   conv OHWI [c_out][kh][kw][c_in]; depthwise [c][kh][kw]; dense [c_out][c_in] with
- *             the input flattened in HWC order
+ *   weights   depthwise [c][kh][kw], channels in blocks of four [c/4][kh][kw][4] (agn_kernels.c);
+ *             dense [c_out][n] (n = c_in, the input flattened in HWC order), packed: rows padded
+ *             with zeros to n4 (n rounded up to a multiple of 4), each group of four stored w[4g],
+ *             w[4g+2], w[4g+1], w[4g+3] (the SXTB16/SMLAD layout), blocks of four rows interleaved
+ *             (agn_kernels.c); NULL for conv and pointwise conv
+ *   pairs     conv and pointwise conv: OHWI [c_out][kh][kw][c_in] rows (n = kh * kw * c_in) padded to
+ *             n4, as int16 pairs, pair(w[2k], w[2k+1]) = (w[2k] & 0xFFFF) | w[2k+1] << 16 in one
+ *             uint32, blocks of four rows interleaved (agn_kernels.c); NULL for the other kernels.
+ *             The generator writes every layout.
  *   bias      int32 [c_out], in the accumulator's scale s_in * s_w[o]
  *   zp_in     zero point of the input tensor, in [-128, 127]
  *   pad_in    NULL (a padding tap is x = zp_in, i.e. 0 after subtracting zp_in), or the [c_in] values
@@ -56,6 +63,7 @@ typedef struct agn_requant {
  *             the int16 range */
 typedef struct agn_conv_params {
     const int8_t *weights;
+    const uint32_t *pairs;
     const int32_t *bias;
     agn_requant rq;
     const int16_t *pad_in;
@@ -68,23 +76,26 @@ typedef struct agn_conv_params {
  * |acc| < 2^31 and mult < 2^31, so acc * mult + 2^(rshift-1) < 2^62 + 2^61 fits int64. */
 int32_t agn_requant_s32(int32_t acc, int32_t mult, uint8_t rshift, int32_t zp_out, int32_t lo, int32_t hi);
 
-/* sum_{i < n} a[i] * w[i]: int16 activations (x - zp) times int8 weights, int32 accumulator. */
+/* sum_{i < n} a[i] * w[i]: int16 activations (x - zp) times one packed row of int8 weights (see
+ * weights above; n a multiple of 4), int32 accumulator. */
 int32_t agn_dot_s16_s8(const int16_t *a, const int8_t *w, uint32_t n);
 
 /* Standard conv (groups = 1), any kernel/stride/padding; padding taps are pad_in[c] (or 0).
- * scratch: kh * kw * c_in int16. */
+ * scratch: kh * kw * c_in int16, rounded up to a multiple of 4. */
 void agn_conv_s8(const int8_t *in, agn_dims in_dims, const agn_conv_params *p, int8_t *out, agn_dims out_dims,
                  int16_t *scratch);
 
-/* Depthwise conv: channel c is filtered by its own kh x kw kernel. scratch: kh * kw int16. */
+/* Depthwise conv: channel c is filtered by its own kh x kw kernel. scratch: c int8 (a row of zero
+ * points for padding taps), at least kh * kw int16. */
 void agn_dwconv_s8(const int8_t *in, agn_dims in_dims, const agn_conv_params *p, int8_t *out, agn_dims out_dims,
                    int16_t *scratch);
 
-/* Pointwise (1x1, stride 1, no padding) conv. scratch: c_in int16. */
+/* Pointwise (1x1, stride 1, no padding) conv. scratch: c_in int16, rounded up to a multiple of 4. */
 void agn_conv1x1_s8(const int8_t *in, agn_dims in_dims, const agn_conv_params *p, int8_t *out, agn_dims out_dims,
                     int16_t *scratch);
 
-/* Dense layer on the flattened (HWC) input, int16 outputs [out_dims.c]. scratch: in size int16. */
+/* Dense layer on the flattened (HWC) input, int16 outputs [out_dims.c]. scratch: in size int16,
+ * rounded up to a multiple of 4. */
 void agn_dense_s8_s16(const int8_t *in, agn_dims in_dims, const agn_conv_params *p, int16_t *out, agn_dims out_dims,
                       int16_t *scratch);
 
@@ -92,9 +103,10 @@ void agn_dense_s8_s16(const int8_t *in, agn_dims in_dims, const agn_conv_params 
 void agn_slice_channels_s8(const int8_t *in, agn_dims in_dims, uint16_t c0, int8_t *out, agn_dims out_dims);
 
 /* Centroid indices of channels [c0, c0 + channels) of an int8 HWC tensor, written channel-major
- * ([channel][y][x], the payload's order): index = #{i < n_thresholds : q > thresholds[i]}; for
- * integer q that is "real value > midpoint between centroids i and i+1", the float rule. */
+ * ([channel][y][x], the payload's order): index = index_of[q + 128], the generator's table of
+ * #{i : q > thresholds[i]} for every int8 q; for integer q that is "real value > midpoint between
+ * centroids i and i+1", the float rule. One load per value instead of a loop over the thresholds. */
 void agn_centroid_index_s8(const int8_t *in, agn_dims in_dims, uint16_t c0, uint16_t channels,
-                           const int16_t *thresholds, uint8_t n_thresholds, uint8_t *out);
+                           const uint8_t *index_of, uint8_t *out);
 
 #endif /* AGN_KERNELS_H */

@@ -52,7 +52,11 @@ static inline int agn_rans_encode_step(uint32_t *x, const agn_rans_symbol *e, un
         }
         v >>= AGN_RANS_UNIT_BITS;
     }
-    uint32_t q = (uint32_t)(((uint64_t)v * e->rcp) >> e->rcp_shift); /* floor(v / freq) or one less */
+    /* floor(v / freq) or one less: (v * rcp) >> rcp_shift. rcp_shift is 31 only for freq 1 (rcp
+     * 2^31: q = v), else >= 32, so the high word of the product shifted by rcp_shift - 32: no
+     * 64-bit shift by a variable amount (several instructions on a 32-bit core) */
+    const uint32_t hi = (uint32_t)(((uint64_t)v * e->rcp) >> 32);
+    uint32_t q = e->rcp_shift >= 32u ? hi >> (e->rcp_shift - 32u) : v;
     uint32_t r = v - q * e->freq;
     if (r >= e->freq) {
         q++;

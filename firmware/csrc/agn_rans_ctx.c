@@ -92,20 +92,30 @@ agn_status agn_rans_ctx_encode(const agn_rans_ctx_model *model, const uint8_t *s
         }
     }
     const unsigned precision = rows->precision;
+    /* the loop's constants in locals (the compiler cannot keep struct fields in registers across
+     * the stores to out); the context as table_at() computes it, with the bin of a neighbour
+     * outside the payload (bins[levels]) looked up once */
+    const uint8_t *bins = model->bins;
+    const uint32_t levels = rows->levels, num_tables = rows->num_tables, width = model->width;
+    const uint32_t w_left = rule.weight[AGN_CTX_LEFT], w_up = rule.weight[AGN_CTX_UP];
+    const uint32_t w_prev = rule.weight[AGN_CTX_PREV], outside = bins[levels];
+    const agn_rans_symbol *table = rows->symbols;
     size_t p = out_cap;
     uint32_t x = 0; /* the initial state */
     size_t i = count;
     for (size_t c = channels_sent; c-- > 0;) {
         const uint8_t *channel_map = model->row_map + c * rule.contexts;
         for (size_t yy = model->height; yy-- > 0;) {
-            for (size_t xx = model->width; xx-- > 0;) {
+            for (size_t xx = width; xx-- > 0;) {
                 i--;
-                const uint32_t t = table_at(model, &rule, channel_map, symbols, i, c, yy, xx, plane);
-                if (t >= rows->num_tables) {
+                const uint32_t left = xx ? bins[symbols[i - 1u]] : outside;
+                const uint32_t up = yy ? bins[symbols[i - width]] : outside;
+                const uint32_t prev = c ? bins[symbols[i - plane]] : outside;
+                const uint32_t t = channel_map[left * w_left + up * w_up + prev * w_prev];
+                if (t >= num_tables) {
                     return AGN_ERR_ARG;
                 }
-                if (!agn_rans_encode_step(&x, &rows->symbols[(size_t)t * rows->levels + symbols[i]], precision, out,
-                                          &p)) {
+                if (!agn_rans_encode_step(&x, &table[t * levels + symbols[i]], precision, out, &p)) {
                     return AGN_ERR_NOSPACE;
                 }
             }

@@ -27,8 +27,9 @@ def test_device_cost_by_hand(bundle):
     assert not cost.flash_measured
     assert cost.int8_flash_bytes == conv_w + fc_w + 9 * (conv_b + fc_b) + 2 * 3
     # the arena's peak: while the conv runs, its input (784), its output (392) and the int16 im2col
-    # scratch sized for the largest layer (the dense layer's 98 inputs) are all live
-    assert cost.peak_sram_bytes == 784 + 392 + 2 * 98
+    # scratch sized for the largest layer (the dense layer's 98 inputs, padded to 100: the kernels'
+    # packed rows are multiples of 4) are all live
+    assert cost.peak_sram_bytes == 784 + 392 + 2 * 100
 
 
 def test_time_scales_with_clock_energy_does_not(bundle):

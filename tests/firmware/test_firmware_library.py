@@ -60,15 +60,18 @@ def test_the_generator_computed_cost_is_the_bundles(generated):
 
 @pytest.mark.skipif(shutil.which("arm-none-eabi-gcc") is None, reason="arm-none-eabi-gcc is not installed "
                     "(.ci/setup installs gcc-arm-none-eabi libnewlib-arm-none-eabi)")
-def test_cortex_m7_build_fits(generated, tmp_path):
-    """arm-none-eabi-gcc -mcpu=cortex-m7 -mthumb -O2, warnings as errors; flash <= 32 KB."""
+@pytest.mark.parametrize("option", [[], ["-DAGN_USE_DSP=0"]], ids=["dsp", "portable"])
+def test_cortex_m7_build_fits(generated, tmp_path, option):
+    """arm-none-eabi-gcc -mcpu=cortex-m7 -mthumb -O2, warnings as errors; flash <= 32 KB; with the
+    DSP kernels (the default on an M7) and with the portable ones."""
     objs = []
     for src in sorted(generated.glob("*.c")):
         if src.name == "agn_frame.c":
             continue  # the serial framing belongs to the firmware's budget, not the device library's
         obj = tmp_path / (src.stem + ".o")
         res = subprocess.run(["arm-none-eabi-gcc", "-mcpu=cortex-m7", "-mthumb", "-O2", "-std=c99", "-Wall", "-Wextra",
-                              "-Werror", "-ffunction-sections", "-fdata-sections", "-c", str(src), "-o", str(obj)],
+                              "-Werror", "-ffunction-sections", "-fdata-sections", *option, "-c", str(src), "-o",
+                              str(obj)],
                              capture_output=True, text=True)
         assert res.returncode == 0, res.stderr
         objs.append(str(obj))

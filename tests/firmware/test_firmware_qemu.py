@@ -64,6 +64,15 @@ def test_cortex_m7_features_are_bit_exact_with_python(int8_bundle, firmware, fas
     assert_firmware_frames_equal_python(int8_bundle, firmware, fashion_test.images[:200])
 
 
+def test_portable_kernels_on_the_cortex_m7_are_bit_exact_too(int8_bundle, fashion_test, tmp_path):
+    """The firmware built with -DAGN_USE_DSP=0 (portable C kernels instead of SMLAD/SXTB16/SSAT)
+    sends the same frames: both code paths run on the M7, not only the one its compiler picks."""
+    from agilenn.firmware.build import build
+
+    portable = build(int8_bundle, tmp_path / "fw", "mps2-an500", extra_cflags=("-DAGN_USE_DSP=0",))
+    assert_firmware_frames_equal_python(int8_bundle, portable, fashion_test.images[:40])
+
+
 def assert_firmware_frames_equal_python(bundle_dir, firmware, images):
     """Run the firmware in QEMU on `images` against a local-only agent and compare every FEATURES
     frame with the one the Python integer device part makes (test_firmware_rgb uses it too)."""
