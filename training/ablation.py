@@ -121,8 +121,9 @@ def copy_checkpoint(src: Path, dst: Path) -> None:
     """Copy src to dst, or check that dst (from an earlier call) is the same file."""
     if dst.exists():
         if file_sha256(dst) != file_sha256(src):
-            raise AblationError(f"{dst} differs from {src}: the base run changed since this ablation started; "
-                                "use a new --out")
+            raise AblationError(f"{dst} differs from {src} (the source changed since this ablation started, or "
+                                f"{dst.parent.parent.name} came from elsewhere): use a new --out or delete "
+                                f"{dst.parent.parent}")
         return
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_suffix(".tmp")
@@ -186,6 +187,21 @@ def joint_wall_time(vdir: Path, reuse: Path | None) -> tuple[float | None, str]:
 
 # ----------------------------------------------------------------------------- training and measuring
 
+def joint_start_fingerprint(run, extractor) -> dict:
+    """Hashes of what the joint stage starts from: the (permuted) extractor's weights, and the random
+    state that draws the fresh parts' initial weights, the shuffles and the augmentation. Variants
+    trained here share both; a base run's own joint stage does not (its stages 1-3 drew from the
+    same generators first), so reusing it is another random draw of the same recipe."""
+    import torch
+
+    weights = hashlib.sha256()
+    for key, t in extractor.state_dict().items():
+        weights.update(key.encode())
+        weights.update(t.detach().cpu().contiguous().numpy().tobytes())
+    rng = hashlib.sha256(torch.get_rng_state().numpy().tobytes() + run.gen.get_state().numpy().tobytes())
+    return {"extractor_sha256": weights.hexdigest(), "rng_sha256": rng.hexdigest()}
+
+
 def faithful_audit(bundle_dir: Path, run, extractors: dict, samples: int | None, method: str, ig_steps: int) -> dict:
     """training/attribution.audit with the *bundle's* evaluator.onnx as judge; ``extractors`` maps a
     name to a torch module, or to None for the bundle's extractor.onnx (the trained one)."""
@@ -218,10 +234,12 @@ def run_variant(variant: Variant, cfg, out: Path, command: str, full_export: boo
         ref = train_reference(run)
         extractor, evaluator = train_extractor(run, ref)
         perm = run_preselect(run, extractor, evaluator)  # extractor: now the joint stage's starting point
+        start = joint_start_fingerprint(run, extractor)
         model = train_joint(run, extractor, evaluator)
         t_trained = time.time()
         bundle = vdir / "bundle"
-        finish_bundle(run, ref, model, evaluator, extractor, perm, bundle, command, full=full_export)
+        # no initial extractor for the report's own audit: the table measures it once, not per variant
+        finish_bundle(run, ref, model, evaluator, None, perm, bundle, command, full=full_export)
         audit = faithful_audit(bundle, run, {"trained": None}, samples, cfg.xai, cfg.ig_steps)
         measured_initial = None
         if initial is None:  # once per stage 1-3; its training-time claim in 2-point IG
@@ -241,6 +259,7 @@ def run_variant(variant: Variant, cfg, out: Path, command: str, full_export: boo
         "joint_epochs": cfg.joint_epochs,
         "joint_wall_s": wall, "joint_wall_source": wall_source,
         "stage_sha256": stage_hashes(vdir),
+        "joint_start": start,
         "bundle": str(bundle),
         "full_export": full_export,
         "audit_samples": samples,
