@@ -355,13 +355,14 @@ def train_joint(run: Run, extractor, evaluator) -> AgileNN:
                             weight_decay=1e-4)
     zg = ZeroBaselineGrad(evaluator, (a.channels, *a.feature_hw), a.num_classes)
     start = 0
+    wall_s = 0.0  # joint-stage seconds summed over every process that worked on it (a cut-off run resumes)
     st = run.load("joint")
     if st is not None:
         model.load_state_dict(st["model"])
         if st.get("done"):
             log.info("joint: resumed finished stage (alpha %.4f)", model.alpha.item())
             return model.eval()
-        opt.load_state_dict(st["opt"]); start = st["epoch"]
+        opt.load_state_dict(st["opt"]); start = st["epoch"]; wall_s = st.get("wall_s", 0.0)
         log.info("joint: resuming at epoch %d", start + 1)
     steps = run.steps_per_epoch()
     total = max(1, cfg.joint_epochs * steps)
@@ -413,10 +414,12 @@ def train_joint(run: Run, extractor, evaluator) -> AgileNN:
                  test["combined"], test["local"], test["remote"], test["evaluator"], test["skew"],
                  model.alpha.item(), [round(c, 3) for c in model.quantizer.sorted_centroids().tolist()],
                  time.time() - t0)
+        wall_s += time.time() - t0
         run.save("joint", {"model": model.state_dict(), "opt": opt.state_dict(), "epoch": epoch + 1,
-                           "done": False, "log": {**m, **{f"test_{a_}": v for a_, v in test.items()}}})
+                           "done": False, "wall_s": wall_s,
+                           "log": {**m, **{f"test_{a_}": v for a_, v in test.items()}}})
     finalize_centroids(model)
-    run.save("joint", {"model": model.state_dict(), "epoch": cfg.joint_epochs, "done": True})
+    run.save("joint", {"model": model.state_dict(), "epoch": cfg.joint_epochs, "done": True, "wall_s": wall_s})
     return model.eval()
 
 
@@ -461,9 +464,6 @@ def evaluate_split(run: Run, model: AgileNN, evaluator, n_max: int | None = None
 
 def run_all(cfg: TrainConfig, resume: bool = False, command: str = "", bundle_dir: str | None = None) -> Path:
     """All stages, then export + report. Returns the bundle directory."""
-    from .export import export_bundle, update_manifest_metrics
-    from .report import write_report
-
     run = Run(cfg, resume)
     if run.dist.main:
         (run.out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
@@ -480,17 +480,33 @@ def run_all(cfg: TrainConfig, resume: bool = False, command: str = "", bundle_di
         distributed.finish(run.dist)
         return None
     bundle = Path(bundle_dir) if bundle_dir else run.out / "bundle"
-    manifest = export_bundle(run, ref, model, bundle, command, evaluator=evaluator, channel_order=perm)
     # extractor: stage 2's, permuted by preselection; the start of joint training (which copies it)
-    metrics = write_report(run, ref, model, evaluator, bundle, manifest, initial_extractor=extractor)
+    finish_bundle(run, ref, model, evaluator, extractor, perm, bundle, command)
+    distributed.finish(run.dist)
+    return bundle
+
+
+def finish_bundle(run: Run, ref, model: AgileNN, evaluator, initial_extractor, perm, bundle: Path, command: str,
+                  full: bool = True) -> dict:
+    """Export the bundle and measure it (report.md/json). ``full=False`` stops there and skips the
+    integer device part, the context coder's refit and the merge calibration (the slow steps; the
+    ablation's --fast-export). Returns the report's metrics."""
+    from .export import export_bundle, update_manifest_metrics
+    from .report import write_report
+
+    manifest = export_bundle(run, ref, model, bundle, command, evaluator=evaluator, channel_order=perm)
+    metrics = write_report(run, ref, model, evaluator, bundle, manifest, initial_extractor=initial_extractor)
     update_manifest_metrics(bundle, metrics)
+    if not full:
+        log.info("bundle written to %s (no integer part, context refit or merge calibration)", bundle)
+        return metrics
     # The integer device part (what an MCU runs): quantized on training images, int8 vs float
     # measured on the test set, recorded in the manifest and the report.
     from agilenn.firmware.bundle_int8 import CALIBRATION_IMAGES, add_int8_device
 
     calib = run.train_raw.subset(CALIBRATION_IMAGES, seed=0)
     add_int8_device(bundle, calib.images, run.test_raw.images, run.test_raw.labels,
-                    calibration_label=f"{cfg.dataset} train, {len(calib)} images (seed 0)")
+                    calibration_label=f"{run.cfg.dataset} train, {len(calib)} images (seed 0)")
     # The context coder's tables, refitted on what the integer part sends (training/context_tables.py).
     from .context_tables import add_context_tables
 
@@ -502,5 +518,4 @@ def run_all(cfg: TrainConfig, resume: bool = False, command: str = "", bundle_di
     add_merge_calibration(bundle, (run.train_raw.images, run.train_raw.labels),
                           (run.test_raw.images, run.test_raw.labels))
     log.info("bundle written to %s", bundle)
-    distributed.finish(run.dist)
-    return bundle
+    return metrics
