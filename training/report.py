@@ -9,10 +9,6 @@ import logging
 from pathlib import Path
 
 import numpy as np
-import torch
-
-from .nets import prefix_mask
-from .xai import ZeroBaselineGrad, channel_importance, importance, skewness
 
 log = logging.getLogger("agilenn.training")
 
@@ -32,7 +28,8 @@ def _image_bytes(images: np.ndarray) -> dict:
     return {"png_bytes_mean": float(np.mean(png)), "jpeg_bytes_mean": float(np.mean(jpg))}
 
 
-def _channel_points(R: int) -> list[int]:
+def channel_points(R: int) -> list[int]:
+    """The counts of remote channels sent that the report's accuracy curve measures."""
     pts = {0, R} | {m for m in (1, 2, 3, 4, 6, 8, 10, 12, 14, 16, 20, 24, 32, 48, 64) if m < R}
     return sorted(pts)
 
@@ -40,7 +37,12 @@ def _channel_points(R: int) -> list[int]:
 def measure(run, ref, model, evaluator, bundle_dir: Path, manifest: dict) -> tuple[dict, dict]:
     """Returns (metrics for the manifest, per-sample arrays for the plots)."""
     import onnxruntime as ort
+    import torch  # here, not at the top: the torch-free bundle tools import this module's helpers
+
     from agilenn.codec import FeatureCodec, dequantize, quantize
+
+    from .nets import prefix_mask
+    from .xai import ZeroBaselineGrad, channel_importance, importance, skewness
 
     cfg, a = run.cfg, run.cfg.arch
     R = a.channels - a.k
@@ -92,7 +94,7 @@ def measure(run, ref, model, evaluator, bundle_dir: Path, manifest: dict) -> tup
 
     # accuracy vs remote channels sent, and the ANS bytes that costs (both on every test sample)
     curve = []
-    for m in _channel_points(R):
+    for m in channel_points(R):
         rl = remote_full if m == R else remote_logits(m)
         mg = alpha * local + (np.float32(1) - alpha) * rl
         ans_m = float(ans_sizes.mean()) if m == R else \
