@@ -495,8 +495,17 @@ def deployed_metrics(bundle, images: np.ndarray, labels: np.ndarray) -> dict:
 
 
 def update_report(bundle_dir: Path, manifest: dict, metrics_update: dict, section: str) -> None:
+    """report.md (rows, channel table, this tool's section), report.json, and the two plots drawn
+    from the rewritten metrics (skewness.png describes the training-time extractor: kept)."""
     md, js = bundle_dir / "report.md", bundle_dir / "report.json"
     if md.is_file():
+        from .report import plot_bytes, plot_channel_curve
+
+        metrics = manifest["metrics"]
+        if (bundle_dir / "accuracy_vs_channels.png").is_file():
+            plot_channel_curve(bundle_dir, metrics)
+        if (bundle_dir / "bytes.png").is_file() and all(f"{k}_bytes_mean" in metrics for k in ("png", "jpeg")):
+            plot_bytes(bundle_dir, metrics)
         md.write_text(_replace_section(_rewrite_rows(md.read_text(encoding="utf-8"), manifest["metrics"]), section),
                       encoding="utf-8")
     if js.is_file():
