@@ -603,6 +603,10 @@ def prune_dead_channels(bundle_dir, train=None, test=None, refit: bool = True, c
                 from .merge_calibration import add_merge_calibration
 
                 add_merge_calibration(work, (train.images, train.labels), (test.images, test.labels))
+        if bundle.has_int8_device:  # the coder tables are part of the library's flash: measure it last
+            from agilenn.firmware.bundle_int8 import refresh_device_cost
+
+            refresh_device_cost(work)
         pruned = load_bundle(work)
         after = deployed_results(pruned, test.images, test.labels)
         manifest = json.loads((work / "manifest.json").read_text())
