@@ -152,3 +152,17 @@ def test_validator_checks_the_pruned_record(pruned):
         (after.path / "manifest.json").write_text(json.dumps({**manifest, "pruned": {**manifest["pruned"], **bad}}))
         with pytest.raises(BundleError, match="pruned"):
             load_bundle(after.path)
+
+
+def test_the_shipped_bundle_ships_no_dead_channel():
+    """agilenn-fashion-mnist v1 had 4 remote channels at 0.0 on every training image; they are dropped
+    (its manifest says which and why) and every remaining one carries information."""
+    from agilenn.models import DEFAULT_REPOSITORY, ModelRepository
+    from agilenn.training.datasets import load_dataset
+
+    bundle = ModelRepository([DEFAULT_REPOSITORY]).resolve("agilenn-fashion-mnist")
+    pruned = bundle.manifest["pruned"]
+    assert (pruned["trained_channels"], pruned["dropped"], bundle.channels) == (24, [20, 21, 22, 23], 20)
+    assert all(c["predictions_changed"] == 0 for c in pruned["check"]["numerics"].values())
+    found = P.find_dead_channels(bundle, load_dataset("fashion-mnist", "train").images)
+    assert found["per_numerics"] == {"float": [], "int8": []}
