@@ -166,3 +166,19 @@ def test_the_shipped_bundle_ships_no_dead_channel():
     assert all(c["predictions_changed"] == 0 for c in pruned["check"]["numerics"].values())
     found = P.find_dead_channels(bundle, load_dataset("fashion-mnist", "train").images)
     assert found["per_numerics"] == {"float": [], "int8": []}
+
+
+def test_report_rewrite_is_idempotent():
+    """Rewriting report.md twice gives the same text: rows, channel table and this tool's section
+    are replaced, not appended (the int8 and merge sections stay where they are)."""
+    from agilenn.models import DEFAULT_REPOSITORY
+
+    bundle_dir = DEFAULT_REPOSITORY / "agilenn-fashion-mnist" / "1"
+    manifest = json.loads((bundle_dir / "manifest.json").read_text())
+    text = (bundle_dir / "report.md").read_text()
+    section = P.report_section(manifest["pruned"], None, None)
+    once = P._replace_section(P._rewrite_rows(text, manifest["metrics"]), section)
+    assert P._replace_section(P._rewrite_rows(once, manifest["metrics"]), section) == once
+    assert once.count(P.REPORT_SECTION) == 1 and once.count("<!-- int8-device:begin -->") == 1
+    assert once.index(P.REPORT_SECTION) < once.index("<!-- int8-device:begin -->") < once.index("## Budget-aware merging")
+    assert "| 15 | 125.0 |" in once and "| 19 |" not in once
