@@ -23,7 +23,8 @@ symbols. This tool removes it everywhere, numpy + onnx + onnxruntime only (no to
    get the same integers), with its device cost;
 5. with ``refit`` (the default; the trainer does these steps itself right after): the rans-ctx
    tables (training/context_tables.py) and the budget-aware merge (training/merge_calibration.py)
-   refitted on the training split;
+   refitted on the training split; then the device cost is measured again (the coder tables are
+   part of the library's flash);
 6. before vs after on the test split, through the deployed path (the same function before and after):
    accuracy and predictions of the float and the integer path, payload bytes per coder; into
    ``pruned.check``, ``metrics`` and report.md/report.json (a "Dead remote channels" section; the
