@@ -217,6 +217,7 @@ def validate_manifest(manifest: dict, where: str = MANIFEST) -> None:
              f"'alpha' must be a number in [0, 1], got {alpha!r}")
 
     _validate_merge(manifest.get("merge"), feats["channels"] - feats["k"], where)
+    _validate_pruned(manifest.get("pruned"), feats["channels"], feats["k"], where)
 
     coder = manifest.get("coder", {})
     _require(isinstance(coder, dict), where, "'coder' must be an object")
@@ -268,6 +269,22 @@ def _validate_merge(merge, remote: int, where: str) -> None:
     mc = merge.get("min_channels")
     _require(isinstance(mc, int) and not isinstance(mc, bool) and 0 <= mc <= remote + 1, where,
              f"'merge.min_channels' must be an int in 0..{remote + 1} ({remote + 1}: never send), got {mc!r}")
+
+
+def _validate_pruned(pruned, channels: int, k: int, where: str) -> None:
+    """The optional record of dropped dead remote channels (training/prune_channels.py)."""
+    if pruned is None:
+        return
+    _require(isinstance(pruned, dict), where, f"'pruned' must be an object, got {type(pruned).__name__}")
+    trained = pruned.get("trained_channels")
+    _require(isinstance(trained, int) and not isinstance(trained, bool) and trained > channels, where,
+             f"'pruned.trained_channels' must be an int above features.channels={channels}, got {trained!r}")
+    dropped = pruned.get("dropped")
+    _require(isinstance(dropped, list) and all(isinstance(c, int) and not isinstance(c, bool) for c in dropped)
+             and dropped == sorted(set(dropped)) and len(dropped) == trained - channels, where,
+             f"'pruned.dropped' must list {trained - channels} distinct ascending channel numbers, got {dropped!r:.80}")
+    _require(all(k <= c < trained for c in dropped), where,
+             f"'pruned.dropped' may only name remote channels, {k}..{trained - 1}, got {dropped!r:.80}")
 
 
 def _onnx_dims(value_info) -> list:
@@ -339,7 +356,9 @@ def load_bundle(path, check_onnx: bool = True) -> Bundle:
         if "reference" in files:
             _check_onnx(files["reference"], {REFERENCE_INPUT: [None, c_in, h, w]}, {REFERENCE_LOGITS: [None, n_cls]})
         # optional, for re-measuring attributions (training/attribution.py); the runtime never loads them
-        features = [None, bundle.channels, *bundle.feature_hw]
+        # they keep the channels training made when dead ones were dropped (manifest 'pruned')
+        trained = bundle.manifest.get("pruned", {}).get("trained_channels", bundle.channels)
+        features = [None, trained, *bundle.feature_hw]
         if "extractor" in files:
             _check_onnx(files["extractor"], {DEVICE_INPUT: [None, c_in, h, w]}, {EXTRACTOR_FEATURES: features})
         if "evaluator" in files:

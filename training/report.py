@@ -9,10 +9,6 @@ import logging
 from pathlib import Path
 
 import numpy as np
-import torch
-
-from .nets import prefix_mask
-from .xai import ZeroBaselineGrad, channel_importance, importance, skewness
 
 log = logging.getLogger("agilenn.training")
 
@@ -32,7 +28,8 @@ def _image_bytes(images: np.ndarray) -> dict:
     return {"png_bytes_mean": float(np.mean(png)), "jpeg_bytes_mean": float(np.mean(jpg))}
 
 
-def _channel_points(R: int) -> list[int]:
+def channel_points(R: int) -> list[int]:
+    """The counts of remote channels sent that the report's accuracy curve measures."""
     pts = {0, R} | {m for m in (1, 2, 3, 4, 6, 8, 10, 12, 14, 16, 20, 24, 32, 48, 64) if m < R}
     return sorted(pts)
 
@@ -40,7 +37,12 @@ def _channel_points(R: int) -> list[int]:
 def measure(run, ref, model, evaluator, bundle_dir: Path, manifest: dict) -> tuple[dict, dict]:
     """Returns (metrics for the manifest, per-sample arrays for the plots)."""
     import onnxruntime as ort
+    import torch  # here, not at the top: the torch-free bundle tools import this module's helpers
+
     from agilenn.codec import FeatureCodec, dequantize, quantize
+
+    from .nets import prefix_mask
+    from .xai import ZeroBaselineGrad, channel_importance, importance, skewness
 
     cfg, a = run.cfg, run.cfg.arch
     R = a.channels - a.k
@@ -92,7 +94,7 @@ def measure(run, ref, model, evaluator, bundle_dir: Path, manifest: dict) -> tup
 
     # accuracy vs remote channels sent, and the ANS bytes that costs (both on every test sample)
     curve = []
-    for m in _channel_points(R):
+    for m in channel_points(R):
         rl = remote_full if m == R else remote_logits(m)
         mg = alpha * local + (np.float32(1) - alpha) * rl
         ans_m = float(ans_sizes.mean()) if m == R else \
@@ -145,20 +147,33 @@ def measure(run, ref, model, evaluator, bundle_dir: Path, manifest: dict) -> tup
 
 
 def _plots(bundle_dir: Path, metrics: dict, arrays: dict) -> list[str]:
+    return [plot_skewness(bundle_dir, metrics, arrays["skews"]), plot_channel_curve(bundle_dir, metrics),
+            plot_bytes(bundle_dir, metrics)]
+
+
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    files = []
+    return plt
+
+
+def plot_skewness(bundle_dir: Path, metrics: dict, skews: np.ndarray) -> str:
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.2))
-    ax.hist(arrays["skews"], bins=40, range=(0, 1), color="tab:blue")
+    ax.hist(skews, bins=40, range=(0, 1), color="tab:blue")
     ax.axvline(metrics["rho"], color="k", ls="--", label=f"rho={metrics['rho']}")
     ax.set_xlabel("skewness (importance share of the k local channels)"); ax.set_ylabel("test images")
     ax.set_title(f"mean {metrics['skewness_mean']:.3f}, {100 * metrics['skewness_frac_ge_rho']:.1f}% >= rho")
     ax.legend(); fig.tight_layout(); fig.savefig(bundle_dir / "skewness.png", dpi=110); plt.close(fig)
-    files.append("skewness.png")
+    return "skewness.png"
 
+
+def plot_channel_curve(bundle_dir: Path, metrics: dict) -> str:
+    """accuracy_vs_channels.png from metrics' accuracy_vs_remote_channels and local_accuracy."""
+    plt = _pyplot()
     curve = metrics["accuracy_vs_remote_channels"]
     fig, ax = plt.subplots(figsize=(5, 3.2))
     ax.plot([c["ans_bytes_mean"] for c in curve], [100 * c["combined_accuracy"] for c in curve], "o-", label="combined")
@@ -171,8 +186,12 @@ def _plots(bundle_dir: Path, metrics: dict, arrays: dict) -> list[str]:
     ax.set_ylim(max(0, 100 * min(c["remote_accuracy"] for c in curve) - 5), 100)
     ax.legend(); ax.grid(alpha=0.3); fig.tight_layout(); fig.savefig(bundle_dir / "accuracy_vs_channels.png", dpi=110)
     plt.close(fig)
-    files.append("accuracy_vs_channels.png")
+    return "accuracy_vs_channels.png"
 
+
+def plot_bytes(bundle_dir: Path, metrics: dict) -> str:
+    """bytes.png: mean bytes per inference of the feature coders and of the raw image as PNG / JPEG."""
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.2))
     names = ["ANS", "zstd", "raw", "PNG (image)", "JPEG (image)"]
     vals = [metrics[k] for k in ("ans_bytes_mean", "zstd_bytes_mean", "raw_bytes_mean", "png_bytes_mean",
@@ -182,8 +201,7 @@ def _plots(bundle_dir: Path, metrics: dict, arrays: dict) -> list[str]:
         ax.text(i, v, f"{v:.0f}", ha="center", va="bottom", fontsize=8)
     ax.set_ylabel("bytes per inference (mean)"); fig.tight_layout(); fig.savefig(bundle_dir / "bytes.png", dpi=110)
     plt.close(fig)
-    files.append("bytes.png")
-    return files
+    return "bytes.png"
 
 
 def _markdown(manifest: dict, metrics: dict, plots: list[str], cost: dict) -> str:

@@ -517,5 +517,15 @@ def finish_bundle(run: Run, ref, model: AgileNN, evaluator, initial_extractor, p
 
     add_merge_calibration(bundle, (run.train_raw.images, run.train_raw.labels),
                           (run.test_raw.images, run.test_raw.labels))
+    # Last of all: remote channels that send centroid 0.0 on every training image (float and int8)
+    # are dropped, and the steps above redone on the pruned bundle (training/prune_channels.py).
+    # It runs on the finished bundle because "dead" means dead in what the integer part sends,
+    # and its before/after check compares two complete bundles.
+    from .prune_channels import NothingToPrune, prune_dead_channels
+
+    try:
+        prune_dead_channels(bundle, run.train_raw, run.test_raw, command=f"{command} (export step)")
+    except NothingToPrune as exc:
+        log.info("prune: %s", exc)
     log.info("bundle written to %s", bundle)
     return metrics

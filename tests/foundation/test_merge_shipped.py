@@ -43,8 +43,8 @@ def test_agent_answers_are_never_below_local_only_and_monotone_up_to_noise(name)
         if r["agent_sends"]:
             assert r["agent_accuracy"] == r["per_count_alpha_accuracy"]
         # A drop from one channel fewer is test-set noise, never a significant loss. 3 paired standard
-        # errors: R = 19 adjacent comparisons per bundle, so 2 would flag ~0.4 noise dips per bundle
-        # (Bonferroni for 5 % over 19: 2.8). Measured worst: plain-split, 9 -> 10 channels, -0.27 pp
+        # errors: R = 15 adjacent comparisons per bundle (19 before the dead channels were dropped),
+        # so 2 would flag ~0.3 noise dips per bundle (Bonferroni for 5 % over 15: 2.7). Measured worst: plain-split, 9 -> 10 channels, -0.27 pp
         # = 2.1 SE, the same with the single alpha (-0.26 pp) and absent on the training split (+0.12 pp).
         assert r["agent_change_vs_one_fewer"] >= -3 * r["agent_change_se"], r
     # alpha per count repairs the small counts that the single alpha merged below local-only

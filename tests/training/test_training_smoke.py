@@ -26,6 +26,14 @@ def smoke_run(tmp_path_factory):
     return out, out / "bundle", args
 
 
+def _kept_remote(manifest) -> list[int]:
+    """Remote indices (of training's numbering) the bundle kept: the export drops dead ones
+    (training/prune_channels.py), which a one-epoch model may or may not have."""
+    k, dropped = manifest["features"]["k"], manifest.get("pruned", {}).get("dropped", [])
+    trained = manifest.get("pruned", {}).get("trained_channels", manifest["features"]["channels"])
+    return [c - k for c in range(k, trained) if c not in dropped]
+
+
 def _model_from_run(out):
     from agilenn.training.nets import AgileNN, ArchConfig, Body, Stem
 
@@ -43,9 +51,11 @@ def test_bundle_loads_and_has_report(smoke_run):
     b = load_bundle(bundle_dir)
     m = b.manifest
     assert m["dataset"] == "fashion-mnist" and m["command"].startswith("agilenn-train ")
-    assert m["features"] == {"channels": 10, "k": 2, "height": 7, "width": 7}
+    r = len(_kept_remote(m))
+    assert m["features"] == {"channels": 2 + r, "k": 2, "height": 7, "width": 7}
+    assert m.get("pruned", {}).get("trained_channels", 10) == 10
     p = np.asarray(m["coder"]["symbol_probabilities"])
-    assert p.shape == (8, 4) and np.allclose(p.sum(1), 1.0)
+    assert p.shape == (r, 4) and np.allclose(p.sum(1), 1.0)
     for key in ("reference_accuracy", "combined_accuracy", "local_accuracy", "remote_accuracy", "skewness_mean",
                 "skewness_frac_ge_rho", "ans_bytes_mean", "zstd_bytes_mean", "raw_bytes_mean", "png_bytes_mean",
                 "accuracy_vs_remote_channels"):
@@ -60,8 +70,8 @@ def test_bundle_loads_and_has_report(smoke_run):
         assert (bundle_dir / name).is_file(), name
     assert m["metrics"]["torch_onnx_prediction_agreement"] == 1.0
     # budget-aware merging, calibrated last on the training split through the integer part
-    assert len(m["merge"]["alpha_by_channels"]) == 9 and m["merge"]["calibration"]["numerics"] == "int8"
-    assert m["merge"]["calibration"]["images"] == 300 and len(m["metrics"]["merge"]["rows"]) == 9
+    assert len(m["merge"]["alpha_by_channels"]) == r + 1 and m["merge"]["calibration"]["numerics"] == "int8"
+    assert m["merge"]["calibration"]["images"] == 300 and len(m["metrics"]["merge"]["rows"]) == r + 1
     assert "## Budget-aware merging" in (bundle_dir / "report.md").read_text()
     assert (bundle_dir / "merge_accuracy_vs_bytes.png").is_file()
 
@@ -92,16 +102,23 @@ def test_onnx_matches_torch(smoke_run):
     with torch.no_grad():
         t = model(torch.from_numpy(x))
     np.testing.assert_allclose(local, t["local"].numpy(), rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(feats, t["features"][:, arch.k:].numpy(), rtol=1e-4, atol=1e-4)
+    kept = _kept_remote(b.manifest)
+    dropped = [i for i in range(arch.channels - arch.k) if i not in kept]
+    np.testing.assert_allclose(feats, t["features"][:, arch.k:][:, kept].numpy(), rtol=1e-4, atol=1e-4)
     centroids = np.asarray(b.manifest["quantizer"]["centroids"], np.float32)
     deq = dequantize(quantize(feats, centroids), centroids)
-    np.testing.assert_allclose(deq, t["q"].numpy(), atol=1e-5)  # the codec quantizes like training
+    np.testing.assert_allclose(deq, t["q"][:, kept].numpy(), atol=1e-5)  # the codec quantizes like training
     (remote,) = rem.run(["remote_logits"], {"remote_features": deq})
-    np.testing.assert_allclose(remote, t["remote"].numpy(), rtol=1e-4, atol=1e-4)
+    # dropped channels were 0.0 on every training image: where they are on a test image too, the
+    # pruned remote NN computes training's function (all of them when nothing was dropped)
+    same = (t["q"][:, dropped].reshape(len(x), -1) == 0).all(1).numpy()
+    assert same.sum() >= len(x) // 2
+    np.testing.assert_allclose(remote[same], t["remote"].numpy()[same], rtol=1e-4, atol=1e-4)
     # training's own alpha reproduces training's merge; Bundle.merge uses the calibrated one per
     # channel count instead (merge.alpha_by_channels, fitted after export: training/merge_calibration.py)
     a = np.float32(b.alpha)
-    np.testing.assert_allclose(a * local + (np.float32(1) - a) * remote, t["merged"].numpy(), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose((a * local + (np.float32(1) - a) * remote)[same], t["merged"].numpy()[same],
+                               rtol=1e-4, atol=1e-4)
     full = np.float32(b.manifest["merge"]["alpha_by_channels"][-1])
     np.testing.assert_array_equal(b.merge(local, remote), full * local + (np.float32(1) - full) * remote)
     ref = ort.InferenceSession(str(bundle_dir / "reference.onnx"), providers=["CPUExecutionProvider"])
