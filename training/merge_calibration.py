@@ -269,10 +269,22 @@ def _update_report(bundle_dir: Path, section: str) -> None:
     path.write_text((text + "\n\n" if text else "") + section, encoding="utf-8")
 
 
-def add_merge_calibration(bundle_dir, train=None, test=None, report: bool = True) -> dict:
+def _fixed_subset(split, n: int | None):
+    """A fixed random subset (seed 0) of n items of (images, labels), and the words that say so."""
+    images, labels = split
+    if n is None or n >= len(labels):
+        return split, ""
+    idx = np.sort(np.random.default_rng(0).permutation(len(labels))[:n])
+    return (np.asarray(images)[idx], np.asarray(labels)[idx]), f" ({n} of {len(labels)} images, fixed random subset, seed 0)"
+
+
+def add_merge_calibration(bundle_dir, train=None, test=None, report: bool = True,
+                          train_images: int | None = None, test_images: int | None = None) -> dict:
     """Calibrate, write ``merge`` and ``metrics.merge`` into the manifest (+ plot, report.md); returns the table.
 
-    train / test: (uint8 images, labels); default: the bundle's dataset's splits."""
+    train / test: (uint8 images, labels); default: the bundle's dataset's splits. train_images /
+    test_images: use only a fixed random subset of that many (every channel count runs remote.onnx
+    over every image: R+1 passes, which for a CIFAR-sized remote NN on 50k images is hours on 2 CPUs)."""
     from agilenn.models import load_bundle, write_manifest
     from agilenn.training.datasets import load_dataset
 
@@ -285,12 +297,14 @@ def add_merge_calibration(bundle_dir, train=None, test=None, report: bool = True
     if test is None:
         d = load_dataset(dataset, "test")
         test = (d.images, d.labels)
-    merge = calibrate(bundle, np.asarray(train[0]), np.asarray(train[1]), f"{dataset} train")
+    train, train_note = _fixed_subset(train, train_images)
+    test, test_note = _fixed_subset(test, test_images)
+    merge = calibrate(bundle, np.asarray(train[0]), np.asarray(train[1]), f"{dataset} train{train_note}")
     manifest = json.loads((bundle_dir / "manifest.json").read_text())
     manifest["merge"] = merge
     write_manifest(bundle_dir, manifest)  # validates
     bundle = load_bundle(bundle_dir)
-    table = evaluate(bundle, merge, np.asarray(test[0]), np.asarray(test[1]), f"{dataset} test")
+    table = evaluate(bundle, merge, np.asarray(test[0]), np.asarray(test[1]), f"{dataset} test{test_note}")
     manifest["metrics"] = {**manifest.get("metrics", {}), "merge": table}
     write_manifest(bundle_dir, manifest)
     if report:
@@ -305,9 +319,12 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bundle", type=Path, required=True, help="bundle directory (its manifest is rewritten)")
     parser.add_argument("--no-report", action="store_true", help="leave report.md and the plot alone")
+    parser.add_argument("--train-images", type=int, help="calibrate on a fixed random subset of this many training images")
+    parser.add_argument("--test-images", type=int, help="evaluate on a fixed random subset of this many test images")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    table = add_merge_calibration(args.bundle, report=not args.no_report)
+    table = add_merge_calibration(args.bundle, report=not args.no_report, train_images=args.train_images,
+                                  test_images=args.test_images)
     print(json.dumps(table, indent=1))
 
 
