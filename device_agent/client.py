@@ -154,6 +154,11 @@ class RemoteClient:
         self._manifest = manifest
         self.security = security or ClientSecurity()
         self.connect_timeout_s = connect_timeout_s
+        # GetManifest carries the whole manifest.json (35-52 KB for the shipped bundles): at BLE's
+        # 270 kbps that is 1.1-1.6 s of air time before TCP slow start and flow-control round trips,
+        # so the connect deadline alone (2 s) never let the agent connect on that link with the
+        # CIFAR-10 bundles. The check gets at least the time the manifest needs at 20 kbps.
+        self.manifest_timeout_s = max(connect_timeout_s, 8 * len(json.dumps(manifest)) / 20_000)
         self.backoff_initial_s = backoff_initial_s
         self.backoff_max_s = backoff_max_s
         # A server that stops answering without closing the connection (hung, or the host vanished)
@@ -235,7 +240,7 @@ class RemoteClient:
 
     def _check_manifest(self, stub) -> None:
         try:
-            reply = stub.GetManifest(pb.GetManifestRequest(model=self.model), timeout=self.connect_timeout_s,
+            reply = stub.GetManifest(pb.GetManifestRequest(model=self.model), timeout=self.manifest_timeout_s,
                                      metadata=self.security.metadata())
         except grpc.RpcError as exc:
             if exc.code() == grpc.StatusCode.NOT_FOUND:
