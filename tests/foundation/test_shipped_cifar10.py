@@ -32,7 +32,7 @@ def test_device_part_fits_the_issue_budget(name):
     cost = b.manifest["device_cost"]
     assert cost["macs"] <= 500_000 and cost["weight_bytes"] <= 32 * 1024
     measured = json.loads((b.path / "device_measured.json").read_text())
-    assert measured["instructions_per_inference"] > cost["macs"]  # QEMU-measured, not modelled
+    assert measured["instructions_per_inference"]["mean"] > cost["macs"]  # QEMU-measured, not modelled
 
 
 @pytest.mark.parametrize("name", CIFAR)

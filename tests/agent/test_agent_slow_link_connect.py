@@ -1,0 +1,27 @@
+"""An agent connects over a slow radio link even when the bundle's manifest is large: the manifest
+check (GetManifest returns the whole manifest.json, 52 KB on disk for the CIFAR-10 bundle) must not be
+bounded by the 2 s connect deadline, which at BLE's 270 kbps it can never meet."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from agilenn.benchmarks.relay import RelayProcess
+from agilenn.device_agent.agent import Agent
+from agilenn.models import load_bundle
+from agilenn.server.testing import running_server
+
+CIFAR = Path(__file__).resolve().parents[2] / "models" / "repository" / "agilenn-cifar10"
+
+
+def test_agent_connects_and_answers_through_a_270_kbps_link_with_a_52_kb_manifest():
+    bundle = load_bundle(CIFAR / "1")
+    assert len(json.dumps(bundle.manifest)) > 25_000  # ~1 s of air time at 270 kbps: slow to check
+    with running_server(CIFAR / "1") as srv, \
+            RelayProcess(f"127.0.0.1:{srv.port}", rate_kbps=270, delay_ms=8) as relay:
+        with Agent(bundle, f"127.0.0.1:{relay.port}", deadline_ms=5000) as agent:
+            assert agent.wait_connected(timeout=60), agent.client.state_detail
+            image = np.zeros(bundle.input_shape[1:] + bundle.input_shape[:1], np.uint8)
+            result = agent.infer(image)
+            assert not result.degraded
