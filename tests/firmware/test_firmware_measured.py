@@ -11,7 +11,7 @@ from agilenn.device_agent.mcu import BASIS_MACS, BASIS_MEASURED, M7_CYCLES_PER_I
 from agilenn.firmware.measured import MEASURED_FILE, measured_device_cost, sources_sha256
 from agilenn.models import DEFAULT_REPOSITORY, ModelRepository, load_bundle
 
-SHIPPED = ["agilenn-fashion-mnist", "plain-split-fashion-mnist"]
+SHIPPED = ["agilenn-fashion-mnist", "plain-split-fashion-mnist", "agilenn-cifar10", "plain-split-cifar10"]
 
 
 @pytest.mark.parametrize("name", SHIPPED)
