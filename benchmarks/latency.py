@@ -60,9 +60,6 @@ class LatencyTargets:
 FASHION_MNIST_TARGETS = LatencyTargets("issue 12 (Fashion-MNIST)", 0.70, 0.50, None, 0.3)
 # Colour images in the paper's regime (issue 14, CIFAR-10): PNG ~2,290 B, JPEG q75 ~920 B per image.
 COLOUR_TARGETS = LatencyTargets("issue 14 (CIFAR-10, colour images)", 0.40, None, 0.75, 1.0)
-TARGET_RATIO, TARGET_RATIO_WITHOUT_RTT, TARGET_ACCURACY_PP = (FASHION_MNIST_TARGETS.vs_png,
-                                                              FASHION_MNIST_TARGETS.vs_png_without_rtt,
-                                                              FASHION_MNIST_TARGETS.accuracy_pp)
 
 
 def targets_for(dataset: str) -> LatencyTargets:
