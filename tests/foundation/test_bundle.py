@@ -1,29 +1,17 @@
 """Bundle loading validates the manifest and the ONNX files against each other, with clear errors."""
 
-import json
-import shutil
 
 import numpy as np
 import onnxruntime as ort
 import pytest
-
 from agilenn.models import BundleError, ModelNotFound, ModelRepository, load_bundle
 from agilenn.models.synthetic import make_random_bundle
+from bundle_test_helpers import clone
 
 
 @pytest.fixture(scope="module")
 def bundle_dir(tmp_path_factory):
     return make_random_bundle(tmp_path_factory.mktemp("bundle") / "b")
-
-
-def clone(bundle_dir, tmp_path, edit=None):
-    out = tmp_path / "clone"
-    shutil.copytree(bundle_dir, out)
-    if edit:
-        manifest = json.loads((out / "manifest.json").read_text())
-        edit(manifest)
-        (out / "manifest.json").write_text(json.dumps(manifest))
-    return out
 
 
 def test_synthetic_bundle_loads_and_runs(bundle_dir):

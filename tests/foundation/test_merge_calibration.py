@@ -2,14 +2,13 @@
 calibration (training/merge_calibration.py, numpy + onnxruntime, no torch)."""
 
 import json
-import shutil
 
 import numpy as np
 import pytest
-
 from agilenn.models import BundleError, load_bundle
 from agilenn.models.synthetic import make_random_bundle
 from agilenn.training import merge_calibration as mc
+from bundle_test_helpers import clone
 
 REMOTE = 6  # make_random_bundle's default: 8 channels, k = 2
 MERGE = {"alpha_by_channels": [1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.25], "min_channels": 2}
@@ -18,15 +17,6 @@ MERGE = {"alpha_by_channels": [1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.25], "min_channel
 @pytest.fixture(scope="module")
 def calibrated_dir(tmp_path_factory):
     return make_random_bundle(tmp_path_factory.mktemp("merge") / "b", merge=MERGE)
-
-
-def _edited(bundle_dir, tmp_path, edit):
-    out = tmp_path / "clone"
-    shutil.copytree(bundle_dir, out)
-    manifest = json.loads((out / "manifest.json").read_text())
-    edit(manifest)
-    (out / "manifest.json").write_text(json.dumps(manifest))
-    return out
 
 
 def test_merge_uses_the_alpha_of_the_channel_count(calibrated_dir):
@@ -62,7 +52,7 @@ def test_bundle_without_merge_keeps_its_single_alpha(tmp_path):
 ])
 def test_bad_merge_fields_are_named(calibrated_dir, tmp_path, edit, message):
     with pytest.raises(BundleError, match=message):
-        load_bundle(_edited(calibrated_dir, tmp_path, edit))
+        load_bundle(clone(calibrated_dir, tmp_path, edit))
 
 
 def test_fit_alpha_maximizes_accuracy_and_breaks_ties_deterministically():
