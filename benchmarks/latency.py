@@ -50,7 +50,7 @@ class LatencyTargets:
     vs_png: float
     vs_png_without_rtt: float | None  # both p50s less the link's round trip
     vs_jpeg75: float | None
-    accuracy_pp: float  # AgileNN's accuracy within this of the baseline's
+    accuracy_pp: float  # AgileNN's accuracy at most this far below the baseline's (above is fine)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -386,7 +386,9 @@ def goals(rows: list[dict], links, targets: LatencyTargets = FASHION_MNIST_TARGE
         gap_pp = (a["accuracy"] - e["accuracy"]) * 100
         # the share AgileNN can change: both latencies less the link's round trip
         without = (a["latency_ms_p50"] - rtt) / (e["latency_ms_p50"] - rtt)
-        matched = abs(gap_pp) <= targets.accuracy_pp
+        # one-sided: the targets ask that offloading loses no more than this; being more accurate than
+        # the baseline (Fashion-MNIST run4: +1.4 pp) is no reason to fail a latency goal
+        matched = gap_pp >= -targets.accuracy_pp
         met = None if target is None else bool(
             ratio <= target and (target_without is None or without <= target_without) and matched)
         out[key] = {

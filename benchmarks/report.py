@@ -151,7 +151,7 @@ def markdown(doc: dict, base: str = "latency") -> str:
         lines += [f"- AgileNN ({scheme}) vs {label} at {e['link']}, {g['mcu_mhz']} MHz: p50 {e['agilenn_p50_ms']} ms "
                   f"vs {baseline_ms} ms, ratio **{e['ratio']}** ({target}); {without}; "
                   f"accuracy gap {e['accuracy_gap_pp']:+.2f} pp ({'within' if e['accuracy_matched'] else 'NOT within'} "
-                  f"the target).{verdict}"]
+                  f"the target: at most {g['targets']['accuracy_pp']:g} pp below).{verdict}"]
     if "bytes_above_payload" in g:
         b = g["bytes_above_payload"]
         lines += [f"- Bytes above the payload per inference, TCP/IP excluded (worst link): up {b['up']} B (target <= "

@@ -178,8 +178,8 @@ def joint_wall_time(vdir: Path, reuse: Path | None) -> tuple[float | None, str]:
     log_path = (reuse or vdir) / "train.log"  # checkpoints from before wall_s was recorded
     if log_path.is_file():
         per_epoch = {}  # a re-run epoch overwrites the earlier line
-        for m in re.finditer(r"joint epoch (\d+)/\d+ .*\((\d+)s\)$", log_path.read_text(), re.MULTILINE):
-            per_epoch[int(m.group(1))] = int(m.group(2))
+        for m in re.finditer(r"joint epoch (\d+)/\d+ .*\(([\d.]+)s\)$", log_path.read_text(), re.MULTILINE):
+            per_epoch[int(m.group(1))] = float(m.group(2))
         if per_epoch and len(per_epoch) == st.get("epoch", len(per_epoch)):
             return float(sum(per_epoch.values())), f"{log_path} (sum of the per-epoch lines)"
     return None, "not recorded"

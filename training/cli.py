@@ -34,6 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--name", default=None, help="model name in the manifest (default: agilenn-DATASET)")
     g.add_argument("--version", default=d.model_version, help="model version in the manifest")
     g.add_argument("--resume", action="store_true", help="continue from the checkpoints in --out")
+    g.add_argument("--train-only", action="store_true",
+                   help="stop after the training stages (checkpoints only, no bundle): e.g. train on a rented GPU, "
+                        "copy --out back, and export there with --resume")
     g.add_argument("--device", default=d.device, help="cpu or cuda")
     g.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads")
     g.add_argument("--seed", type=int, default=d.seed)
@@ -151,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
                         + ([logging.FileHandler(Path(cfg.out) / "train.log")] if main_rank else []))
     command = shlex.join(["agilenn-train", *argv])
     try:
-        bundle = run_all(cfg, resume=args.resume, command=command, bundle_dir=args.bundle_dir)
+        bundle = run_all(cfg, resume=args.resume, command=command, bundle_dir=args.bundle_dir,
+                         train_only=args.train_only)
     except DatasetNotFoundError as exc:
         print(f"agilenn-train: {exc}", file=sys.stderr)
         return 2

@@ -15,6 +15,7 @@ import logging
 import math
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -91,6 +92,9 @@ class Run:
         # Under torchrun: this rank's place in the group (distributed.py); one process otherwise.
         self.dist, device = distributed.init(cfg.device)
         self.dev = torch.device(device)
+        if self.dev.type == "cuda":
+            # fixed shapes every step: let cuDNN pick its fastest kernels once
+            torch.backends.cudnn.benchmark = True
         self.out = Path(cfg.out)
         self.ckpt_dir = self.out / "ckpt"
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
@@ -163,6 +167,18 @@ def _freeze(m: nn.Module) -> nn.Module:
     return m
 
 
+def _load_optimizer(st: dict, opt, stage: str) -> bool:
+    """Restore the optimizer's state from a checkpoint when it has one. A checkpoint carried back from
+    a rented GPU may have lost it (deploy/gpu/gpu_runs.py drops it to fit the trip): the run then
+    goes on with fresh moments/momentum and the learning rate where the schedule stood."""
+    if "opt" in st:
+        opt.load_state_dict(st["opt"])
+        return True
+    log.warning("%s: checkpoint has no optimizer state; resuming at epoch %d with a fresh optimizer", stage,
+                st["epoch"] + 1)
+    return False
+
+
 def _bar(run: Run, stage: str, epoch: int, epochs: int):
     """Progress over one epoch's batches: a tqdm bar on a terminal; otherwise (a background run
     logging to a file, where tqdm prints nothing) a log line every LOG_EVERY_S with rate and ETA."""
@@ -204,7 +220,14 @@ def train_reference(run: Run) -> ReferenceNN:
         if st.get("done"):
             log.info("reference: resumed finished stage (test acc %.4f)", st["test_acc"])
             return model
-        opt.load_state_dict(st["opt"]); sched.load_state_dict(st["sched"]); start = st["epoch"]
+        start = st["epoch"]
+        if _load_optimizer(st, opt, "reference"):
+            sched.load_state_dict(st["sched"])
+        else:  # the one-cycle schedule is a function of the step: replay it to where the run stopped
+            with warnings.catch_warnings():  # stepping a schedule with no optimizer step is the point here
+                warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)` before")
+                for _ in range(start * run.steps_per_epoch()):
+                    sched.step()
         log.info("reference: resuming at epoch %d", start + 1)
     acc = run.accuracy(model.eval()) if cfg.ref_epochs == 0 else 0.0
     net = distributed.wrap(model, run.dist, run.dev)  # what training steps call (DDP when sharded)
@@ -217,7 +240,7 @@ def train_reference(run: Run) -> ReferenceNN:
             tot += loss.item() * len(yb); n += len(yb)
         distributed.sync_buffers(model, run.dist)
         acc = run.accuracy(model.eval())
-        log.info("reference epoch %d/%d  loss %.4f  test_acc %.4f  (%.0fs)", epoch + 1, cfg.ref_epochs,
+        log.info("reference epoch %d/%d  loss %.4f  test_acc %.4f  (%.1fs)", epoch + 1, cfg.ref_epochs,
                  tot / max(1, n), acc, time.time() - t0)
         run.save("reference", {"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
                                "epoch": epoch + 1, "done": False, "test_acc": acc})
@@ -258,7 +281,7 @@ def train_extractor(run: Run, ref: ReferenceNN):
         if st.get("done"):
             log.info("extractor: resumed finished stage (evaluator acc %.4f)", st["eval_acc"])
             return extractor, evaluator
-        opt.load_state_dict(st["opt"]); start = st["epoch"]
+        _load_optimizer(st, opt, "extractor"); start = st["epoch"]
     acc = evaluator_accuracy(run, extractor, evaluator)
     log.info("extractor init from reference stem: evaluator acc on extractor features %.4f", acc)
     net = distributed.wrap(extractor, run.dist, run.dev)
@@ -275,7 +298,7 @@ def train_extractor(run: Run, ref: ReferenceNN):
             tot += loss.item() * len(yb); n += len(yb)
         distributed.sync_buffers(extractor, run.dist)
         acc = evaluator_accuracy(run, extractor, evaluator)
-        log.info("extractor epoch %d/%d  loss %.4f  evaluator_acc_on_extractor %.4f  (%.0fs)", epoch + 1,
+        log.info("extractor epoch %d/%d  loss %.4f  evaluator_acc_on_extractor %.4f  (%.1fs)", epoch + 1,
                  cfg.extractor_epochs, tot / max(1, n), acc, time.time() - t0)
         run.save("extractor", {"extractor": extractor.state_dict(), "opt": opt.state_dict(), "epoch": epoch + 1,
                                "done": False, "eval_acc": acc})
@@ -362,7 +385,7 @@ def train_joint(run: Run, extractor, evaluator) -> AgileNN:
         if st.get("done"):
             log.info("joint: resumed finished stage (alpha %.4f)", model.alpha.item())
             return model.eval()
-        opt.load_state_dict(st["opt"]); start = st["epoch"]; wall_s = st.get("wall_s", 0.0)
+        _load_optimizer(st, opt, "joint"); start = st["epoch"]; wall_s = st.get("wall_s", 0.0)
         log.info("joint: resuming at epoch %d", start + 1)
     steps = run.steps_per_epoch()
     total = max(1, cfg.joint_epochs * steps)
@@ -409,7 +432,7 @@ def train_joint(run: Run, extractor, evaluator) -> AgileNN:
         test = evaluate_split(run, model, evaluator, n_max=2000)
         log.info("joint epoch %d/%d  loss %.4f ce %.4f L_skew %.4f L_dis %.4f rate %.3fb | train: skew %.3f acc %.4f "
                  "evaluator_acc %.4f | test: combined %.4f local %.4f remote %.4f evaluator_on_extractor %.4f "
-                 "skew %.3f | alpha %.3f centroids %s (%.0fs)", epoch + 1, cfg.joint_epochs, m["loss"], m["ce"],
+                 "skew %.3f | alpha %.3f centroids %s (%.1fs)", epoch + 1, cfg.joint_epochs, m["loss"], m["ce"],
                  m["skew_loss"], m["disorder"], m["rate"], m["skew"], m["train_acc"], m["eval_acc"],
                  test["combined"], test["local"], test["remote"], test["evaluator"], test["skew"],
                  model.alpha.item(), [round(c, 3) for c in model.quantizer.sorted_centroids().tolist()],
@@ -462,8 +485,11 @@ def evaluate_split(run: Run, model: AgileNN, evaluator, n_max: int | None = None
     return res
 
 
-def run_all(cfg: TrainConfig, resume: bool = False, command: str = "", bundle_dir: str | None = None) -> Path:
-    """All stages, then export + report. Returns the bundle directory."""
+def run_all(cfg: TrainConfig, resume: bool = False, command: str = "", bundle_dir: str | None = None,
+            train_only: bool = False) -> Path | None:
+    """All stages, then export + report. Returns the bundle directory (None when ``train_only``: the
+    stages' checkpoints are the result, and a later ``resume`` run, anywhere, exports them; how a rented
+    GPU trains and a CPU machine does the export, which needs no GPU)."""
     run = Run(cfg, resume)
     if run.dist.main:
         (run.out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
@@ -476,6 +502,11 @@ def run_all(cfg: TrainConfig, resume: bool = False, command: str = "", bundle_di
     extractor, evaluator = train_extractor(run, ref)
     perm = run_preselect(run, extractor, evaluator)
     model = train_joint(run, extractor, evaluator)
+    if train_only:
+        log.info("training stages finished; checkpoints in %s (export with --resume, without --train-only)",
+                 run.ckpt_dir)
+        distributed.finish(run.dist)
+        return None
     if not run.dist.main:  # rank 0 exports and reports
         distributed.finish(run.dist)
         return None

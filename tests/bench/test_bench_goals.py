@@ -35,6 +35,10 @@ def test_colour_goals_compare_with_png_and_jpeg75_round_trip_included():
     # 1.5 pp less accurate than the baselines: not matched, so not met however fast
     g = goals(_rows(20.0, agilenn_acc=0.87), LINKS, COLOUR_TARGETS)
     assert not g["latency_vs_edge_png"]["accuracy_matched"] and g["latency_vs_edge_png"]["met"] is False
+    # more accurate than the baselines is no failure: the margin is one-sided
+    g = goals(_rows(36.0, agilenn_acc=0.90), LINKS, COLOUR_TARGETS)
+    assert g["latency_vs_edge_png"]["accuracy_gap_pp"] == 1.5 and g["latency_vs_edge_png"]["accuracy_matched"]
+    assert g["latency_vs_edge_png"]["met"] is True
 
 
 def test_fashion_mnist_goals_keep_issue_12s_targets():

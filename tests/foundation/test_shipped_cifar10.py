@@ -8,18 +8,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agilenn.models import load_bundle
+from agilenn.models import DEFAULT_REPOSITORY, ModelRepository
 
 ROOT = Path(__file__).resolve().parents[2]
-REPOSITORY = ROOT / "models" / "repository"
 CIFAR = ["agilenn-cifar10", "plain-split-cifar10"]
 # Where the project's CIFAR-10 copy lives (../shared/data/cifar10-jpeg); absent on most machines.
 DATA = (ROOT.parent / "shared" / "data" / "cifar10-jpeg").resolve()
 
 
+def load_bundle(name: str):
+    """The shipped bundle's newest version (what the server serves)."""
+    return ModelRepository([DEFAULT_REPOSITORY]).resolve(name)
+
+
 @pytest.mark.parametrize("name", CIFAR)
 def test_bundle_says_what_data_it_was_trained_on(name):
-    b = load_bundle(REPOSITORY / name / "1")
+    b = load_bundle(name)
     assert b.manifest["dataset"].startswith("imagefolder:") and "cifar10-jpeg" in b.manifest["dataset"]
     assert "JPEG q75" in b.manifest["dataset_note"]
     assert "JPEG q75" in (b.path / "report.md").read_text()
@@ -28,7 +32,7 @@ def test_bundle_says_what_data_it_was_trained_on(name):
 
 @pytest.mark.parametrize("name", CIFAR)
 def test_device_part_fits_the_issue_budget(name):
-    b = load_bundle(REPOSITORY / name / "1")
+    b = load_bundle(name)
     cost = b.manifest["device_cost"]
     assert cost["macs"] <= 500_000 and cost["weight_bytes"] <= 32 * 1024
     measured = json.loads((b.path / "device_measured.json").read_text())
@@ -37,7 +41,7 @@ def test_device_part_fits_the_issue_budget(name):
 
 @pytest.mark.parametrize("name", CIFAR)
 def test_payload_within_target_and_merge_never_below_local_only(name):
-    b = load_bundle(REPOSITORY / name / "1")
+    b = load_bundle(name)
     m = b.manifest["metrics"]
     assert m["rans_ctx"]["bytes_mean"] <= 300 and m["rans_ctx"]["decoded_exactly"]
     rows = m["merge"]["rows"]
@@ -51,7 +55,7 @@ def test_payload_within_target_and_merge_never_below_local_only(name):
 def test_integer_device_part_reproduces_the_reported_local_accuracy(name):
     from agilenn.datasets import load_dataset
 
-    b = load_bundle(REPOSITORY / name / "1")
+    b = load_bundle(name)
     test = load_dataset(f"imagefolder:{DATA}", "test").subset(1000, seed=0)
     out = b.int8_device().run(test.images)
     local = (out.logits.argmax(1) == np.asarray(test.labels)).mean()

@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Train the CIFAR-10 bundles' stages on a rented GPU inside a fixed wall-clock budget, and pack the
+# checkpoints for the trip back; the export (int8 part, coder tables, merge calibration, report) then
+# runs on a CPU machine with `agilenn-train ... --resume` (docs/training.md, "CIFAR-10 on a GPU").
+#
+#   BUDGET=480 OUT=/some/dir bash deploy/gpu/train_cifar10.sh
+#
+# A dry run of the plumbing on a CPU (minutes, tiny subsets):
+#   DEVICE=cpu N_PROBE=512 RUN_ARGS="--train-subset 1024 --test-subset 500" BUDGET=400 OUT=/tmp/o bash deploy/gpu/train_cifar10.sh
+#
+# Needs: python3 with torch (CUDA) and numpy, Pillow; .gpu/cifar10-jpeg.npz made by
+# deploy/gpu/pack_imagefolder.py from ../shared/data/cifar10-jpeg. No agilenn install: the training
+# stages import only agilenn.training and agilenn.datasets, linked into a namespace folder.
+#
+# Four joint runs share stages 1-3 and the GPU: the AgileNN bundle (2-point IG), the plain split
+# (lambda = 1), and the ablation's saliency and 8-step IG variants. A probe on a subset times each
+# stage first, and deploy/gpu/gpu_runs.py sizes the epochs to what is left of the budget.
+set -u
+T0=$(date +%s)
+BUDGET=${BUDGET:-480}
+OUT=${OUT:?set OUT}
+DATA=${DATA:-/work/shared/data/cifar10-jpeg}   # the CPU machine's path: manifests name the same dataset
+R=/tmp/gpu-runs
+DEVICE=${DEVICE:-cuda}
+N_PROBE=${N_PROBE:-6400}
+RUN_ARGS=${RUN_ARGS:-}        # extra arguments for the real run (a dry run's subsets)
+N_FULL=50000
+[ -n "$RUN_ARGS" ] && N_FULL=$(echo "$RUN_ARGS" | sed -n 's/.*--train-subset \([0-9]*\).*/\1/p')
+left() { echo $(( T0 + BUDGET - $(date +%s) )); }
+export PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/agilenn-src
+rm -rf "$R"  # a machine kept warm between calls still has the last call's runs: never resume those
+mkdir -p /tmp/agilenn-src/agilenn "$R"
+for d in training datasets; do ln -sfn "$PWD/$d" /tmp/agilenn-src/agilenn/$d; done
+[ -d "$DATA/train" ] || python3 deploy/gpu/pack_imagefolder.py unpack .gpu/cifar10-jpeg.npz "$DATA" || exit 3
+[ "$DEVICE" = cpu ] || python3 -c "import torch; assert torch.cuda.is_available(); print('torch', torch.__version__, torch.cuda.get_device_name())" || exit 4
+
+COMMON=(--dataset "imagefolder:$DATA" --data-note "CIFAR-10 re-encoded as JPEG q75 (../shared/data/cifar10-jpeg), not the original pixels"
+        --device "$DEVICE" --threads 4 --batch-size 256 --channels 32 --k 8 --stride 4 --stem-width 32 --body-width 160
+        --body-blocks 2 --local-width 64 --ref-lr 0.2 --ref-nested-p-full 0.5 --rho 0.9 --centroid-min-gap 0.1
+        --rate-target-bits 1.2 --train-only)
+train() { python3 -m agilenn.training.cli "${COMMON[@]}" "$@"; }
+train_to_deadline() { timeout $(( $(left) - 30 )) python3 -m agilenn.training.cli "${COMMON[@]}" $RUN_ARGS "$@"; }
+variant_args() {  # the joint run's own settings
+  case $1 in
+    main) echo "--name agilenn-cifar10" ;;
+    plain) echo "--name plain-split-cifar10 --lam 1" ;;
+    saliency) echo "--name agilenn-cifar10-saliency --xai saliency" ;;
+    ig8) echo "--name agilenn-cifar10-ig8 --ig-steps 8" ;;
+  esac
+}
+copy_stages() {  # $1: root whose stages/ are done -> root/<variant>/ckpt for each joint run
+  local root=$1
+  for v in main plain saliency ig8; do
+    mkdir -p "$root/$v/ckpt"
+    cp "$root/stages/ckpt/"{reference,extractor,preselect}.pt "$root/$v/ckpt/"
+  done
+}
+
+# 1. epochs: given (REF_EPOCHS, JOINT_EPOCHS, SAL_EPOCHS, IG8_EPOCHS), or sized from a probe: stages
+#    1-3 on a subset, then the four joint runs side by side, two epochs each; the plan reads the second
+#    epoch's time, as the first is mostly cuDNN's warm-up (one probe epoch of 12,800 images took 7.6 s
+#    on an H200, a warm full epoch of 50,000 1.9 s). Given epochs are the surer way once a run is timed.
+if [ -z "${REF_EPOCHS:-}" ]; then
+  P=$R/probe
+  s=$(date +%s.%N)
+  train --out $P/stages --train-subset $N_PROBE --test-subset 1000 --ref-epochs 2 --extractor-epochs 1 --joint-epochs 0 \
+    > $P.stages.log 2>&1 || { tail -20 $P.stages.log; exit 5; }
+  STARTUP=$(python3 -c "import re,sys; t=float(sys.argv[2])-float(sys.argv[1]); l=open('$P/stages/train.log').read(); print(max(5.0, t - sum(float(x) for x in re.findall(r' epoch \d/\d .*\(([\d.]+)s\)', l))))" "$s" "$(date +%s.%N)")
+  copy_stages $P
+  for v in main plain saliency ig8; do
+    train --out $P/$v --train-subset $N_PROBE --test-subset 1000 --ref-epochs 2 --extractor-epochs 1 --joint-epochs 2 \
+      --resume $(variant_args $v) > $P.$v.log 2>&1 &
+  done
+  wait
+  eval "$(python3 deploy/gpu/gpu_runs.py plan "$(( $(left) - 40 ))" $P $N_PROBE $N_FULL "$STARTUP")" || exit 6
+  echo "plan after $(( $(date +%s) - T0 ))s: reference $REF_EPOCHS, joint $JOINT_EPOCHS (saliency $SAL_EPOCHS, ig8 $IG8_EPOCHS), startup ${STARTUP}s"
+else
+  JOINT_EPOCHS=${JOINT_EPOCHS:?}; SAL_EPOCHS=${SAL_EPOCHS:-$JOINT_EPOCHS}; IG8_EPOCHS=${IG8_EPOCHS:-$JOINT_EPOCHS}
+fi
+
+# 2. the real run: stages 1-3 and the AgileNN joint stage in one process; the other three joint runs
+#    start as soon as stage 3 (preselection) has written its checkpoint
+epochs() { echo "--ref-epochs $REF_EPOCHS --extractor-epochs 1 --joint-epochs $1"; }
+train_to_deadline --out $R/main $(epochs $JOINT_EPOCHS) --name agilenn-cifar10 > $R/main.log 2>&1 &
+MAIN=$!
+while [ ! -f $R/main/ckpt/preselect.pt ] && kill -0 $MAIN 2>/dev/null; do sleep 2; done
+if [ -f $R/main/ckpt/preselect.pt ]; then
+  sleep 1
+  for v in plain saliency ig8; do
+    mkdir -p $R/$v/ckpt && cp $R/main/ckpt/{reference,extractor,preselect}.pt $R/$v/ckpt/
+    case $v in plain) e=$JOINT_EPOCHS ;; saliency) e=$SAL_EPOCHS ;; ig8) e=$IG8_EPOCHS ;; esac
+    train_to_deadline --out $R/$v $(epochs $e) --resume $(variant_args $v) > $R/$v.log 2>&1 &
+  done
+fi
+wait
+echo "training done after $(( $(date +%s) - T0 ))s"
+grep -h "reference epoch $REF_EPOCHS/\|joint epoch\|finished" $R/main/train.log | tail -4
+for v in plain saliency ig8; do grep -h "joint epoch" $R/$v/train.log 2>/dev/null | tail -1; done
+
+# 3. pack for the trip back: checkpoints split into <= 15 MiB parts, logs beside them
+python3 deploy/gpu/gpu_runs.py collect "$OUT" $R/main $R/plain $R/saliency $R/ig8
+tar -cf "$OUT/logs.tar" -C /tmp --exclude='*.pt' gpu-runs
+echo "all done after $(( $(date +%s) - T0 ))s"
