@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Train the CIFAR-10 bundles' stages on a rented GPU inside a fixed wall-clock budget, and pack the
 # checkpoints for the trip back; the export (int8 part, coder tables, merge calibration, report) then
-# runs on a CPU machine with `agilenn-train ... --resume` (docs/training.md, "CIFAR-10 on a GPU").
+# runs on a CPU machine with `agilenn-train ... --resume` (docs/training.md, "Training on a rented GPU").
 #
 #   BUDGET=480 OUT=/some/dir bash deploy/gpu/train_cifar10.sh
 #
@@ -13,8 +13,9 @@
 # stages import only agilenn.training and agilenn.datasets, linked into a namespace folder.
 #
 # Four joint runs share stages 1-3 and the GPU: the AgileNN bundle (2-point IG), the plain split
-# (lambda = 1), and the ablation's saliency and 8-step IG variants. A probe on a subset times each
-# stage first, and deploy/gpu/gpu_runs.py sizes the epochs to what is left of the budget.
+# (lambda = 1), and the ablation's saliency and 8-step IG variants. Epochs: REF_EPOCHS, JOINT_EPOCHS,
+# SAL_EPOCHS, IG8_EPOCHS if given (the surer way), else a probe on a subset times each stage and
+# deploy/gpu/gpu_runs.py sizes them to what is left of the budget.
 set -u
 T0=$(date +%s)
 BUDGET=${BUDGET:-480}

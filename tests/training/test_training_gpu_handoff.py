@@ -1,4 +1,4 @@
-"""Training on a rented GPU, exporting elsewhere (deploy/gpu/, docs/training.md "CIFAR-10 on a GPU"):
+"""Training on a rented GPU, exporting elsewhere (deploy/gpu/, docs/training.md "Training on a rented GPU"):
 --train-only stops at checkpoints, a later --resume exports them, checkpoints that lost their
 optimizer state on the way back still resume, and the two carry helpers do what they say."""
 from __future__ import annotations
