@@ -62,16 +62,17 @@ def slim(path: Path) -> bytes:
 
 def collect(out: Path, runs: list[Path]) -> None:
     """The first run's files, and the others' minus their copies of its stage 1-3 checkpoints."""
+    shared = ("reference.pt", "extractor.pt", "preselect.pt")
+
     def wanted(p: Path, first: bool) -> bool:
-        return p.is_file() and p.suffix in (".pt", ".json", ".log") and (first or p.name != "reference.pt"
-                                                                          and p.name not in ("extractor.pt", "preselect.pt"))
-    files = [p for i, r in enumerate(runs) if r.is_dir() for p in sorted(r.rglob("*")) if wanted(p, i == 0)]
-    big = sum(p.stat().st_size for p in files) > MAX_TOTAL
+        return p.is_file() and p.suffix in (".pt", ".json", ".log") and (first or p.name not in shared)
+    # (tar name, file): RUN/ckpt/joint.pt travels as <run folder name>/ckpt/joint.pt
+    files = [(str(Path(r.name) / p.relative_to(r)), p) for i, r in enumerate(runs) if r.is_dir()
+             for p in sorted(r.rglob("*")) if wanted(p, i == 0)]
+    big = sum(p.stat().st_size for _, p in files) > MAX_TOTAL
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
-        for p in files:
-            name = str(Path(p.parent.parent.name if p.parent.name == "ckpt" else p.parent.name) /
-                       ("ckpt/" + p.name if p.parent.name == "ckpt" else p.name))
+        for name, p in files:
             data = slim(p) if (big and p.suffix == ".pt") else p.read_bytes()
             info = tarfile.TarInfo(name)
             info.size = len(data)
