@@ -49,11 +49,11 @@ variant_args() {  # the joint run's own settings
     ig8) echo "--name agilenn-cifar10-ig8 --ig-steps 8" ;;
   esac
 }
-copy_stages() {  # $1: root whose stages/ are done -> root/<variant>/ckpt for each joint run
-  local root=$1
-  for v in main plain saliency ig8; do
+copy_stages() {  # $1: a run whose stages 1-3 are done, $2: root, $3..: joint runs -> root/<run>/ckpt
+  local src=$1 root=$2; shift 2
+  for v in "$@"; do
     mkdir -p "$root/$v/ckpt"
-    cp "$root/stages/ckpt/"{reference,extractor,preselect}.pt "$root/$v/ckpt/"
+    cp "$src/ckpt/"{reference,extractor,preselect}.pt "$root/$v/ckpt/"
   done
 }
 
@@ -67,7 +67,7 @@ if [ -z "${REF_EPOCHS:-}" ]; then
   train --out $P/stages --train-subset $N_PROBE --test-subset 1000 --ref-epochs 2 --extractor-epochs 1 --joint-epochs 0 \
     > $P.stages.log 2>&1 || { tail -20 $P.stages.log; exit 5; }
   STARTUP=$(python3 -c "import re,sys; t=float(sys.argv[2])-float(sys.argv[1]); l=open('$P/stages/train.log').read(); print(max(5.0, t - sum(float(x) for x in re.findall(r' epoch \d/\d .*\(([\d.]+)s\)', l))))" "$s" "$(date +%s.%N)")
-  copy_stages $P
+  copy_stages $P/stages $P main plain saliency ig8
   for v in main plain saliency ig8; do
     train --out $P/$v --train-subset $N_PROBE --test-subset 1000 --ref-epochs 2 --extractor-epochs 1 --joint-epochs 2 \
       --resume $(variant_args $v) > $P.$v.log 2>&1 &
@@ -88,7 +88,7 @@ while [ ! -f $R/main/ckpt/preselect.pt ] && kill -0 $MAIN 2>/dev/null; do sleep 
 if [ -f $R/main/ckpt/preselect.pt ]; then
   sleep 1
   for v in plain saliency ig8; do
-    mkdir -p $R/$v/ckpt && cp $R/main/ckpt/{reference,extractor,preselect}.pt $R/$v/ckpt/
+    copy_stages $R/main $R $v
     case $v in plain) e=$JOINT_EPOCHS ;; saliency) e=$SAL_EPOCHS ;; ig8) e=$IG8_EPOCHS ;; esac
     train_to_deadline --out $R/$v $(epochs $e) --resume $(variant_args $v) > $R/$v.log 2>&1 &
   done

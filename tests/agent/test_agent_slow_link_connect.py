@@ -4,26 +4,20 @@ bounded by the 2 s connect deadline: in the tc-shaped 270 kbps latency run it ne
 through this userspace relay at 100 kbps the manifest alone needs ~2.5 s."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 
 from agilenn.benchmarks.relay import RelayProcess
 from agilenn.device_agent.agent import Agent
-from agilenn.models import load_bundle
+from agilenn.models import DEFAULT_REPOSITORY, ModelRepository
 from agilenn.server.testing import running_server
 
-CIFAR = Path(__file__).resolve().parents[2] / "models" / "repository" / "agilenn-cifar10"
-
-
-def newest(model: Path) -> Path:
-    return max((p for p in model.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
 
 
 def test_agent_connects_and_answers_through_a_100_kbps_link_with_a_large_manifest():
-    bundle = load_bundle(newest(CIFAR))
+    bundle = ModelRepository([DEFAULT_REPOSITORY]).resolve("agilenn-cifar10")  # its newest version
     assert len(json.dumps(bundle.manifest)) > 25_000  # > 2 s of air time at 100 kbps
-    with running_server(newest(CIFAR)) as srv, \
+    with running_server(bundle.path) as srv, \
             RelayProcess(f"127.0.0.1:{srv.port}", rate_kbps=100, delay_ms=8) as relay:
         with Agent(bundle, f"127.0.0.1:{relay.port}", deadline_ms=5000) as agent:
             assert agent.wait_connected(timeout=60), agent.client.state_detail
