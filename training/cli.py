@@ -85,6 +85,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--nested-p-full", type=float, default=d.nested_p_full,
                    help="nested dropout: share of samples that keep every remote channel")
     g.add_argument("--no-flip", action="store_true", help="no horizontal-flip augmentation (digits)")
+    g.add_argument("--ref-erase-p", type=_unit_interval, default=d.ref_erase_p,
+                   help="random erasing: share of training images with one rectangle blanked while training "
+                        "the reference NN and fine-tuning the extractor (stages 1-2; never in the joint stage)")
+    g.add_argument("--distill-weight", type=_unit_interval, default=d.distill_weight,
+                   help="joint stage: share w in [0, 1] of the prediction loss that is distillation from the "
+                        "frozen reference NN into the merged and local logits: (1-w) CE + w KD (0: none)")
+    g.add_argument("--distill-temp", type=float, default=d.distill_temp,
+                   help="softmax temperature of the distillation loss")
     return p
 
 
@@ -108,7 +116,8 @@ def config_from_args(args):
               xai=args.xai, ig_steps=args.ig_steps, rho=args.rho, lam=args.lam, aux_weight=args.aux_weight,
               eval_ce_weight=args.eval_ce_weight, rate_weight=args.rate_weight,
               rate_target_bits=args.rate_target_bits, nested_p_full=args.nested_p_full,
-              flip=not args.no_flip and args.dataset != "svhn", arch=arch,
+              flip=not args.no_flip and args.dataset != "svhn", ref_erase_p=args.ref_erase_p,
+              distill_weight=args.distill_weight, distill_temp=args.distill_temp, arch=arch,
               model_name=args.name or f"agilenn-{_dataset_slug(args.dataset)}", model_version=args.version,
               data_note=args.data_note)
     kw.update(epochs)
@@ -120,6 +129,16 @@ def _dataset_arg(value: str) -> str:
         return check_dataset_name(value)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _unit_interval(value: str) -> float:
+    try:
+        v = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+    if not 0.0 <= v <= 1.0:
+        raise argparse.ArgumentTypeError(f"{value} is outside [0, 1]")
+    return v
 
 
 def _dataset_slug(dataset: str) -> str:

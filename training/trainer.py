@@ -73,6 +73,11 @@ class TrainConfig:
     rate_target_bits: float = 1.4  # ... which only pushes above this many bits per symbol
     nested_p_full: float = 0.5  # nested dropout: share of samples that keep every remote channel
     flip: bool = True
+    # random erasing in stages 1-2 only: with it in the joint stage Fashion-MNIST ended at 86.7 % local,
+    # 91.6 % combined, skewness 0.81, without it 87.2 %, 91.9 %, 0.87 (docs/training.md, version 2)
+    ref_erase_p: float = 0.0
+    distill_weight: float = 0.0  # joint stage: share of the prediction loss that is KL to the frozen reference
+    distill_temp: float = 4.0
     arch: ArchConfig = field(default_factory=ArchConfig)
 
     def to_dict(self) -> dict:
@@ -125,12 +130,12 @@ class Run:
         torch.save(state, tmp)
         tmp.replace(self.ckpt(stage))
 
-    def train_batches(self):
+    def train_batches(self, erase_p: float = 0.0):
         d = self.dist
         for xb, yb in D.batches(self.x_train, self.y_train, self.cfg.batch_size, True, self.gen):
             # The whole global batch is augmented on every rank, so all ranks draw the same numbers
             # from self.gen; each then keeps its stride of it.
-            xb = D.augment(xb, flip=self.cfg.flip, gen=self.gen)
+            xb = D.random_erase(D.augment(xb, flip=self.cfg.flip, gen=self.gen), erase_p, self.gen)
             if d.enabled:
                 if len(yb) < d.world:
                     continue  # a last batch too small to give every rank a sample
@@ -179,15 +184,15 @@ def _load_optimizer(st: dict, opt, stage: str) -> bool:
     return False
 
 
-def _bar(run: Run, stage: str, epoch: int, epochs: int):
+def _bar(run: Run, stage: str, epoch: int, epochs: int, erase_p: float = 0.0):
     """Progress over one epoch's batches: a tqdm bar on a terminal; otherwise (a background run
     logging to a file, where tqdm prints nothing) a log line every LOG_EVERY_S with rate and ETA."""
     desc = f"{stage} {epoch + 1}/{epochs}"
     if not run.dist.main:  # under torchrun only rank 0 reports
-        return run.train_batches()
+        return run.train_batches(erase_p)
     if sys.stderr.isatty():
-        return tqdm(run.train_batches(), total=run.steps_per_epoch(), desc=desc, leave=False, mininterval=5.0)
-    return _logged_progress(run.train_batches(), run.steps_per_epoch(), desc)
+        return tqdm(run.train_batches(erase_p), total=run.steps_per_epoch(), desc=desc, leave=False, mininterval=5.0)
+    return _logged_progress(run.train_batches(erase_p), run.steps_per_epoch(), desc)
 
 
 LOG_EVERY_S = 30.0  # seconds between progress lines when not on a terminal
@@ -234,7 +239,7 @@ def train_reference(run: Run) -> ReferenceNN:
     for epoch in range(start, cfg.ref_epochs):
         model.train()
         t0, tot, n = time.time(), 0.0, 0
-        for xb, yb in _bar(run, "reference", epoch, cfg.ref_epochs):
+        for xb, yb in _bar(run, "reference", epoch, cfg.ref_epochs, cfg.ref_erase_p):
             loss = F.cross_entropy(net(xb, ref_feature_mask(len(yb), cfg.arch, cfg.ref_nested_p_full, run.dev)), yb)
             opt.zero_grad(set_to_none=True); loss.backward(); opt.step(); sched.step()
             tot += loss.item() * len(yb); n += len(yb)
@@ -289,7 +294,7 @@ def train_extractor(run: Run, ref: ReferenceNN):
         extractor.train()
         t0, tot, n = time.time(), 0.0, 0
         steps = run.steps_per_epoch()
-        for i, (xb, yb) in enumerate(_bar(run, "extractor", epoch, cfg.extractor_epochs)):
+        for i, (xb, yb) in enumerate(_bar(run, "extractor", epoch, cfg.extractor_epochs, cfg.ref_erase_p)):
             for g in opt.param_groups:  # cosine within the stage
                 g["lr"] = cfg.extractor_lr * 0.5 * (1 + math.cos(math.pi * (epoch * steps + i) /
                                                                  (cfg.extractor_epochs * steps)))
@@ -363,7 +368,17 @@ def build_agilenn(cfg: TrainConfig, extractor, evaluator) -> AgileNN:
     return AgileNN(cfg.arch, copy.deepcopy(extractor), evaluator.sliced_copy(slice(k, None), cfg.arch))
 
 
-def train_joint(run: Run, extractor, evaluator) -> AgileNN:
+def distill_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temp: float) -> torch.Tensor:
+    """Hinton et al.'s knowledge distillation: KL(teacher || student) on logits softened by ``temp``,
+    times temp^2 so its gradients keep the scale of a cross-entropy as temp changes."""
+    return F.kl_div(F.log_softmax(student_logits / temp, 1), F.log_softmax(teacher_logits / temp, 1),
+                    reduction="batchmean", log_target=True) * temp * temp
+
+
+def train_joint(run: Run, extractor, evaluator, teacher: nn.Module | None = None) -> AgileNN:
+    """Stage 4/5. ``teacher``: the frozen reference NN, distilled into the merged and local logits when
+    ``cfg.distill_weight`` > 0 (it sees the whole image through every stem channel, so its soft labels
+    carry what the quantized remote channels and the k local ones lose)."""
     cfg = run.cfg
     a = cfg.arch
     k, R = a.k, a.channels - a.k
@@ -410,6 +425,16 @@ def train_joint(run: Run, extractor, evaluator) -> AgileNN:
             ce = F.cross_entropy(out["merged"], yb)
             ce = ce + cfg.aux_weight * (F.cross_entropy(out["local"], yb) + F.cross_entropy(out["remote"], yb))
             ce = ce + cfg.eval_ce_weight * F.cross_entropy(ev_logits, yb)
+            if teacher is not None and cfg.distill_weight > 0:
+                with torch.no_grad():
+                    t_logits = teacher(xb)
+                T, w = cfg.distill_temp, cfg.distill_weight
+                # Convex (Hinton et al.): the prediction loss keeps its scale, so the XAI terms keep their
+                # pull. Not on the remote branch: with it (added on top of the CE, weight 1) skewness fell
+                # from 0.81 to 0.69 over Fashion-MNIST epochs 1-5 - the extractor moved information into
+                # the remote channels to match the teacher there.
+                kd = distill_loss(out["merged"], t_logits, T) + cfg.aux_weight * distill_loss(out["local"], t_logits, T)
+                ce = (1 - w) * ce + w * kd
             l_skew, l_dis = skewness_loss(ci, k, cfg.rho), disorder_loss(ci, k)
             rate = soft_rate_bits(out["soft_p"])
             # a hinge, not a plain penalty: an unconditional entropy term collapses the remote
@@ -501,7 +526,7 @@ def run_all(cfg: TrainConfig, resume: bool = False, command: str = "", bundle_di
     ref = train_reference(run)
     extractor, evaluator = train_extractor(run, ref)
     perm = run_preselect(run, extractor, evaluator)
-    model = train_joint(run, extractor, evaluator)
+    model = train_joint(run, extractor, evaluator, teacher=_freeze(copy.deepcopy(ref)) if cfg.distill_weight > 0 else None)
     if train_only:
         log.info("training stages finished; checkpoints in %s (export with --resume, without --train-only)",
                  run.ckpt_dir)

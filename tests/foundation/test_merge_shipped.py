@@ -11,11 +11,11 @@ from agilenn.models import load_bundle
 from agilenn.training import merge_calibration as mc
 
 REPOSITORY = Path(__file__).resolve().parents[2] / "models" / "repository"
-SHIPPED = ["agilenn-fashion-mnist", "plain-split-fashion-mnist"]
+SHIPPED = ["agilenn-fashion-mnist/1", "agilenn-fashion-mnist/2", "plain-split-fashion-mnist/1"]
 
 
 def _bundle(name):
-    return load_bundle(REPOSITORY / name / "1")
+    return load_bundle(REPOSITORY / name)
 
 
 @pytest.mark.parametrize("name", SHIPPED)

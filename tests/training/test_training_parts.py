@@ -1,11 +1,11 @@
-"""Small pieces: nested-dropout masks, augmentation, quantizer."""
+"""Small pieces: nested-dropout masks, augmentation, random erasing, distillation loss, quantizer."""
 from __future__ import annotations
 
 import pytest
 
 torch = pytest.importorskip("torch")
 
-from agilenn.training.data import augment  # noqa: E402
+from agilenn.training.data import augment, random_erase  # noqa: E402
 from agilenn.training.nets import SoftHardQuantizer, nested_dropout_mask, prefix_mask  # noqa: E402
 
 
@@ -24,6 +24,37 @@ def test_augment_keeps_shape_and_content():
     assert y.shape == x.shape
     for n in range(2):  # a shifted crop: every output value comes from the same image
         assert set(y[n].unique().tolist()) <= set(x[n].unique().tolist())
+
+
+def test_random_erase_blanks_one_rectangle_in_the_chosen_share():
+    x = torch.ones(2000, 1, 28, 28)
+    y = random_erase(x, 0.5, gen=torch.Generator().manual_seed(0))
+    erased = (y == 0)[:, 0]
+    hit = erased.flatten(1).any(1)
+    assert 0.45 < hit.float().mean() < 0.55
+    area = erased.flatten(1).float().mean(1)[hit]
+    assert area.min() >= 1 / 784 and area.max() <= 0.40  # 2-33 % of the image, up to rounding
+    for m in erased[hit][:50]:  # one axis-aligned rectangle: its bounding box is all erased
+        rows, cols = m.any(1).nonzero().flatten(), m.any(0).nonzero().flatten()
+        assert m[rows.min():rows.max() + 1, cols.min():cols.max() + 1].all()
+    assert (y[~hit] == 1).all()
+    # the same generator state erases the same pixels (resumed and sharded runs agree)
+    again = random_erase(x, 0.5, gen=torch.Generator().manual_seed(0))
+    assert torch.equal(y, again)
+    assert random_erase(x, 0.0) is x
+
+
+def test_distill_loss_is_zero_at_the_teacher_and_grows_away_from_it():
+    from agilenn.training.trainer import distill_loss
+    t = torch.randn(64, 10)
+    assert distill_loss(t, t, 4.0).abs() < 1e-5
+    near, far = distill_loss(t + 0.1 * torch.randn(64, 10), t, 4.0), distill_loss(torch.randn(64, 10), t, 4.0)
+    assert 0 < near < far
+    s = torch.zeros(64, 10, requires_grad=True)
+    distill_loss(s, t, 4.0).backward()
+    # the T^2 factor: the gradient is (softmax(s/T) - softmax(t/T)) * T / batch, not shrunk by 1/T
+    expect = (torch.softmax(s.detach() / 4, 1) - torch.softmax(t / 4, 1)) * 4 / 64
+    assert torch.allclose(s.grad, expect, atol=1e-6)
 
 
 def test_quantizer_forward_is_hard_backward_is_soft():

@@ -160,7 +160,7 @@ def test_the_shipped_bundle_ships_no_dead_channel():
     from agilenn.models import DEFAULT_REPOSITORY, ModelRepository
     from agilenn.training.datasets import load_dataset
 
-    bundle = ModelRepository([DEFAULT_REPOSITORY]).resolve("agilenn-fashion-mnist")
+    bundle = ModelRepository([DEFAULT_REPOSITORY]).resolve("agilenn-fashion-mnist", "1")
     pruned = bundle.manifest["pruned"]
     assert (pruned["trained_channels"], pruned["dropped"], bundle.channels) == (24, [20, 21, 22, 23], 20)
     assert all(c["predictions_changed"] == 0 for c in pruned["check"]["numerics"].values())

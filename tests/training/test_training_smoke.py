@@ -174,3 +174,34 @@ def test_bundle_carries_what_the_xai_audit_needs(smoke_run):
     assert again["trained"]["faithful"]["ig_steps"] == report["trained"]["faithful"]["ig_steps"]
     assert abs(again["trained"]["faithful"]["skewness_mean"] - report["trained"]["faithful"]["skewness_mean"]) < 1e-3
     assert "## XAI audit" in (bundle_dir / "report.md").read_text()
+
+
+def test_distillation_and_erasing_reach_the_joint_stage(tmp_path):
+    """--distill-weight adds the reference's soft labels to the joint loss (same seed and data, the
+    only difference: the joint stage's trained weights move); --ref-erase-p changes what the
+    reference stage sees; both land in config.json."""
+    from agilenn.training.cli import main
+
+    from training_test_helpers import write_fashion_mnist
+
+    data = write_fashion_mnist(tmp_path / "data", n_train=200, n_test=50)
+    base = ["--data-dir", str(data), "--epochs", "1", "--preselect-samples", "50", "--channels", "10",
+            "--body-width", "16", "--threads", "1", "--train-only"]
+    runs = {}
+    for name, extra in (("plain", []), ("kd", ["--distill-weight", "0.5", "--distill-temp", "2"]),
+                        ("erase", ["--ref-erase-p", "1"])):
+        out = tmp_path / name
+        assert main(base + ["--out", str(out)] + extra) == 0
+        runs[name] = (json.loads((out / "config.json").read_text()),
+                      torch.load(out / "ckpt" / "joint.pt", weights_only=False),
+                      torch.load(out / "ckpt" / "reference.pt", weights_only=False))
+    (cfg_p, joint_p, ref_p), (cfg_kd, joint_kd, ref_kd), (cfg_er, _, ref_er) = runs["plain"], runs["kd"], runs["erase"]
+    assert (cfg_kd["distill_weight"], cfg_kd["distill_temp"], cfg_er["ref_erase_p"]) == (0.5, 2.0, 1.0)
+    assert cfg_p["distill_weight"] == 0.0 and cfg_p["ref_erase_p"] == 0.0
+    # the reference stage does not distil: identical; the joint stage does: different
+    assert all(torch.equal(v, ref_kd["model"][k]) for k, v in ref_p["model"].items())
+    assert any(not torch.equal(v, joint_kd["model"][k]) for k, v in joint_p["model"].items() if v.is_floating_point())
+    # erasing already changes the reference stage
+    with pytest.raises(SystemExit):
+        main(base + ["--out", str(tmp_path / "bad"), "--distill-weight", "1.5"])
+    assert any(not torch.equal(v, ref_er["model"][k]) for k, v in ref_p["model"].items() if v.is_floating_point())
