@@ -235,7 +235,7 @@ def run_variant(variant: Variant, cfg, out: Path, command: str, full_export: boo
         extractor, evaluator = train_extractor(run, ref)
         perm = run_preselect(run, extractor, evaluator)  # extractor: now the joint stage's starting point
         start = joint_start_fingerprint(run, extractor)
-        model = train_joint(run, extractor, evaluator)
+        model = train_joint(run, extractor, evaluator, ref)
         t_trained = time.time()
         bundle = vdir / "bundle"
         # no initial extractor for the report's own audit: the table measures it once, not per variant

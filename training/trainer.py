@@ -375,11 +375,14 @@ def distill_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, tem
                     reduction="batchmean", log_target=True) * temp * temp
 
 
-def train_joint(run: Run, extractor, evaluator, teacher: nn.Module | None = None) -> AgileNN:
-    """Stage 4/5. ``teacher``: the frozen reference NN, distilled into the merged and local logits when
-    ``cfg.distill_weight`` > 0 (it sees the whole image through every stem channel, so its soft labels
-    carry what the quantized remote channels and the k local ones lose)."""
+def train_joint(run: Run, extractor, evaluator, reference: ReferenceNN | None = None) -> AgileNN:
+    """Stage 4/5. ``reference``: stage 1's NN, a frozen copy of which is distilled into the merged and
+    local logits when ``cfg.distill_weight`` > 0 (it sees the whole image through every stem channel,
+    so its soft labels carry what the quantized remote channels and the k local ones lose)."""
     cfg = run.cfg
+    if cfg.distill_weight > 0 and reference is None:
+        raise ValueError("distill_weight > 0 needs the reference NN to distil from")
+    teacher = _freeze(copy.deepcopy(reference)) if cfg.distill_weight > 0 else None
     a = cfg.arch
     k, R = a.k, a.channels - a.k
     model = build_agilenn(cfg, extractor, evaluator).to(run.dev)
@@ -425,7 +428,7 @@ def train_joint(run: Run, extractor, evaluator, teacher: nn.Module | None = None
             ce = F.cross_entropy(out["merged"], yb)
             ce = ce + cfg.aux_weight * (F.cross_entropy(out["local"], yb) + F.cross_entropy(out["remote"], yb))
             ce = ce + cfg.eval_ce_weight * F.cross_entropy(ev_logits, yb)
-            if teacher is not None and cfg.distill_weight > 0:
+            if teacher is not None:
                 with torch.no_grad():
                     t_logits = teacher(xb)
                 T, w = cfg.distill_temp, cfg.distill_weight
@@ -526,7 +529,7 @@ def run_all(cfg: TrainConfig, resume: bool = False, command: str = "", bundle_di
     ref = train_reference(run)
     extractor, evaluator = train_extractor(run, ref)
     perm = run_preselect(run, extractor, evaluator)
-    model = train_joint(run, extractor, evaluator, teacher=_freeze(copy.deepcopy(ref)) if cfg.distill_weight > 0 else None)
+    model = train_joint(run, extractor, evaluator, ref)
     if train_only:
         log.info("training stages finished; checkpoints in %s (export with --resume, without --train-only)",
                  run.ckpt_dir)
