@@ -187,12 +187,12 @@ def _load_optimizer(st: dict, opt, stage: str) -> bool:
 def _bar(run: Run, stage: str, epoch: int, epochs: int, erase_p: float = 0.0):
     """Progress over one epoch's batches: a tqdm bar on a terminal; otherwise (a background run
     logging to a file, where tqdm prints nothing) a log line every LOG_EVERY_S with rate and ETA."""
-    desc = f"{stage} {epoch + 1}/{epochs}"
+    desc, batches = f"{stage} {epoch + 1}/{epochs}", run.train_batches(erase_p)
     if not run.dist.main:  # under torchrun only rank 0 reports
-        return run.train_batches(erase_p)
+        return batches
     if sys.stderr.isatty():
-        return tqdm(run.train_batches(erase_p), total=run.steps_per_epoch(), desc=desc, leave=False, mininterval=5.0)
-    return _logged_progress(run.train_batches(erase_p), run.steps_per_epoch(), desc)
+        return tqdm(batches, total=run.steps_per_epoch(), desc=desc, leave=False, mininterval=5.0)
+    return _logged_progress(batches, run.steps_per_epoch(), desc)
 
 
 LOG_EVERY_S = 30.0  # seconds between progress lines when not on a terminal
