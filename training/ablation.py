@@ -35,6 +35,8 @@ import sys
 import time
 from pathlib import Path
 
+from .cli import unit_interval
+
 log = logging.getLogger("agilenn.training")
 
 STAGES = ("reference", "extractor", "preselect")  # shared by every variant; joint is each one's own
@@ -467,7 +469,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated: plain, ig2, ig<M>, saliency")
     p.add_argument("--ig-steps", type=int, default=None,
                    help=f"M of the m-step IG variant in the default list (default {DEFAULT_IG_STEPS})")
-    p.add_argument("--lam", type=float, default=None,
+    p.add_argument("--lam", type=unit_interval, default=None,
                    help=f"lambda of the XAI variants (default: the base run's, or {DEFAULT_XAI_LAMBDA} if that is 1)")
     p.add_argument("--joint-epochs", type=int, default=None, help="joint epochs of every variant trained here "
                                                                   "(default: the base run's)")

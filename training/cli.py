@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("stages")
     g.add_argument("--ref-epochs", type=int, default=d.ref_epochs)
     g.add_argument("--ref-lr", type=float, default=d.ref_lr)
-    g.add_argument("--ref-nested-p-full", type=float, default=d.ref_nested_p_full,
+    g.add_argument("--ref-nested-p-full", type=unit_interval, default=d.ref_nested_p_full,
                    help="reference NN: share of samples seeing all stem channels (the rest keep the first k "
                         "plus a random prefix); 1 disables")
     g.add_argument("--extractor-epochs", type=int, default=d.extractor_epochs)
@@ -73,8 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("losses")
     g.add_argument("--xai", default=d.xai, choices=("ig", "saliency"))
     g.add_argument("--ig-steps", type=int, default=d.ig_steps, help="0: 2-point trapezoid; m>1: m-step Riemann")
-    g.add_argument("--rho", type=float, default=d.rho, help="skewness target of the hinge")
-    g.add_argument("--lam", type=float, default=d.lam, help="lambda: weight of CE vs the XAI losses")
+    g.add_argument("--rho", type=unit_interval, default=d.rho, help="skewness target of the hinge")
+    g.add_argument("--lam", type=unit_interval, default=d.lam, help="lambda: weight of CE vs the XAI losses")
     g.add_argument("--aux-weight", type=float, default=d.aux_weight, help="extra CE on local-only and remote-only")
     g.add_argument("--eval-ce-weight", type=float, default=d.eval_ce_weight,
                    help="CE of the frozen evaluator on the extractor's features")
@@ -82,13 +82,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="weight of the rate hinge: entropy of the soft assignments above --rate-target-bits")
     g.add_argument("--rate-target-bits", type=float, default=d.rate_target_bits,
                    help="bits per remote symbol the rate hinge allows for free")
-    g.add_argument("--nested-p-full", type=float, default=d.nested_p_full,
+    g.add_argument("--nested-p-full", type=unit_interval, default=d.nested_p_full,
                    help="nested dropout: share of samples that keep every remote channel")
     g.add_argument("--no-flip", action="store_true", help="no horizontal-flip augmentation (digits)")
-    g.add_argument("--ref-erase-p", type=_unit_interval, default=d.ref_erase_p,
+    g.add_argument("--ref-erase-p", type=unit_interval, default=d.ref_erase_p,
                    help="random erasing: share of training images with one rectangle blanked while training "
                         "the reference NN and fine-tuning the extractor (stages 1-2; never in the joint stage)")
-    g.add_argument("--distill-weight", type=_unit_interval, default=d.distill_weight,
+    g.add_argument("--distill-weight", type=unit_interval, default=d.distill_weight,
                    help="joint stage: share w in [0, 1] of the prediction loss that is distillation from the "
                         "frozen reference NN into the merged and local logits: (1-w) CE + w KD (0: none)")
     g.add_argument("--distill-temp", type=float, default=d.distill_temp,
@@ -131,7 +131,7 @@ def _dataset_arg(value: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _unit_interval(value: str) -> float:
+def unit_interval(value: str) -> float:
     try:
         v = float(value)
     except ValueError:

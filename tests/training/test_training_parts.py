@@ -67,3 +67,25 @@ def test_quantizer_forward_is_hard_backward_is_soft():
     out.sum().backward()
     assert f.grad is not None and torch.isfinite(f.grad).all() and f.grad.abs().sum() > 0
     assert torch.allclose(soft_p.sum(-1), torch.ones(4))
+
+
+@pytest.mark.parametrize("flag", ["--rho", "--lam", "--nested-p-full", "--ref-nested-p-full", "--ref-erase-p",
+                                  "--distill-weight"])
+def test_probability_and_convex_weight_flags_refuse_values_outside_the_unit_interval(flag, capsys):
+    """These flags are shares or convex weights: 1.5 or -0.1 used to train silently as 1 or 0 (or as a
+    negative CE weight for --lam); now argparse names the flag and the value."""
+    from agilenn.training.cli import build_parser
+
+    parser = build_parser()
+    assert getattr(parser.parse_args([flag, "1"]), flag[2:].replace("-", "_")) == 1.0
+    for bad in ("1.5", "-0.1", "half"):
+        with pytest.raises(SystemExit):
+            parser.parse_args([flag, bad])
+        assert flag in capsys.readouterr().err
+
+
+def test_ablation_lambda_is_checked_like_the_trainers():
+    from agilenn.training.ablation import main
+
+    with pytest.raises(SystemExit):
+        main(["--run", "unused", "--lam", "2"])
