@@ -52,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--k", type=int, default=None, help="local channels (default round(0.2*C))")
     g.add_argument("--stride", type=int, default=a.stride, choices=(2, 4), help="feature stride")
     g.add_argument("--stem-width", type=int, default=a.stem_width)
+    g.add_argument("--stem-expand", type=int, default=a.stem_expand,
+                   help="width of a 1x1 conv after the stem's first conv, at its resolution (0: none)")
     g.add_argument("--body-width", type=int, default=a.body_width)
     g.add_argument("--body-blocks", type=int, default=a.body_blocks)
     g.add_argument("--local-width", type=int, default=a.local_width)
@@ -101,7 +103,7 @@ def config_from_args(args):
     from .trainer import TrainConfig
 
     k = args.k if args.k is not None else max(1, round(0.2 * args.channels))
-    arch = ArchConfig(channels=args.channels, k=k, stem_width=args.stem_width, stride=args.stride,
+    arch = ArchConfig(channels=args.channels, k=k, stem_width=args.stem_width, stem_expand=args.stem_expand, stride=args.stride,
                       body_width=args.body_width, body_blocks=args.body_blocks, local_width=args.local_width, centroids=args.centroids,
                       centroid_min_gap=args.centroid_min_gap)
     epochs = {}

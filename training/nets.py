@@ -22,6 +22,7 @@ class ArchConfig:
     channels: int = 24        # C: extractor output channels
     k: int = 5                # first k channels stay on the device
     stem_width: int = 16      # width of the first (strided) conv
+    stem_expand: int = 0      # >0: a 1x1 conv to this width after it, at the same resolution (0: none)
     stride: int = 4           # total feature stride: 2 (14x14 on FMNIST) or 4 (7x7)
     body_width: int = 64      # width of the body (evaluator / remote NN)
     body_blocks: int = 2      # residual blocks at feature resolution (one strided block follows)
@@ -47,21 +48,29 @@ def conv_bn(cin: int, cout: int, k: int = 3, stride: int = 1, groups: int = 1, a
 
 
 class Stem(nn.Module):
-    """Feature extractor: strided 3x3 conv, depthwise(-strided) 3x3, pointwise to C channels.
+    """Feature extractor: strided 3x3 conv, [1x1 expansion,] depthwise(-strided) 3x3, pointwise to C.
 
     The final ReLU6 bounds features to [0, 6] and makes many of them exactly zero, which is
     what lets a 4-level quantizer + ANS code them in ~1-2 bits each.
+
+    The optional expansion (``stem_expand``) gives the stem a second non-linear layer before the
+    last downsampling, where a colour image's low-level cues live: on CIFAR-10 the reference NN
+    memorised its training set through the single-layer stem's 8x8 map (docs/training.md). It costs
+    H*W*stem_width*stem_expand MACs at the first conv's resolution, so it suits a narrow first conv.
     """
 
     def __init__(self, cfg: ArchConfig):
         super().__init__()
         w = cfg.stem_width
+        e = cfg.stem_expand or w
         self.conv1 = conv_bn(cfg.in_channels, w, 3, stride=2)
-        self.dw = conv_bn(w, w, 3, stride=2 if cfg.stride == 4 else 1, groups=w)
-        self.pw = conv_bn(w, cfg.channels, 1)
+        # Identity when off: no parameters, so the state_dict (and every older checkpoint) keeps its keys
+        self.expand = conv_bn(w, e, 1) if cfg.stem_expand else nn.Identity()
+        self.dw = conv_bn(e, e, 3, stride=2 if cfg.stride == 4 else 1, groups=e)
+        self.pw = conv_bn(e, cfg.channels, 1)
 
     def forward(self, x):
-        return self.pw(self.dw(self.conv1(x)))
+        return self.pw(self.dw(self.expand(self.conv1(x))))
 
     def permute_outputs(self, perm: torch.Tensor) -> None:
         """Reorder output channels in place (Algorithm 1's channel preselection)."""

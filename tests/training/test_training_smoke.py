@@ -205,3 +205,35 @@ def test_distillation_and_erasing_reach_the_joint_stage(tmp_path):
     with pytest.raises(SystemExit):
         main(base + ["--out", str(tmp_path / "bad"), "--distill-weight", "1.5"])
     assert any(not torch.equal(v, ref_er["model"][k]) for k, v in ref_p["model"].items() if v.is_floating_point())
+
+
+def test_stem_expansion_trains_exports_and_runs_as_integers(tmp_path):
+    """--stem-expand E puts a 1x1 conv (BN, ReLU6) to E channels between the stem's first conv and its
+    depthwise conv: the exported device part carries it, the integer device part runs it as one more
+    conv1x1 layer that tracks the float one, and it costs the MACs the formula says."""
+    from agilenn.firmware.cost import bundle_device_cost
+    from agilenn.models.bundle import load_bundle
+    from agilenn.training.cli import main
+
+    from training_test_helpers import write_fashion_mnist
+
+    data = write_fashion_mnist(tmp_path / "data", n_train=200, n_test=50)
+    assert main(["--data-dir", str(data), "--out", str(tmp_path / "run"), "--epochs", "1", "--preselect-samples",
+                 "50", "--channels", "10", "--body-width", "16", "--stem-width", "6", "--stem-expand", "12",
+                 "--threads", "1"]) == 0
+    b = load_bundle(tmp_path / "run" / "bundle")
+    assert b.manifest["training"]["config"]["arch"]["stem_expand"] == 12
+    layers = b.int8_device().extractor
+    assert [layer.kind for layer in layers] == ["conv", "conv1x1", "dwconv", "conv1x1"]
+    assert [layer.out_channels for layer in layers[:3]] == [6, 12, 12]
+    agreement = b.manifest["int8_device"]["accuracy"]
+    assert agreement["index_agreement"] > 0.9 and agreement["local_prediction_agreement"] > 0.8
+    # 28x28 -> 14x14 (first conv, expansion) -> 7x7 (depthwise, last 1x1 to the kept channels)
+    channels = layers[3].out_channels
+    expected = 14 * 14 * 6 * 9 + 14 * 14 * 12 * 6 + 7 * 7 * 12 * 9 + 7 * 7 * channels * 12
+    hw, macs = (28, 28), 0
+    for layer in layers:
+        hw = layer.out_hw(*hw)
+        macs += hw[0] * hw[1] * int(np.prod(layer.weights.shape))
+    assert macs == expected
+    assert bundle_device_cost(b)["macs"] > macs  # plus the local predictor
