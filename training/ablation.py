@@ -510,6 +510,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"--reuse {item!r}: expected NAME=RUN_DIR", file=sys.stderr)
             return 2
         reuse[name] = path
+    if not (args.run / "config.json").is_file():  # before OUT is made: a mistyped --run leaves nothing behind
+        print(f"ablation: {args.run}: not a run directory (no config.json)", file=sys.stderr)
+        return 2
     out = args.out or args.run.with_name(args.run.resolve().name + "-ablation")
     out.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", force=True,

@@ -25,6 +25,9 @@ R=/tmp/gpu-runs
 DEVICE=${DEVICE:-cuda}
 N_PROBE=${N_PROBE:-6400}
 RUN_ARGS=${RUN_ARGS:-}        # extra arguments for the real run (a dry run's subsets)
+# The device stem: version 2's by default; e.g. STEM="--stem-width 16 --stem-expand 48" (490 K MACs with
+# the local predictor) for the expansion stem docs/training.md's CPU probe compares
+STEM=${STEM:---stem-width 32}
 N_FULL=50000
 [ -n "$RUN_ARGS" ] && N_FULL=$(echo "$RUN_ARGS" | sed -n 's/.*--train-subset \([0-9]*\).*/\1/p')
 left() { echo $(( T0 + BUDGET - $(date +%s) )); }
@@ -36,7 +39,7 @@ for d in training datasets; do ln -sfn "$PWD/$d" /tmp/agilenn-src/agilenn/$d; do
 [ "$DEVICE" = cpu ] || python3 -c "import torch; assert torch.cuda.is_available(); print('torch', torch.__version__, torch.cuda.get_device_name())" || exit 4
 
 COMMON=(--dataset "imagefolder:$DATA" --data-note "CIFAR-10 re-encoded as JPEG q75 (../shared/data/cifar10-jpeg), not the original pixels"
-        --device "$DEVICE" --threads 4 --batch-size 256 --channels 32 --k 8 --stride 4 --stem-width 32 --body-width 160
+        --device "$DEVICE" --threads 4 --batch-size 256 --channels 32 --k 8 --stride 4 $STEM --body-width 160
         --body-blocks 2 --local-width 64 --ref-lr 0.2 --ref-nested-p-full 0.5 --rho 0.9 --centroid-min-gap 0.1
         --rate-target-bits 1.2 --train-only)
 train() { python3 -m agilenn.training.cli "${COMMON[@]}" "$@"; }

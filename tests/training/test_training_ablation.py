@@ -146,6 +146,9 @@ def test_unusable_base_runs_are_named(tmp_path, base_run, capsys):
     shutil.copytree(base_run, partial, ignore=shutil.ignore_patterns("bundle", "preselect.pt"))
     assert main(["--run", str(partial), "--out", str(tmp_path / "a")]) == 2
     assert "ckpt/preselect.pt is missing (stage preselect has not run yet)" in capsys.readouterr().err
+    # a path that is no run directory is named before anything is written beside it
+    assert main(["--run", str(tmp_path / "typo")]) == 2
+    assert "not a run directory" in capsys.readouterr().err and not (tmp_path / "typo-ablation").exists()
     assert main(["--run", str(base_run), "--out", str(base_run / "abl")]) == 2
     assert "lies inside the base run" in capsys.readouterr().err
     assert main(["--run", str(base_run), "--out", str(tmp_path / "b"), "--variants", "ig1"]) == 2

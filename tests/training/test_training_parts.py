@@ -84,8 +84,9 @@ def test_probability_and_convex_weight_flags_refuse_values_outside_the_unit_inte
         assert flag in capsys.readouterr().err
 
 
-def test_ablation_lambda_is_checked_like_the_trainers():
+def test_ablation_lambda_is_checked_like_the_trainers(tmp_path, capsys):
     from agilenn.training.ablation import main
 
     with pytest.raises(SystemExit):
-        main(["--run", "unused", "--lam", "2"])
+        main(["--run", str(tmp_path), "--lam", "2"])
+    assert "--lam" in capsys.readouterr().err
