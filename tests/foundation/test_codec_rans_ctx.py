@@ -170,20 +170,41 @@ def test_fit_falls_back_for_rare_contexts_and_makes_constant_channels_free():
     assert fit_context(x, 4, neighbours=("left", "up"), rows=8) == context  # deterministic
 
 
-@pytest.mark.parametrize("name, version, target", [("agilenn-fashion-mnist", "1", 95.0),
-                                                  ("agilenn-fashion-mnist", "2", 95.0),
-                                                  ("plain-split-fashion-mnist", "1", 115.0)])
-def test_shipped_bundles_code_their_test_images_small_and_exactly(name, version, target):
+def test_fit_merges_the_top_neighbour_values_into_max_bins():
+    """With more levels than bins the rare top values share one neighbour bin: the row map shrinks
+    from channels x (L + 1)^n to channels x max_bins^n and every payload still decodes exactly; four
+    levels with the default five bins are not merged at all."""
+    rng = np.random.default_rng(5)
+    x = np.minimum(rng.geometric(0.5, (300, 2, 4, 4)) - 1, 7).astype(np.uint8)  # 8 levels, 0 most often
+    context = fit_context(x, 8, neighbours=("left", "up"), rows=8, max_bins=5)
+    assert context["bins"] == [0, 1, 2, 3, 3, 3, 3, 3, 4]
+    assert np.array(context["row_map"]).shape == (2, 5 ** 2)
+    coder = ContextCoder(ContextModel(context, 2, 4, 4, 8))
+    for sample in x[:50]:
+        assert np.array_equal(coder.decode(coder.encode(sample), 2), sample)
+    full = fit_context(x, 8, neighbours=("left", "up"), rows=8, max_bins=9)
+    assert full["bins"] == list(range(9)) and np.array(full["row_map"]).shape == (2, 81)
+    assert fit_context(np.minimum(x, 3), 4, neighbours=("left",), rows=4)["bins"] == [0, 1, 2, 3, 4]
+    with pytest.raises(ValueError, match="max_bins"):
+        fit_context(x, 8, max_bins=1)
+
+
+@pytest.mark.parametrize("name, version, target, flash", [("agilenn-fashion-mnist", "1", 95.0, 4096),
+                                                         ("agilenn-fashion-mnist", "2", 95.0, 4096),
+                                                         ("agilenn-fashion-mnist", "3", 70.0, 6144),
+                                                         ("plain-split-fashion-mnist", "1", 115.0, 4096)])
+def test_shipped_bundles_code_their_test_images_small_and_exactly(name, version, target, flash):
     """The shipped context tables (fitted on the training split): 1,000 test images through the
     integer device part, every payload decoded back exactly, mean payload within the issue's target
-    (full 10k test set: 91.0 B (v1), 88.8 B (v2) and 106.9 B, manifest metrics.rans_ctx)."""
+    (full 10k test set: 91.0 B (v1), 88.8 B (v2), 63.3 B (v3, 8 levels: 5,081 B of tables with the
+    top neighbour values merged into 5 bins) and 106.9 B, manifest metrics.rans_ctx)."""
     from pathlib import Path
 
     from agilenn.training.datasets import load_dataset
 
     bundle = load_bundle(Path(__file__).resolve().parents[2] / "models" / "repository" / name / version)
     codec = bundle.codec()
-    assert codec.default_coder == "rans-ctx" and codec.context.flash_bytes()["total"] <= 4096
+    assert codec.default_coder == "rans-ctx" and codec.context.flash_bytes()["total"] <= flash
     indices = bundle.int8_device().run(load_dataset("fashion-mnist", "test").images[:1000]).indices
     sizes = []
     for sample in indices:
