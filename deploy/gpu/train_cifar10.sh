@@ -25,7 +25,7 @@ R=/tmp/gpu-runs
 DEVICE=${DEVICE:-cuda}
 N_PROBE=${N_PROBE:-6400}
 RUN_ARGS=${RUN_ARGS:-}        # extra arguments for the real run (a dry run's subsets)
-# The device stem: version 2's by default; e.g. STEM="--stem-width 16 --stem-expand 48" (490 K MACs with
+# The device stem: version 2's by default; e.g. STEM="--stem-width 16 --stem-expand 48" (487,936 MACs with
 # the local predictor) for the expansion stem docs/training.md's CPU probe compares
 STEM=${STEM:---stem-width 32}
 N_FULL=50000
