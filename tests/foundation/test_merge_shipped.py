@@ -11,7 +11,8 @@ from agilenn.models import load_bundle
 from agilenn.training import merge_calibration as mc
 
 REPOSITORY = Path(__file__).resolve().parents[2] / "models" / "repository"
-SHIPPED = ["agilenn-fashion-mnist/1", "agilenn-fashion-mnist/2", "agilenn-fashion-mnist/3", "plain-split-fashion-mnist/1"]
+SHIPPED = ["agilenn-fashion-mnist/1", "agilenn-fashion-mnist/2", "agilenn-fashion-mnist/3", "agilenn-fashion-mnist/4",
+           "plain-split-fashion-mnist/1"]
 
 
 def _bundle(name):
