@@ -31,7 +31,8 @@ STEM=${STEM:---stem-width 32}
 # The reference's regularisation: version 2's by default. On Fashion-MNIST, dropping the nested stem-channel
 # dropout (p_full 1) lifted the reference 0.5 pp and random erasing kept it from memorising; the CIFAR-10
 # reference memorised (training loss 0.04 at 87.7 %), so the next draw should try
-# REF="--ref-nested-p-full 1 --ref-erase-p 0.5" (and JOINT="--distill-weight 0.5 --distill-temp 4")
+# REF="--ref-nested-p-full 1 --ref-erase-p 0.5" (and JOINT="--distill-weight 0.5 --distill-temp 4"). On a short
+# CPU schedule (15 epochs, 20k images) erasing underfit (-2.7 pp) and p_full 1 was within noise (docs/training.md)
 REF=${REF:---ref-nested-p-full 0.5}
 JOINT=${JOINT:-}
 N_FULL=50000
