@@ -189,11 +189,22 @@ def test_fit_merges_the_top_neighbour_values_into_max_bins():
         fit_context(x, 8, max_bins=1)
 
 
-@pytest.mark.parametrize("name, version, target, flash", [("agilenn-fashion-mnist", "1", 95.0, 4096),
-                                                         ("agilenn-fashion-mnist", "2", 95.0, 4096),
-                                                         ("agilenn-fashion-mnist", "3", 70.0, 6144),
-                                                         ("agilenn-fashion-mnist", "4", 85.0, 6144),
-                                                         ("plain-split-fashion-mnist", "1", 115.0, 4096)])
+SHIPPED_PAYLOAD_TARGETS = [("agilenn-fashion-mnist", "1", 95.0, 4096),
+                           ("agilenn-fashion-mnist", "2", 95.0, 4096),
+                           ("agilenn-fashion-mnist", "3", 70.0, 6144),
+                           ("agilenn-fashion-mnist", "4", 85.0, 6144),
+                           ("plain-split-fashion-mnist", "1", 115.0, 4096)]
+
+
+def test_every_shipped_fashion_mnist_bundle_has_a_payload_target():
+    from pathlib import Path
+
+    repository = Path(__file__).resolve().parents[2] / "models" / "repository"
+    shipped = {(p.parent.name, p.name) for p in repository.glob("*fashion-mnist/*")}
+    assert shipped == {(name, version) for name, version, _, _ in SHIPPED_PAYLOAD_TARGETS}
+
+
+@pytest.mark.parametrize("name, version, target, flash", SHIPPED_PAYLOAD_TARGETS)
 def test_shipped_bundles_code_their_test_images_small_and_exactly(name, version, target, flash):
     """The shipped context tables (fitted on the training split): 1,000 test images through the
     integer device part, every payload decoded back exactly, mean payload within the issue's target
