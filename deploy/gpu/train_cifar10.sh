@@ -25,16 +25,14 @@ R=/tmp/gpu-runs
 DEVICE=${DEVICE:-cuda}
 N_PROBE=${N_PROBE:-6400}
 RUN_ARGS=${RUN_ARGS:-}        # extra arguments for the real run (a dry run's subsets)
-# The device stem: version 2's by default; e.g. STEM="--stem-width 16 --stem-expand 48" (487,936 MACs with
-# the local predictor) for the expansion stem docs/training.md's CPU probe compares
-STEM=${STEM:---stem-width 32}
-# The reference's regularisation: version 2's by default. On Fashion-MNIST, dropping the nested stem-channel
-# dropout (p_full 1) lifted the reference 0.5 pp and random erasing kept it from memorising; the CIFAR-10
-# reference memorised (training loss 0.04 at 87.7 %), so the next draw should try
-# REF="--ref-nested-p-full 1 --ref-erase-p 0.5" (and JOINT="--distill-weight 0.5 --distill-temp 4"). On a short
-# CPU schedule (15 epochs, 20k images) erasing underfit (-2.7 pp) and p_full 1 was within noise (docs/training.md)
-REF=${REF:---ref-nested-p-full 0.5}
-JOINT=${JOINT:-}
+# Version 3's recipe by default (docs/training.md, "Version 3"): the expansion stem (3->16 stride-2 conv, 1x1 to
+# 48, depthwise stride 2, 1x1 to 32: 487,936 MACs with the local predictor), a reference trained without nested
+# stem-channel dropout and with random erasing (88.77 %, against version 2's 87.72 % with p_full 0.5 and no
+# erasing), distillation from the reference and 8 quantizer levels in the joint stage. Version 2's:
+# STEM="--stem-width 32" REF="--ref-nested-p-full 0.5" JOINT="--centroids 4".
+STEM=${STEM:---stem-width 16 --stem-expand 48}
+REF=${REF:---ref-nested-p-full 1 --ref-erase-p 0.5}
+JOINT=${JOINT:---distill-weight 0.5 --distill-temp 4 --centroids 8}
 N_FULL=50000
 [ -n "$RUN_ARGS" ] && N_FULL=$(echo "$RUN_ARGS" | sed -n 's/.*--train-subset \([0-9]*\).*/\1/p')
 left() { echo $(( T0 + BUDGET - $(date +%s) )); }
@@ -45,10 +43,12 @@ for d in training datasets; do ln -sfn "$PWD/$d" /tmp/agilenn-src/agilenn/$d; do
 [ -d "$DATA/train" ] || python3 deploy/gpu/pack_imagefolder.py unpack .gpu/cifar10-jpeg.npz "$DATA" || exit 3
 [ "$DEVICE" = cpu ] || python3 -c "import torch; assert torch.cuda.is_available(); print('torch', torch.__version__, torch.cuda.get_device_name())" || exit 4
 
+# STEM, REF and JOINT come last: argparse keeps a flag's last value, so they can override any of the
+# defaults before them (on 2026-11-26 a JOINT "--rate-target-bits 1.8" placed before the 1.2 here lost)
 COMMON=(--dataset "imagefolder:$DATA" --data-note "CIFAR-10 re-encoded as JPEG q75 (../shared/data/cifar10-jpeg), not the original pixels"
-        --device "$DEVICE" --threads 4 --batch-size 256 --channels 32 --k 8 --stride 4 $STEM --body-width 160
-        --body-blocks 2 --local-width 64 --ref-lr 0.2 $REF $JOINT --rho 0.9 --centroid-min-gap 0.1
-        --rate-target-bits 1.2 --train-only)
+        --device "$DEVICE" --threads 4 --batch-size 256 --channels 32 --k 8 --stride 4 --body-width 160
+        --body-blocks 2 --local-width 64 --ref-lr 0.2 --rho 0.9 --centroid-min-gap 0.1
+        --rate-target-bits 1.2 --train-only $STEM $REF $JOINT)
 train() { python3 -m agilenn.training.cli "${COMMON[@]}" "$@"; }
 train_to_deadline() { timeout $(( $(left) - 30 )) python3 -m agilenn.training.cli "${COMMON[@]}" $RUN_ARGS "$@"; }
 variant_args() {  # the joint run's own settings
