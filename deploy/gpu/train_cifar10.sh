@@ -26,9 +26,9 @@ DEVICE=${DEVICE:-cuda}
 N_PROBE=${N_PROBE:-6400}
 RUN_ARGS=${RUN_ARGS:-}        # extra arguments for the real run (a dry run's subsets)
 # Version 3's recipe by default (docs/training.md, "Version 3"): the expansion stem (3->16 stride-2 conv, 1x1 to
-# 48, depthwise stride 2, 1x1 to 32: 487,936 MACs with the local predictor), a reference trained without nested
-# stem-channel dropout and with random erasing (88.77 %, against version 2's 87.72 % with p_full 0.5 and no
-# erasing), distillation from the reference and 8 quantizer levels in the joint stage. Version 2's:
+# 48, depthwise stride 2, 1x1 to 32: 489,984 MACs with the local predictor), a reference trained without nested
+# stem-channel dropout and with random erasing (with the stem, 88.77 % against version 2's 87.72 %),
+# distillation from the reference and 8 quantizer levels in the joint stage. Version 2's:
 # STEM="--stem-width 32" REF="--ref-nested-p-full 0.5" JOINT="--centroids 4".
 STEM=${STEM:---stem-width 16 --stem-expand 48}
 REF=${REF:---ref-nested-p-full 1 --ref-erase-p 0.5}
