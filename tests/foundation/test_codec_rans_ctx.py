@@ -11,6 +11,7 @@ from agilenn.codec.context_fit import fit_context
 from agilenn.codec.rans_ctx import ContextCoder, ContextModel
 from agilenn.models import load_bundle
 from agilenn.models.bundle import BundleError, validate_manifest
+from agilenn.models.model_repository import find_bundle_dirs
 
 DOC_CONTEXT = {"neighbours": ["left", "prev"], "bins": [0, 1, 1, 1, 2], "frequency_bits": 8,
                "frequencies": [[200, 40, 15, 1], [60, 100, 60, 36], [1, 5, 50, 200]],
@@ -200,7 +201,7 @@ def test_every_shipped_fashion_mnist_bundle_has_a_payload_target():
     from pathlib import Path
 
     repository = Path(__file__).resolve().parents[2] / "models" / "repository"
-    shipped = {(p.parent.name, p.name) for p in repository.glob("*fashion-mnist/*")}
+    shipped = {(d.parent.name, d.name) for d in find_bundle_dirs(repository) if "fashion-mnist" in d.parent.name}
     assert shipped == {(name, version) for name, version, _, _ in SHIPPED_PAYLOAD_TARGETS}
 
 
