@@ -388,7 +388,9 @@ def goals(rows: list[dict], links, targets: LatencyTargets = FASHION_MNIST_TARGE
         without = (a["latency_ms_p50"] - rtt) / (e["latency_ms_p50"] - rtt)
         # one-sided: the targets ask that offloading loses no more than this; being more accurate than
         # the baseline (Fashion-MNIST run4: +1.4 pp) is no reason to fail a latency goal
-        matched = gap_pp >= -targets.accuracy_pp
+        # rounded first: 440/500 - 445/500 is -1.0000000000000009 pp in floating point, and a gap of
+        # exactly the margin is within it (CIFAR-10 v4's run was judged "NOT within" at -1.00 pp)
+        matched = round(gap_pp, 6) >= -targets.accuracy_pp
         met = None if target is None else bool(
             ratio <= target and (target_without is None or without <= target_without) and matched)
         out[key] = {

@@ -31,15 +31,18 @@ def augment(x: torch.Tensor, pad: int | None = None, flip: bool = True, gen: tor
     n, c, h, w = x.shape
     if pad is None:
         pad = 4 if min(h, w) >= 32 else 2
+    # The random numbers come from ``gen`` on the CPU whatever x's device, so a batch on the GPU is
+    # augmented exactly as the same batch on the CPU; only the gather runs where x lives.
+    dev = x.device
     xp = torch.nn.functional.pad(x, (pad, pad, pad, pad), mode="replicate")
     dy = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
     dx = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
-    rows = (dy[:, None] + torch.arange(h)[None, :])  # [n, h]
-    cols = (dx[:, None] + torch.arange(w)[None, :])  # [n, w]
-    idx_n = torch.arange(n)[:, None, None]
+    rows = (dy[:, None] + torch.arange(h)[None, :]).to(dev)  # [n, h]
+    cols = (dx[:, None] + torch.arange(w)[None, :]).to(dev)  # [n, w]
+    idx_n = torch.arange(n, device=dev)[:, None, None]
     out = xp.permute(0, 2, 3, 1)[idx_n, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
     if flip:
-        f = torch.rand(n, generator=gen) < 0.5
+        f = (torch.rand(n, generator=gen) < 0.5).to(dev)
         out = torch.where(f[:, None, None, None], out.flip(3), out)
     return out.contiguous()
 
@@ -70,8 +73,9 @@ def random_erase(x: torch.Tensor, p: float, gen: torch.Generator | None = None,
 
 
 def batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, shuffle: bool, gen: torch.Generator | None = None):
+    """Mini-batches of (x, y), shuffled by ``gen`` (on the CPU; x and y may live on another device)."""
     n = x.shape[0]
     order = torch.randperm(n, generator=gen) if shuffle else torch.arange(n)
     for i in range(0, n, batch_size):
         idx = order[i:i + batch_size]
-        yield x[idx], y[idx]
+        yield x[idx.to(x.device)], y[idx.to(y.device)]

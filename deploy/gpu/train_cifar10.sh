@@ -5,6 +5,9 @@
 #
 #   BUDGET=480 OUT=/some/dir bash deploy/gpu/train_cifar10.sh
 #
+# A second call on the still-warm machine (its /tmp keeps the runs) finishes what the first left:
+#   RESUME=1 BUDGET=200 OUT=/some/dir bash deploy/gpu/train_cifar10.sh
+#
 # A dry run of the plumbing on a CPU (minutes, tiny subsets):
 #   DEVICE=cpu N_PROBE=512 RUN_ARGS="--train-subset 1024 --test-subset 500" BUDGET=400 OUT=/tmp/o bash deploy/gpu/train_cifar10.sh
 #
@@ -25,6 +28,11 @@ R=/tmp/gpu-runs
 DEVICE=${DEVICE:-cuda}
 N_PROBE=${N_PROBE:-6400}
 RUN_ARGS=${RUN_ARGS:-}        # extra arguments for the real run (a dry run's subsets)
+RESUME=${RESUME:-0}           # 1: resume the runs a previous call on this machine left in $R
+OTHERS=${OTHERS:-plain saliency ig8}  # the joint runs beside the AgileNN bundle's
+# Given REF_EPOCHS is a ceiling: once the reference has timed 3 warm epochs, a schedule that would end
+# after REF_DEADLINE seconds (from the start of this call) restarts, shortened to end there (~30 s lost)
+REF_DEADLINE=${REF_DEADLINE:-}
 # Version 3's recipe by default (docs/training.md, "Version 3"): the expansion stem (3->16 stride-2 conv, 1x1 to
 # 48, depthwise stride 2, 1x1 to 32: 489,984 MACs with the local predictor), a reference trained without nested
 # stem-channel dropout and with random erasing (with the stem, 88.77 % against version 2's 87.72 %),
@@ -37,11 +45,22 @@ N_FULL=50000
 [ -n "$RUN_ARGS" ] && N_FULL=$(echo "$RUN_ARGS" | sed -n 's/.*--train-subset \([0-9]*\).*/\1/p')
 left() { echo $(( T0 + BUDGET - $(date +%s) )); }
 export PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/agilenn-src
-rm -rf "$R"  # a machine kept warm between calls still has the last call's runs: never resume those
+# a machine kept warm between calls still has the last call's runs: resume them only when asked to
+[ "$RESUME" = 1 ] || rm -rf "$R"
 mkdir -p /tmp/agilenn-src/agilenn "$R"
 for d in training datasets; do ln -sfn "$PWD/$d" /tmp/agilenn-src/agilenn/$d; done
 [ -d "$DATA/train" ] || python3 deploy/gpu/pack_imagefolder.py unpack .gpu/cifar10-jpeg.npz "$DATA" || exit 3
 [ "$DEVICE" = cpu ] || python3 -c "import torch; assert torch.cuda.is_available(); print('torch', torch.__version__, torch.cuda.get_device_name())" || exit 4
+# batches are augmented where the data lives (the GPU): the same random draws must give the same pixels
+[ "$DEVICE" = cpu ] || python3 - <<'PY' || exit 4
+import torch
+from agilenn.training import data as D
+x = torch.randn(64, 3, 32, 32)
+a = D.random_erase(D.augment(x, gen=torch.Generator().manual_seed(1)), 0.5, torch.Generator().manual_seed(2))
+b = D.random_erase(D.augment(x.cuda(), gen=torch.Generator().manual_seed(1)), 0.5, torch.Generator().manual_seed(2))
+assert torch.equal(a, b.cpu()), "GPU-side augmentation differs from the CPU's"
+print("augmentation on the GPU: same batch as on the CPU")
+PY
 
 # STEM, REF and JOINT come last: argparse keeps a flag's last value, so they can override any of the
 # defaults before them (on 2026-11-26 a JOINT "--rate-target-bits 1.8" placed before the 1.2 here lost)
@@ -71,7 +90,10 @@ copy_stages() {  # $1: a run whose stages 1-3 are done, $2: root, $3..: joint ru
 #    1-3 on a subset, then the four joint runs side by side, two epochs each; the plan reads the second
 #    epoch's time, as the first is mostly cuDNN's warm-up (one probe epoch of 12,800 images took 7.6 s
 #    on an H200, a warm full epoch of 50,000 1.9 s). Given epochs are the surer way once a run is timed.
-if [ -z "${REF_EPOCHS:-}" ]; then
+if [ "$RESUME" = 1 ]; then
+  read -r REF_EPOCHS JOINT_EPOCHS SAL_EPOCHS IG8_EPOCHS < $R/epochs || exit 7
+  echo "resuming: reference $REF_EPOCHS, joint $JOINT_EPOCHS (saliency $SAL_EPOCHS, ig8 $IG8_EPOCHS)"
+elif [ -z "${REF_EPOCHS:-}" ]; then
   P=$R/probe
   s=$(date +%s.%N)
   train --out $P/stages --train-subset $N_PROBE --test-subset 1000 --ref-epochs 2 --extractor-epochs 1 --joint-epochs 0 \
@@ -92,23 +114,41 @@ fi
 # 2. the real run: stages 1-3 and the AgileNN joint stage in one process; the other three joint runs
 #    start as soon as stage 3 (preselection) has written its checkpoint
 epochs() { echo "--ref-epochs $REF_EPOCHS --extractor-epochs 1 --joint-epochs $1"; }
-train_to_deadline --out $R/main $(epochs $JOINT_EPOCHS) --name agilenn-cifar10 > $R/main.log 2>&1 &
-MAIN=$!
+RES=; [ "$RESUME" = 1 ] && RES=--resume
+start_main() { train_to_deadline --out $R/main $(epochs $JOINT_EPOCHS) --name agilenn-cifar10 $RES >> $R/main.log 2>&1 & MAIN=$!; }
+ref_epoch_s() { grep -o 'reference epoch [0-9]*/[0-9]* .*(\([0-9.]*\)s)' $R/main/train.log 2>/dev/null | sed 's/.*(\([0-9.]*\)s)/\1/'; }
+echo "$REF_EPOCHS $JOINT_EPOCHS $SAL_EPOCHS $IG8_EPOCHS" > $R/epochs
+start_main
+if [ "$RESUME" != 1 ] && [ -n "$REF_DEADLINE" ]; then
+  while [ "$(ref_epoch_s | wc -l)" -lt 4 ] && kill -0 $MAIN 2>/dev/null; do sleep 1; done
+  [ "$(ref_epoch_s | wc -l)" -ge 4 ] || { echo "reference stopped before 4 epochs"; tail -20 $R/main.log; exit 5; }
+  # the first epoch is mostly cuDNN's warm-up: time the next three
+  T_EP=$(ref_epoch_s | sed -n 2,4p | awk '{s+=$1} END {printf "%.3f", s/NR}')
+  FIT=$(python3 -c "import math; print(int(4 + ($T0 + $REF_DEADLINE - $(date +%s)) / $T_EP))")
+  echo "reference: $T_EP s per epoch; $FIT epochs fit before ${REF_DEADLINE}s"
+  if [ "$FIT" -lt "$REF_EPOCHS" ]; then
+    kill $MAIN; wait $MAIN 2>/dev/null
+    REF_EPOCHS=$(python3 -c "import math; print(max(8, int(($T0 + $REF_DEADLINE - 25 - $(date +%s)) / $T_EP)))")
+    echo "reference restarts with $REF_EPOCHS epochs"
+    rm -rf $R/main; echo "$REF_EPOCHS $JOINT_EPOCHS $SAL_EPOCHS $IG8_EPOCHS" > $R/epochs
+    start_main
+  fi
+fi
 while [ ! -f $R/main/ckpt/preselect.pt ] && kill -0 $MAIN 2>/dev/null; do sleep 2; done
 if [ -f $R/main/ckpt/preselect.pt ]; then
   sleep 1
-  for v in plain saliency ig8; do
-    copy_stages $R/main $R $v
+  for v in $OTHERS; do
+    [ -f $R/$v/ckpt/preselect.pt ] || copy_stages $R/main $R $v
     case $v in plain) e=$JOINT_EPOCHS ;; saliency) e=$SAL_EPOCHS ;; ig8) e=$IG8_EPOCHS ;; esac
-    train_to_deadline --out $R/$v $(epochs $e) --resume $(variant_args $v) > $R/$v.log 2>&1 &
+    train_to_deadline --out $R/$v $(epochs $e) --resume $(variant_args $v) >> $R/$v.log 2>&1 &
   done
 fi
 wait
 echo "training done after $(( $(date +%s) - T0 ))s"
 grep -h "reference epoch $REF_EPOCHS/\|joint epoch\|finished" $R/main/train.log | tail -4
-for v in plain saliency ig8; do grep -h "joint epoch" $R/$v/train.log 2>/dev/null | tail -1; done
+for v in $OTHERS; do grep -h "joint epoch" $R/$v/train.log 2>/dev/null | tail -1; done
 
 # 3. pack for the trip back: checkpoints split into <= 15 MiB parts, logs beside them
-python3 deploy/gpu/gpu_runs.py collect "$OUT" $R/main $R/plain $R/saliency $R/ig8
+python3 deploy/gpu/gpu_runs.py collect "$OUT" $R/main $(for v in $OTHERS; do echo $R/$v; done)
 tar -cf "$OUT/logs.tar" -C /tmp --exclude='*.pt' gpu-runs
 echo "all done after $(( $(date +%s) - T0 ))s"

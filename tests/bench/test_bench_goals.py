@@ -47,3 +47,15 @@ def test_fashion_mnist_goals_keep_issue_12s_targets():
     assert (png["target_ratio"], png["target_ratio_without_rtt"], png["edge_png_p50_ms"]) == (0.70, 0.50, 100.0)
     assert png["met"] is False  # 0.60 <= 0.70 but (60-16)/(100-16) = 0.52 > 0.50
     assert g["latency_vs_edge_jpeg75"]["target_ratio"] is None and g["latency_vs_edge_jpeg75"]["met"] is None
+
+
+def test_a_gap_of_exactly_the_margin_is_within_it():
+    """88.0 % against 89.0 % on 500 images is -1.00 pp, which floating point makes -1.0000000000000009."""
+    rows = [_row("agilenn-ctx", "slow", 36.0, 440 / 500), _row("edge-png", "slow", 100.0, 445 / 500),
+            _row("edge-jpeg75", "slow", 50.0, 445 / 500)]
+    assert (440 / 500 - 445 / 500) * 100 < -1.0
+    g = goals(rows, LINKS, COLOUR_TARGETS)
+    assert g["latency_vs_edge_jpeg75"]["accuracy_gap_pp"] == -1.0
+    assert g["latency_vs_edge_jpeg75"]["accuracy_matched"] and g["latency_vs_edge_jpeg75"]["met"]
+    rows[0] = _row("agilenn-ctx", "slow", 36.0, 439 / 500)  # one image fewer: -1.2 pp, outside
+    assert not goals(rows, LINKS, COLOUR_TARGETS)["latency_vs_edge_jpeg75"]["accuracy_matched"]

@@ -179,3 +179,30 @@ def test_weights_reached_through_identity_nodes_are_read(tmp_path):
         assert fa.keys() == fb.keys()
         for key in fa:
             assert np.array_equal(np.asarray(fa[key]), np.asarray(fb[key])), key
+
+
+def test_a_channel_weight_decay_all_but_killed_quantizes_to_its_bias():
+    """CIFAR-10 version 4's 300-epoch reference left 1x1-conv channels with weights ~1e-20 and a
+    bias ~1e-11: at wmax/127 that bias needs ~1e13 accumulator units. The weight scale is raised
+    until the bias fits, the weights round to 0, and the channel outputs its (float) bias; the live
+    channels keep wmax/127 and match float within one step."""
+    from agilenn.firmware.int8 import run_layer
+    from agilenn.firmware.quantize import BIAS_UNITS_MAX, FloatLayer, _quantize_layer
+
+    rng = np.random.default_rng(0)
+    w = rng.normal(0, 0.3, (4, 1, 1, 6))
+    b = np.array([0.1, -0.2, 0.0, 0.0])
+    w[2], b[2] = 2e-20, -2e-11    # dead, as trained
+    w[3], b[3] = 1e-20, 0.4       # no signal, but a bias that carries through the ReLU6
+    layer = FloatLayer("expand", "conv", w, b, act="relu6")
+    x = rng.uniform(0, 2, (2, 5, 5, 6))
+    s_in, zp_in = 2.0 / 255, -128
+    s_out = 6.0 / 255
+    q = _quantize_layer(layer, s_in, zp_in, np.full(4, s_out), -128)
+    assert np.abs(q.bias).max() <= BIAS_UNITS_MAX
+    assert not q.weights[2].any() and not q.weights[3].any()
+    xq = np.clip(np.rint(x / s_in) + zp_in, -128, 127).astype(np.int8)
+    got = (run_layer(q, xq).astype(np.float64) + 128) * s_out
+    want = layer.run((xq.astype(np.float64) - zp_in) * s_in)
+    assert np.abs(got - want).max() <= s_out
+    assert np.allclose(got[..., 2], 0.0) and np.allclose(got[..., 3], 0.4, atol=s_out)

@@ -26,6 +26,21 @@ def test_augment_keeps_shape_and_content():
         assert set(y[n].unique().tolist()) <= set(x[n].unique().tolist())
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_batches_on_the_gpu_are_the_cpus_numbers():
+    """Training batches are cut and augmented on the GPU when the data fits there (trainer.Run): the
+    random draws stay on the CPU generator, so a GPU run sees exactly the CPU run's pixels."""
+    from agilenn.training.data import batches
+    x, y = torch.randn(300, 3, 32, 32), torch.arange(300)
+
+    def epoch(xs, ys):
+        gen = torch.Generator().manual_seed(3)
+        return [(random_erase(augment(xb, gen=gen), 0.5, gen).cpu(), yb.cpu()) for xb, yb in batches(xs, ys, 128, True, gen)]
+
+    for (a, ya), (b, yb) in zip(epoch(x, y), epoch(x.cuda(), y.cuda()), strict=True):
+        assert torch.equal(a, b) and torch.equal(ya, yb)
+
+
 def test_random_erase_blanks_one_rectangle_in_the_chosen_share():
     x = torch.ones(2000, 1, 28, 28)
     y = random_erase(x, 0.5, gen=torch.Generator().manual_seed(0))
