@@ -79,3 +79,18 @@ def batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, shuffle: bool, ge
     for i in range(0, n, batch_size):
         idx = order[i:i + batch_size]
         yield x[idx.to(x.device)], y[idx.to(y.device)]
+
+
+def batches_match_cpu(device: str | torch.device, n: int = 300, batch_size: int = 128) -> bool:
+    """Whether an epoch of batches cut, shifted, flipped and erased on ``device`` holds the same numbers
+    as on the CPU from the same generator seed (trainer.Run keeps the training split on the GPU when
+    it fits; a rented GPU's driver checks this before it trains)."""
+    x, y = torch.randn(n, 3, 32, 32, generator=torch.Generator().manual_seed(0)), torch.arange(n)
+
+    def epoch(xs, ys):
+        gen = torch.Generator().manual_seed(3)
+        return [(random_erase(augment(xb, gen=gen), 0.5, gen).cpu(), yb.cpu())
+                for xb, yb in batches(xs, ys, batch_size, True, gen)]
+
+    pairs = zip(epoch(x, y), epoch(x.to(device), y.to(device)), strict=True)
+    return all(torch.equal(a, b) and torch.equal(ya, yb) for (a, ya), (b, yb) in pairs)
