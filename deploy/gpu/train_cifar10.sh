@@ -109,20 +109,21 @@ epochs() { echo "--ref-epochs $REF_EPOCHS --extractor-epochs 1 --joint-epochs $1
 RES=; [ "$RESUME" = 1 ] && RES=--resume
 start_main() { train_to_deadline --out $R/main $(epochs $JOINT_EPOCHS) --name agilenn-cifar10 $RES >> $R/main.log 2>&1 & MAIN=$!; }
 ref_epoch_s() { grep -o 'reference epoch [0-9]*/[0-9]* .*(\([0-9.]*\)s)' $R/main/train.log 2>/dev/null | sed 's/.*(\([0-9.]*\)s)/\1/'; }
-echo "$REF_EPOCHS $JOINT_EPOCHS $SAL_EPOCHS $IG8_EPOCHS" > $R/epochs
+save_epochs() { echo "$REF_EPOCHS $JOINT_EPOCHS $SAL_EPOCHS $IG8_EPOCHS" > $R/epochs; }  # what RESUME=1 reads
+save_epochs
 start_main
 if [ "$RESUME" != 1 ] && [ -n "$REF_DEADLINE" ]; then
   while [ "$(ref_epoch_s | wc -l)" -lt 4 ] && kill -0 $MAIN 2>/dev/null; do sleep 1; done
   [ "$(ref_epoch_s | wc -l)" -ge 4 ] || { echo "reference stopped before 4 epochs"; tail -20 $R/main.log; exit 5; }
   # the first epoch is mostly cuDNN's warm-up: time the next three
   T_EP=$(ref_epoch_s | sed -n 2,4p | awk '{s+=$1} END {printf "%.3f", s/NR}')
-  FIT=$(python3 -c "import math; print(int(4 + ($T0 + $REF_DEADLINE - $(date +%s)) / $T_EP))")
+  FIT=$(python3 -c "print(int(4 + ($T0 + $REF_DEADLINE - $(date +%s)) / $T_EP))")
   echo "reference: $T_EP s per epoch; $FIT epochs fit before ${REF_DEADLINE}s"
   if [ "$FIT" -lt "$REF_EPOCHS" ]; then
     kill $MAIN; wait $MAIN 2>/dev/null
-    REF_EPOCHS=$(python3 -c "import math; print(max(8, int(($T0 + $REF_DEADLINE - 25 - $(date +%s)) / $T_EP)))")
+    REF_EPOCHS=$(python3 -c "print(max(8, int(($T0 + $REF_DEADLINE - 25 - $(date +%s)) / $T_EP)))")
     echo "reference restarts with $REF_EPOCHS epochs"
-    rm -rf $R/main; echo "$REF_EPOCHS $JOINT_EPOCHS $SAL_EPOCHS $IG8_EPOCHS" > $R/epochs
+    rm -rf $R/main; save_epochs
     start_main
   fi
 fi
