@@ -79,12 +79,16 @@ def main(argv=None) -> int:
     p.add_argument("--bundle", required=True)
     p.add_argument("--elf", required=True)
     p.add_argument("--images", type=int, default=1)
+    p.add_argument("--dataset", help="test images from this data set (default: the bundle's, as `agilenn-firmware run`)")
     p.add_argument("--top", type=int, default=25)
     p.add_argument("--function", help="show this function's disassembly with a count per instruction")
     args = p.parse_args(argv)
+    from agilenn.models import load_bundle
     from agilenn.training.datasets import load_dataset
 
-    images = load_dataset("fashion-mnist", "test").images[: args.images]
+    # the bundle's own images: a firmware built for 32x32x3 waits forever for the rest of a 28x28 one
+    dataset = args.dataset or load_bundle(args.bundle).manifest.get("dataset", "fashion-mnist")
+    images = load_dataset(dataset, "test").images[: args.images]
     counts, results = profile(args.bundle, args.elf, images, per_pc=bool(args.function))
     if args.function:
         dump = subprocess.run([shutil.which("arm-none-eabi-objdump"), "-d", "--no-show-raw-insn",

@@ -40,6 +40,12 @@ def find_bundle_dirs(path: Path) -> list[Path]:
     return found
 
 
+def shipped_versions(family: str, repository: Path = DEFAULT_REPOSITORY) -> list[tuple[str, str]]:
+    """(model folder, version folder) of every bundle in ``repository`` whose model folder's name
+    contains ``family`` ("fashion-mnist"): what tests iterate over, so a new version cannot skip them."""
+    return [(d.parent.name, d.name) for d in find_bundle_dirs(repository) if family in d.parent.name]
+
+
 class ModelRepository:
     def __init__(self, paths=None, default_model: str | None = None, check_onnx: bool = True):
         paths = [DEFAULT_REPOSITORY] if not paths else [Path(p) for p in paths]

@@ -57,10 +57,32 @@ def test_byte_budget_drops_trailing_channels(server, synthetic_bundle, fashion_t
 def test_mcu_emulation_reports_estimated_device_time(server, synthetic_bundle, fashion_test):
     with Agent(synthetic_bundle, server.address, mcu="stm32f746@216MHz") as fast, \
             Agent(synthetic_bundle, None, mcu="stm32f746@64MHz") as slow:
+        assert fast.wait_connected(30), fast.client.state_detail
         a, b = fast.infer(fashion_test.images[0]), slow.infer(fashion_test.images[0])
     assert a.timings.device_compute_ms == a.timings.mcu_compute_ms > 0
     assert b.timings.mcu_compute_ms == pytest.approx(a.timings.mcu_compute_ms * 216 / 64)
     assert a.timings.host_compute_ms > 0
+    # no firmware measurement: the MAC model covers the layers only, so the host's encode is charged
+    t = a.timings
+    assert not t.coding_in_device and t.encode_ms > 0
+    assert t.latency_ms == pytest.approx(t.device_compute_ms + t.encode_ms + t.network_ms + t.merge_ms)
+
+
+def test_a_measured_device_time_already_holds_the_coding(fashion_test):
+    """The shipped bundle's device time is the firmware's measured agn_device_run, which codes the
+    payload on the MCU: the host's encode of the same payload is reported but not added."""
+    from agilenn.models import DEFAULT_REPOSITORY, ModelRepository
+
+    bundle = ModelRepository([DEFAULT_REPOSITORY]).resolve("agilenn-fashion-mnist")
+    with running_server(bundle.path) as srv, \
+            Agent(bundle, srv.address, mcu="stm32f746@216MHz", deadline_ms=60_000) as agent:
+        assert agent.wait_connected(30), agent.client.state_detail
+        assert agent.device_instructions is not None
+        r = agent.infer(fashion_test.images[0])
+    t = r.timings
+    assert not r.degraded and t.coding_in_device and t.encode_ms > 0
+    assert t.device_compute_ms == pytest.approx(agent.device_instructions / 216e3)
+    assert t.latency_ms == pytest.approx(t.device_compute_ms + t.network_ms + t.merge_ms)
 
 
 def test_local_only_agent(synthetic_bundle, fashion_test):

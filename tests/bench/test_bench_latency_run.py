@@ -96,3 +96,21 @@ def test_markdown_samples_and_plots_are_written(run):
     assert len(samples["edge-png|slow"]["host_ms"]) == 6
     for name in ("cdf", "pareto", "clock"):
         assert (out / f"latency-quick-{name}.png").stat().st_size > 1000
+
+
+def test_the_host_encode_is_charged_unless_the_device_term_codes(run, monkeypatch):
+    """Synthetic bundles have no firmware measurement (MAC model: the host's encode is charged); a
+    measured device term is agn_device_run, which codes on the MCU, so the encode is not added twice."""
+    from types import SimpleNamespace
+
+    from agilenn.benchmarks import latency
+    from agilenn.benchmarks.schemes import Measured
+
+    _, doc = run
+    assert all(r["encode_charged"] for r in doc["rows"])
+    samples = [Measured(0, False, 100, 4, 0.5, encode, 20.0, 0, 0, 0, 0, 0.1) for encode in (0.4, 0.6)]
+    p = SimpleNamespace(samples=samples)
+    monkeypatch.setattr(latency, "_instructions", lambda _: None)
+    assert latency._host_ms(p).tolist() == pytest.approx([20.5, 20.7])
+    monkeypatch.setattr(latency, "_instructions", lambda _: 1.5e6)
+    assert latency._host_ms(p).tolist() == pytest.approx([20.1, 20.1])

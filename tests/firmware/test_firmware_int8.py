@@ -4,7 +4,6 @@ the quantize command on a synthetic bundle, and the agent's choice of numerics."
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,8 +13,8 @@ from hypothesis import strategies as st
 from agilenn.codec import quantize
 from agilenn.firmware.int8 import Int8DeviceModel, Int8ModelError, centroid_indices, rshift_round
 from agilenn.firmware.quantize import quantize_multiplier
-from agilenn.models import BundleError, load_bundle
-from agilenn.models.model_repository import find_bundle_dirs
+from agilenn.models import DEFAULT_REPOSITORY, BundleError, load_bundle
+from agilenn.models.model_repository import shipped_versions
 from agilenn.models.synthetic import make_random_bundle
 
 
@@ -134,15 +133,11 @@ def test_agent_uses_the_integer_part_by_default_and_float_on_request(quantized_s
 
 
 # every Fashion-MNIST bundle the repository ships (a new version cannot skip the check)
-@pytest.mark.parametrize("name", [f"{d.parent.name}/{d.name}" for d in
-                                  find_bundle_dirs(Path(__file__).resolve().parents[2] / "models" / "repository")
-                                  if "fashion-mnist" in d.parent.name])
+@pytest.mark.parametrize("name", [f"{model}/{version}" for model, version in shipped_versions("fashion-mnist")])
 def test_shipped_bundles_carry_the_int8_part_within_the_accuracy_targets(name):
     """Measured by `agilenn-firmware quantize` on the full 10k test set: combined within 0.3 pp of
     float, local-only within 0.5 pp; the report shows both."""
-    import agilenn.models
-
-    path = Path(agilenn.models.__file__).parent / "repository" / name
+    path = DEFAULT_REPOSITORY / name
     b = load_bundle(path)
     acc = b.manifest["int8_device"]["accuracy"]
     assert acc["test_samples"] == 10000

@@ -9,9 +9,9 @@ from hypothesis import strategies as st
 from agilenn.codec import FeatureCodec, PayloadError
 from agilenn.codec.context_fit import fit_context
 from agilenn.codec.rans_ctx import ContextCoder, ContextModel
-from agilenn.models import load_bundle
+from agilenn.models import DEFAULT_REPOSITORY, load_bundle
 from agilenn.models.bundle import BundleError, validate_manifest
-from agilenn.models.model_repository import find_bundle_dirs
+from agilenn.models.model_repository import shipped_versions
 
 DOC_CONTEXT = {"neighbours": ["left", "prev"], "bins": [0, 1, 1, 1, 2], "frequency_bits": 8,
                "frequencies": [[200, 40, 15, 1], [60, 100, 60, 36], [1, 5, 50, 200]],
@@ -144,9 +144,7 @@ def test_bundle_validation_names_coder_context(tmp_path):
 
 
 def load_bundle_manifest():
-    from pathlib import Path
-
-    return load_bundle(Path(__file__).resolve().parents[2] / "models/repository/agilenn-fashion-mnist/1").manifest
+    return load_bundle(DEFAULT_REPOSITORY / "agilenn-fashion-mnist" / "1").manifest
 
 
 def test_fit_falls_back_for_rare_contexts_and_makes_constant_channels_free():
@@ -198,10 +196,7 @@ SHIPPED_PAYLOAD_TARGETS = [("agilenn-fashion-mnist", "1", 95.0, 4096),
 
 
 def test_every_shipped_fashion_mnist_bundle_has_a_payload_target():
-    from pathlib import Path
-
-    repository = Path(__file__).resolve().parents[2] / "models" / "repository"
-    shipped = {(d.parent.name, d.name) for d in find_bundle_dirs(repository) if "fashion-mnist" in d.parent.name}
+    shipped = set(shipped_versions("fashion-mnist"))
     assert shipped == {(name, version) for name, version, _, _ in SHIPPED_PAYLOAD_TARGETS}
 
 
@@ -211,11 +206,9 @@ def test_shipped_bundles_code_their_test_images_small_and_exactly(name, version,
     integer device part, every payload decoded back exactly, mean payload within the issue's target
     (full 10k test set: 91.0 B (v1), 88.8 B (v2), 63.3 B (v3, 8 levels: 5,081 B of tables with the
     top neighbour values merged into 5 bins), 76.8 B (v4) and 106.9 B, manifest metrics.rans_ctx)."""
-    from pathlib import Path
-
     from agilenn.training.datasets import load_dataset
 
-    bundle = load_bundle(Path(__file__).resolve().parents[2] / "models" / "repository" / name / version)
+    bundle = load_bundle(DEFAULT_REPOSITORY / name / version)
     codec = bundle.codec()
     assert codec.default_coder == "rans-ctx" and codec.context.flash_bytes()["total"] <= flash
     indices = bundle.int8_device().run(load_dataset("fashion-mnist", "test").images[:1000]).indices

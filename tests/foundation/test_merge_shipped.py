@@ -2,22 +2,20 @@
 what the agent answers under any byte budget is never below local-only and, up to test-set noise,
 monotone in bytes (issue 12, item 3)."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from agilenn.models import load_bundle
-from agilenn.models.model_repository import find_bundle_dirs
+from agilenn.models import DEFAULT_REPOSITORY, load_bundle
+from agilenn.models.model_repository import shipped_versions
 from agilenn.training import merge_calibration as mc
 
-REPOSITORY = Path(__file__).resolve().parents[2] / "models" / "repository"
 # every Fashion-MNIST bundle the repository ships, so a new version cannot skip these checks
-SHIPPED = [f"{d.parent.name}/{d.name}" for d in find_bundle_dirs(REPOSITORY) if "fashion-mnist" in d.parent.name]
+SHIPPED = [f"{model}/{version}" for model, version in shipped_versions("fashion-mnist")]
 
 
 def _bundle(name):
-    return load_bundle(REPOSITORY / name)
+    return load_bundle(DEFAULT_REPOSITORY / name)
 
 
 @pytest.mark.parametrize("name", SHIPPED)
