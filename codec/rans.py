@@ -30,7 +30,9 @@ Why hand-written rather than constriction: constriction's Python API offers only
 with 32-bit words and quantizes float probabilities itself, so it cannot take our integer tables
 nor produce a 32-bit-state stream a Cortex-M writes cheaply. The encoder below is vectorised across
 payloads (all payloads of one call share the symbol count); the decoder is a scalar loop because
-rANS decoding is inherently sequential within one payload.
+rANS decoding is inherently sequential within one payload. Where the device's C coder was built
+(codec/native.py), single payloads are encoded and decoded by it instead, with the same bytes and
+symbols; this module stays the reference and the fallback.
 """
 
 from __future__ import annotations
@@ -153,6 +155,9 @@ class EncoderTables:
         self.freq = np.asarray(frequencies, dtype=np.int64)
         self.start = cumulative(self.freq)
         self.limit = self.freq << (STATE_BITS - self.precision)  # emit a unit first when x >= limit
+        from .native import tables as native_tables
+
+        self._native = native_tables(self.freq, self.precision)  # the device's C encoder, when built
 
     def _check(self, symbols: np.ndarray, tables: np.ndarray) -> None:
         if symbols.size and (symbols.min() < 0 or symbols.max() >= self.freq.shape[1]):
@@ -168,6 +173,8 @@ class EncoderTables:
         if sym.shape != tab.shape:
             raise ValueError(f"{sym.size} symbols but {tab.size} table indices")
         self._check(sym, tab)
+        if self._native is not None:
+            return self._native.encode(sym, tab)
         precision = self.precision
         x, units = 0, []
         # Reverse order: rANS is last in, first out, and the decoder must return symbols in order.
@@ -226,13 +233,23 @@ class DecoderTables:
         self._slots = None
         if freq.shape[0] << self.precision <= 1 << 20:
             self._slots = [[e for e in row for _ in range(e[1])] for row in self._entries]
+        # the device's C decoder when it was built (codec/native.py); None: Python only
+        from .native import tables as native_tables
+
+        self._native = native_tables(freq, self.precision)
 
     def decode(self, body: bytes, table_index) -> np.ndarray:
         """Symbols of one body; raise PayloadError unless ``body`` is exactly their encoding.
 
         table_index: int [S], the table of each symbol (S comes from the model, never from the body).
         """
-        tables = np.asarray(table_index, dtype=np.int64).reshape(-1).tolist()
+        index = np.asarray(table_index, dtype=np.int64).reshape(-1)
+        if self._native is not None:
+            symbols = self._native.decode(bytes(body), index)
+            if symbols is not None:
+                return symbols
+            # refused: the Python decoder refuses it too and names the problem (codec/native.py)
+        tables = index.tolist()
         return self.decode_adaptive(body, len(tables), lambda i, out: tables[i])
 
     def decode_adaptive(self, body: bytes, count: int, table_at, outside: int = 0) -> np.ndarray:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import PayloadError
+from .native import context_coder as native_context_coder
 from .rans import DecoderTables, EncoderTables, validate_frequencies
 
 NEIGHBOURS = ("left", "up", "prev")
@@ -160,10 +161,16 @@ class ContextCoder:
         self.model = model
         self._encoder = EncoderTables(model.frequencies, model.frequency_bits)
         self._decoder = DecoderTables(model.frequencies, model.frequency_bits)
+        self._native = native_context_coder(model)  # the device's C coder, when built (codec/native.py)
 
     def encode(self, symbols: np.ndarray) -> bytes:
         """Body of one payload; symbols: int [channels_sent, height, width]."""
         s = np.asarray(symbols, dtype=np.int64)
+        if self._native is not None and s.ndim == 3 and s.shape[1:] == self.model.shape[1:] \
+                and s.shape[0] <= self.model.shape[0]:
+            if s.size and (s.min() < 0 or s.max() >= self.model.levels):
+                raise ValueError(f"symbol out of range 0..{self.model.levels - 1}")
+            return self._native.encode(s)
         return self._encoder.encode(s.reshape(-1), self.model.table_index(s).reshape(-1))
 
     def encode_batch(self, symbols: np.ndarray) -> list[bytes]:
@@ -175,6 +182,11 @@ class ContextCoder:
     def decode(self, body: bytes, channels_sent: int) -> np.ndarray:
         """uint8 [channels_sent, height, width]; PayloadError unless body is exactly their encoding."""
         _, h, w = self.model.shape
+        if self._native is not None:
+            symbols = self._native.decode(bytes(body), channels_sent)
+            if symbols is not None:
+                return symbols.reshape(channels_sent, h, w)
+            # refused: the Python decoder refuses it too and names the problem (codec/native.py)
         count = channels_sent * h * w
         out = self._decoder.decode_adaptive(body, count, self.model.decoder_rule(channels_sent),
                                             outside=self.model.levels)

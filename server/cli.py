@@ -117,6 +117,10 @@ def main(argv=None) -> int:
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     loop_name = install_event_loop()
     log.info("event loop: %s", loop_name)
+    from agilenn.codec import native
+
+    log.info("rANS payload decoder: %s", "C (the device's coder, agilenn.codec._agn_rans)" if native.library()
+             else "Python (no C build of the device's coder, or AGILENN_NATIVE_CODER=0)")
     try:
         if args.workers > 1:
             from .workers import run_workers
