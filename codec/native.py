@@ -23,10 +23,13 @@ from __future__ import annotations
 
 import ctypes
 import importlib.machinery
+import logging
 import os
 from pathlib import Path
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 ENV_SWITCH = "AGILENN_NATIVE_CODER"  # "0": never load the C coder
 AGN_OK, AGN_ERR_DATA = 0, 5  # agn_common.h
@@ -173,21 +176,37 @@ def _encoded(call, count: int) -> bytes:
 
 
 def _result(status: int, out: np.ndarray) -> np.ndarray | None:
+    """The symbols, or None for the Python decoder to decide: always for a refused body (AGN_ERR_DATA),
+    and for any other status too, which would be a bug here (the tables and sizes were validated in
+    Python), so one payload never fails because of the C build; the log says it happened."""
     if status == AGN_OK:
         return out
-    if status == AGN_ERR_DATA:
-        return None
-    raise ValueError(f"the C rANS decoder failed with status {status} (a bad model: a bug, please report it)")
+    if status != AGN_ERR_DATA:
+        log.warning("the C rANS decoder returned status %d for validated tables (a bug, please report it); "
+                    "decoding this payload in Python", status)
+    return None
 
 
 def tables(frequencies, precision: int) -> NativeTables | None:
+    """The C coder for these frequency rows, or None (not built, or tables it does not take)."""
     lib = library()
-    return None if lib is None else NativeTables(lib, frequencies, precision)
+    return None if lib is None else _or_none(lambda: NativeTables(lib, frequencies, precision))
 
 
 def context_coder(model) -> NativeContextCoder | None:
+    """The C coder for a validated rans_ctx.ContextModel, or None (not built, or a model it does not take)."""
     lib = library()
-    return None if lib is None else NativeContextCoder(lib, model)
+    return None if lib is None else _or_none(lambda: NativeContextCoder(lib, model))
+
+
+def _or_none(make):
+    # Tables the Python coder takes but the C one does not (limits of the MCU build, e.g. more than
+    # 256 levels) stay with the Python coder rather than making the model unloadable.
+    try:
+        return make()
+    except (ValueError, OverflowError) as exc:
+        log.info("C rANS coder not used for this model (%s); coding in Python", exc)
+        return None
 
 
 __all__ = ["ENV_SWITCH", "NativeContextCoder", "NativeTables", "context_coder", "library", "tables"]

@@ -42,6 +42,7 @@ from bisect import bisect_right
 import numpy as np
 
 from .errors import PayloadError
+from .native import tables as native_tables
 
 STATE_BITS = 32
 UNIT_BITS = 16
@@ -155,8 +156,6 @@ class EncoderTables:
         self.freq = np.asarray(frequencies, dtype=np.int64)
         self.start = cumulative(self.freq)
         self.limit = self.freq << (STATE_BITS - self.precision)  # emit a unit first when x >= limit
-        from .native import tables as native_tables
-
         self._native = native_tables(self.freq, self.precision)  # the device's C encoder, when built
 
     def _check(self, symbols: np.ndarray, tables: np.ndarray) -> None:
@@ -233,10 +232,7 @@ class DecoderTables:
         self._slots = None
         if freq.shape[0] << self.precision <= 1 << 20:
             self._slots = [[e for e in row for _ in range(e[1])] for row in self._entries]
-        # the device's C decoder when it was built (codec/native.py); None: Python only
-        from .native import tables as native_tables
-
-        self._native = native_tables(freq, self.precision)
+        self._native = native_tables(freq, self.precision)  # the device's C decoder, when built
 
     def decode(self, body: bytes, table_index) -> np.ndarray:
         """Symbols of one body; raise PayloadError unless ``body`` is exactly their encoding.
