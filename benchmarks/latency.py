@@ -5,16 +5,16 @@ Per sample, end-to-end latency is composed as the agent composes it:
 
     latency = device compute (cost model at the clock) + encode + network + merge
 
-where encode (the host's quantize + entropy-code) is charged only when the device term is the MAC
-model: the firmware's measured instruction count is a run of agn_device_run, which computes the
-centroid indices and codes the payload on the MCU, so adding the host's encode would count that
-step twice (for a coder the firmware lacks, zstd or constriction's ans, its rANS stands in).
-
 where network is the client's measured send->reply time through the shaped path (transmit both
 ways, propagation, server queue and compute). The network pass is measured once per (scheme,
 link); the device term is an exact per-clock constant, so percentiles stay per-sample.
 
-Overhead (the issue's goal 2) compares that with the physics:
+Encode (the host's quantize + entropy-code) is charged only when the device term is the MAC model:
+the firmware's measured instruction count is a run of agn_device_run, which computes the centroid
+indices and codes the payload on the MCU, so adding the host's encode would count that step twice
+(for a coder the firmware lacks, zstd or constriction's ans, its rANS stands in).
+
+Overhead (the issue's goal 2) compares the latency with the physics:
 
     ideal = device compute + payload_bytes / rate + RTT + server decode + compute
     overhead = latency / ideal - 1
