@@ -8,6 +8,11 @@ logged PC to its function with the ELF's symbol table (arm-none-eabi-nm). The to
 CPU ran (boot, HELLO, waiting for UART bytes too); the device part's functions are the ones to read.
 Slow (seconds per million instructions) and for looking, not for CI; the per-inference total is
 measured without any of this by the firmware itself (SysTick under -icount shift=0).
+
+Known limit (2026-11-26): with a CIFAR-10 bundle the logged run stalls while the firmware reads the
+camera's 3,072-byte image (uart_rx_isr ran for about 2 KB of it, then board_uart_read polls on);
+the same harness without `-d exec` (plain or with -singlestep) finishes in ~1 s, and Fashion-MNIST's
+784-byte images profile fine. Not solved; per-kernel CIFAR-10 counts are still to be had.
 """
 
 from __future__ import annotations
