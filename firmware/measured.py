@@ -21,10 +21,10 @@ FIRMWARE_DIR = Path(__file__).parent
 
 def sources_sha256(board: str = "mps2-an500") -> str:
     """One hash over everything that decides the instruction count: the library's static sources
-    (csrc/), the generator that writes the rest, the board support and the firmware app. A
-    measurement made with other sources is stale."""
+    (csrc/), the generator that writes the rest, the build (build.py: compiler flags such as -O2),
+    the board support and the firmware app. A measurement made with other sources is stale."""
     h = hashlib.sha256()
-    files = sorted([*(FIRMWARE_DIR / "csrc").glob("*.[ch]*"), FIRMWARE_DIR / "generate.py",
+    files = sorted([*(FIRMWARE_DIR / "csrc").glob("*.[ch]*"), FIRMWARE_DIR / "generate.py", FIRMWARE_DIR / "build.py",
                     *(FIRMWARE_DIR / "board" / board).glob("*"), *(FIRMWARE_DIR / "app").glob("*")])
     for f in files:
         if f.is_file():
