@@ -109,7 +109,6 @@ class NativeTables:
         freq = np.ascontiguousarray(frequencies, dtype=np.uint16)
         tables, levels = freq.shape
         self._lib = lib
-        self._freq = freq
         self._symbols = (_Symbol * freq.size)()
         self.model = _Model()
         status = lib.agn_rans_prepare(freq.ctypes.data_as(_u16p), tables, levels, int(precision), self._symbols,
@@ -139,7 +138,9 @@ class NativeContextCoder:
 
     def __init__(self, lib: ctypes.CDLL, model):
         self._lib = lib
-        self._rows = NativeTables(lib, model.frequencies, model.frequency_bits)
+        self._rows = tables(model.frequencies, model.frequency_bits)
+        if self._rows is None:
+            raise ValueError("the C coder does not take the context model's frequency rows")
         self._bins = np.ascontiguousarray(model.bins, dtype=np.uint8)
         self._row_map = np.ascontiguousarray(model.row_map.reshape(-1), dtype=np.uint8)
         channels, height, width = model.shape
@@ -187,10 +188,21 @@ def _result(status: int, out: np.ndarray) -> np.ndarray | None:
     return None
 
 
+# Prepared rows by content: a model's encoder, decoder and context coder hold the same rows, and
+# agn_rans_prepare divides once per entry, so each distinct table set is prepared once per process.
+_prepared: dict[tuple, NativeTables | None] = {}
+
+
 def tables(frequencies, precision: int) -> NativeTables | None:
     """The C coder for these frequency rows, or None (not built, or tables it does not take)."""
     lib = library()
-    return None if lib is None else _or_none(lambda: NativeTables(lib, frequencies, precision))
+    if lib is None:
+        return None
+    freq = np.ascontiguousarray(frequencies, dtype=np.int64)
+    key = (freq.shape, freq.tobytes(), int(precision))
+    if key not in _prepared:
+        _prepared[key] = _or_none(lambda: NativeTables(lib, freq, precision))
+    return _prepared[key]
 
 
 def context_coder(model) -> NativeContextCoder | None:

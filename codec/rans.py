@@ -148,6 +148,12 @@ def max_body_bytes(count: int) -> int:
     return 2 * count + 4
 
 
+def check_symbols(symbols: np.ndarray, levels: int) -> None:
+    """ValueError unless every symbol is in 0..levels-1 (what every encoder checks first)."""
+    if symbols.size and (symbols.min() < 0 or symbols.max() >= levels):
+        raise ValueError(f"symbol out of range 0..{levels - 1}")
+
+
 class EncoderTables:
     """Validated tables of one model, ready to encode (``frequencies`` int [T, levels])."""
 
@@ -159,8 +165,7 @@ class EncoderTables:
         self._native = native_tables(self.freq, self.precision)  # the device's C encoder, when built
 
     def _check(self, symbols: np.ndarray, tables: np.ndarray) -> None:
-        if symbols.size and (symbols.min() < 0 or symbols.max() >= self.freq.shape[1]):
-            raise ValueError(f"symbol out of range 0..{self.freq.shape[1] - 1}")
+        check_symbols(symbols, self.freq.shape[1])
         if tables.size and (tables.min() < 0 or tables.max() >= self.freq.shape[0]):
             raise ValueError(f"table index out of range 0..{self.freq.shape[0] - 1}")
 

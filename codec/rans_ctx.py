@@ -27,7 +27,7 @@ import numpy as np
 
 from .errors import PayloadError
 from .native import context_coder as native_context_coder
-from .rans import DecoderTables, EncoderTables, validate_frequencies
+from .rans import DecoderTables, EncoderTables, check_symbols, validate_frequencies
 
 NEIGHBOURS = ("left", "up", "prev")
 MAX_ROWS = 256  # the row map is uint8 in flash
@@ -168,8 +168,7 @@ class ContextCoder:
         s = np.asarray(symbols, dtype=np.int64)
         if self._native is not None and s.ndim == 3 and s.shape[1:] == self.model.shape[1:] \
                 and s.shape[0] <= self.model.shape[0]:
-            if s.size and (s.min() < 0 or s.max() >= self.model.levels):
-                raise ValueError(f"symbol out of range 0..{self.model.levels - 1}")
+            check_symbols(s, self.model.levels)
             return self._native.encode(s)
         return self._encoder.encode(s.reshape(-1), self.model.table_index(s).reshape(-1))
 
