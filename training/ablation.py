@@ -135,7 +135,11 @@ def copy_checkpoint(src: Path, dst: Path) -> None:
 
 def _comparable(cfg) -> dict:
     """A config (TrainConfig or its JSON) as JSON data without the settings that may change between calls."""
+    from .trainer import TrainConfig
+
     d = json.loads(json.dumps(cfg if isinstance(cfg, dict) else cfg.to_dict()))  # tuples -> lists, as on disk
+    # a setting added after a run was started is that run's default, not a difference
+    d = {**json.loads(json.dumps(TrainConfig().to_dict())), **d}
     return {k: v for k, v in d.items() if k not in RUNTIME_KEYS}
 
 
@@ -156,7 +160,9 @@ def prepare_variant(variant: Variant, base_dir: Path, base_cfg, out: Path, joint
                                 f"{base_cfg.dataset!r}")
         # measured on the base run's test split, whatever subset the reused run used
         cfg = dataclasses.replace(cfg, test_subset=base_cfg.test_subset)
-    cfg = dataclasses.replace(cfg, out=str(vdir), model_name=f"{base_cfg.model_name}-{variant.name}", **overrides)
+    # Variants compare what the joint stage's losses buy: the extra remote NNs (--remote-heads) are not trained
+    cfg = dataclasses.replace(cfg, out=str(vdir), model_name=f"{base_cfg.model_name}-{variant.name}", remote_heads=0,
+                              **overrides)
     for stage in stages:
         copy_checkpoint(src_dir / "ckpt" / f"{stage}.pt", vdir / "ckpt" / f"{stage}.pt")
     path = vdir / "config.json"

@@ -72,6 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--preselect-samples", type=int, default=d.preselect_samples)
     g.add_argument("--joint-epochs", type=int, default=d.joint_epochs)
     g.add_argument("--joint-lr", type=float, default=d.joint_lr)
+    g.add_argument("--remote-heads", type=non_negative_int, default=d.remote_heads,
+                   help="after the joint stage: refine N copies of its remote NN on the frozen device part (own seeds, "
+                        "distillation) and average them with it; a server-side change only (0: none)")
+    g.add_argument("--remote-epochs", type=non_negative_int, default=d.remote_epochs, help="epochs per extra remote NN")
+    g.add_argument("--remote-lr", type=float, default=d.remote_lr, help="peak AdamW learning rate of the extra remote NNs")
     g = p.add_argument_group("losses")
     g.add_argument("--xai", default=d.xai, choices=("ig", "saliency"))
     g.add_argument("--ig-steps", type=int, default=d.ig_steps, help="0: 2-point trapezoid; m>1: m-step Riemann")
@@ -108,13 +113,15 @@ def config_from_args(args):
                       centroid_min_gap=args.centroid_min_gap)
     epochs = {}
     if args.epochs is not None:
-        epochs = {"ref_epochs": args.epochs, "extractor_epochs": args.epochs, "joint_epochs": args.epochs}
+        epochs = {"ref_epochs": args.epochs, "extractor_epochs": args.epochs, "joint_epochs": args.epochs,
+                  "remote_epochs": args.epochs}
     kw = dict(dataset=args.dataset, data_dir=args.data_dir, out=args.out, device=args.device, seed=args.seed,
               threads=args.threads, batch_size=args.batch_size, train_subset=args.train_subset,
               test_subset=args.test_subset, ref_epochs=args.ref_epochs, ref_lr=args.ref_lr,
               ref_nested_p_full=args.ref_nested_p_full,
               extractor_epochs=args.extractor_epochs, extractor_lr=args.extractor_lr, preselect=args.preselect,
               preselect_samples=args.preselect_samples, joint_epochs=args.joint_epochs, joint_lr=args.joint_lr,
+              remote_heads=args.remote_heads, remote_epochs=args.remote_epochs, remote_lr=args.remote_lr,
               xai=args.xai, ig_steps=args.ig_steps, rho=args.rho, lam=args.lam, aux_weight=args.aux_weight,
               eval_ce_weight=args.eval_ce_weight, rate_weight=args.rate_weight,
               rate_target_bits=args.rate_target_bits, nested_p_full=args.nested_p_full,
@@ -140,6 +147,16 @@ def unit_interval(value: str) -> float:
         raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
     if not 0.0 <= v <= 1.0:
         raise argparse.ArgumentTypeError(f"{value} is outside [0, 1]")
+    return v
+
+
+def non_negative_int(value: str) -> int:
+    try:
+        v = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"{v} is negative")
     return v
 
 

@@ -127,6 +127,18 @@ class Body(nn.Module):
         return sub
 
 
+class RemoteEnsemble(nn.Module):
+    """Several remote NNs on the same remote channels; the server's remote NN is their mean logit
+    (training/remote_heads.py). One module, so remote.onnx stays one graph with one input and output."""
+
+    def __init__(self, bodies: list[nn.Module]):
+        super().__init__()
+        self.bodies = nn.ModuleList(bodies)
+
+    def forward(self, f):
+        return torch.stack([b(f) for b in self.bodies]).mean(0)
+
+
 class ReferenceNN(nn.Module):
     def __init__(self, cfg: ArchConfig):
         super().__init__()

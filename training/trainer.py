@@ -31,6 +31,7 @@ from . import data as D
 from . import distributed
 from .nets import AgileNN, ArchConfig, ReferenceNN, nested_dropout_mask, prefix_mask
 from .preselect import channel_order, measure_channel_importance
+from .remote_heads import add_remote_heads
 from .xai import ZeroBaselineGrad, channel_importance, disorder_loss, importance, skewness, skewness_loss
 
 log = logging.getLogger("agilenn.training")
@@ -78,6 +79,9 @@ class TrainConfig:
     ref_erase_p: float = 0.0
     distill_weight: float = 0.0  # joint stage: share of the prediction loss that is KL to the frozen reference
     distill_temp: float = 4.0
+    remote_heads: int = 0      # after the joint stage: extra remote NNs on the frozen device part, averaged (0: none)
+    remote_epochs: int = 12    # ... epochs per head
+    remote_lr: float = 1e-3    # ... peak AdamW learning rate (warm-up, then cosine)
     arch: ArchConfig = field(default_factory=ArchConfig)
 
     def to_dict(self) -> dict:
@@ -545,6 +549,7 @@ def run_all(cfg: TrainConfig, resume: bool = False, command: str = "", bundle_di
     extractor, evaluator = train_extractor(run, ref)
     perm = run_preselect(run, extractor, evaluator)
     model = train_joint(run, extractor, evaluator, ref)
+    model = add_remote_heads(run, model, ref)
     if train_only:
         log.info("training stages finished; checkpoints in %s (export with --resume, without --train-only)",
                  run.ckpt_dir)

@@ -167,3 +167,17 @@ def test_wall_time_of_older_runs_comes_from_their_log(tmp_path):
     assert joint_wall_time(tmp_path, None) == (170.0, f"{tmp_path / 'train.log'} (sum of the per-epoch lines)")
     (tmp_path / "train.log").write_text("10:00:00 joint epoch 1/2  loss 1.0 (100s)\n")  # incomplete: no guess
     assert joint_wall_time(tmp_path, None) == (None, "not recorded")
+
+
+def test_a_setting_added_later_is_its_default_for_older_runs():
+    """A variant directory written before a setting existed (its config.json lacks the key) compares
+    equal to today's config at that setting's default, so resuming it is not refused."""
+    from agilenn.training.ablation import _comparable
+    from agilenn.training.trainer import TrainConfig
+
+    now = TrainConfig()
+    older = json.loads(json.dumps(now.to_dict()))
+    for key in ("remote_heads", "remote_epochs", "remote_lr"):
+        del older[key]
+    assert _comparable(older) == _comparable(now)
+    assert _comparable({**older, "remote_heads": 2}) != _comparable(now)
