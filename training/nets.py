@@ -235,13 +235,18 @@ class AgileNN(nn.Module):
     def alpha(self) -> torch.Tensor:
         return torch.softmax(self.alpha_logits, 0)[0]
 
+    def device_side(self, x):
+        """What the device computes: features, local logits, and the quantized remote channels it sends
+        (with the soft assignments the rate term needs)."""
+        f = self.extractor(x)
+        k = self.cfg.k
+        q, soft_p = self.quantizer(f[:, k:])
+        return f, self.local(f[:, :k]), q, soft_p
+
     def forward(self, x, remote_mask: torch.Tensor | None = None):
         """remote_mask: [N or 1, C-k, 1, 1] of 0/1; zeroed channels are ones the sender truncated
         (the receiver zero-fills them), see :func:`prefix_mask` / :func:`nested_dropout_mask`."""
-        f = self.extractor(x)
-        k = self.cfg.k
-        local_logits = self.local(f[:, :k])
-        q, soft_p = self.quantizer(f[:, k:])
+        f, local_logits, q, soft_p = self.device_side(x)
         if remote_mask is not None:
             q = q * remote_mask
         remote_logits = self.remote(q)

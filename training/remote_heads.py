@@ -55,12 +55,10 @@ def add_remote_heads(run, model: AgileNN, reference) -> AgileNN:
         return model
     if isinstance(model.remote, RemoteEnsemble):
         raise ValueError("add_remote_heads: the model's remote NN is already an ensemble")
-    teacher = copy.deepcopy(reference).eval() if cfg.distill_weight > 0 else None
-    if teacher is not None:
-        for p in teacher.parameters():
-            p.requires_grad_(False)
-    for p in model.parameters():
-        p.requires_grad_(False)
+    from .trainer import _freeze  # the stage helpers live with the other stages
+
+    teacher = _freeze(copy.deepcopy(reference)) if cfg.distill_weight > 0 else None
+    _freeze(model)
     R = cfg.arch.channels - cfg.arch.k
     st = run.load(STAGE) or {"heads": [], "current": None}
     done = st["heads"]
@@ -83,11 +81,11 @@ def add_remote_heads(run, model: AgileNN, reference) -> AgileNN:
 
 
 def _body(in_channels: int, arch, state: dict) -> Body:
+    from .trainer import _freeze
+
     body = Body(in_channels, arch)
     body.load_state_dict(state)
-    for p in body.parameters():
-        p.requires_grad_(False)
-    return body.eval()
+    return _freeze(body)
 
 
 def _train_head(run, model: AgileNN, teacher, done: list, resume: dict | None) -> Body:
@@ -169,10 +167,8 @@ class MergeHead(nn.Module):
 def _device_side(model: AgileNN, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Local logits and the hard-quantized remote channels, as the frozen device part sends them."""
     model.eval()
-    f = model.extractor(x)
-    k = model.cfg.k
-    q, _ = model.quantizer(f[:, k:])
-    return model.local(f[:, :k]), q
+    _, local, q, _ = model.device_side(x)
+    return local, q
 
 
 @torch.no_grad()
@@ -194,19 +190,20 @@ ALPHA_FIT_IMAGES = 10_000
 
 @torch.no_grad()
 def fit_alpha(run, model: AgileNN) -> None:
-    """alpha for the ensemble, by the merged cross-entropy on a fixed subset of training images (every
-    remote channel sent, no augmentation): each head was trained with an alpha of its own, and
-    averaged logits are smoother than any one head's, so the weight is fitted to the average."""
+    """alpha for the ensemble on a fixed subset of training images (every remote channel sent, no
+    augmentation), by the rule the export's merge calibration uses per channel count (best accuracy,
+    ties by cross-entropy): each head trained an alpha of its own, and averaged logits are smoother
+    than any one head's, so the weight is fitted to the average."""
+    from .merge_calibration import fit_alpha as fit_merge_alpha
+
     x, y = run.sample("train", ALPHA_FIT_IMAGES)
     locs, rems = [], []
     for i in range(0, x.shape[0], 1000):
         local, q = _device_side(model, x[i:i + 1000].to(run.dev))
-        locs.append(local)
-        rems.append(model.remote(q))
-    local, remote, y = torch.cat(locs), torch.cat(rems), y.to(run.dev)
-    grid = torch.linspace(0.02, 0.98, 49)
-    nll = torch.stack([F.cross_entropy(a * local + (1 - a) * remote, y) for a in grid])
-    a = grid[int(nll.argmin())].item()
+        locs.append(local.cpu())
+        rems.append(model.remote(q).cpu())
+    a = fit_merge_alpha(torch.cat(locs).numpy(), torch.cat(rems).numpy(), y.numpy())
+    a = min(max(a, 1e-3), 1 - 1e-3)  # alpha is softmax(alpha_logits)[0]: the grid's ends are out of reach
     before = model.alpha.item()
     model.alpha_logits.data = torch.tensor([math.log(a), math.log(1 - a)], device=model.alpha_logits.device)
     log.info("remote heads: alpha refitted on %d training images: %.3f -> %.3f", x.shape[0], before, a)
