@@ -217,6 +217,11 @@ class SoftHardQuantizer(nn.Module):
         return soft + (hard - soft).detach(), rate_p
 
 
+def alpha_of(alpha_logits: torch.Tensor) -> torch.Tensor:
+    """The merge weight of the local logits, kept as two logits so it stays inside (0, 1)."""
+    return torch.softmax(alpha_logits, 0)[0]
+
+
 class AgileNN(nn.Module):
     """Device part (extractor + local predictor) and remote part (quantizer + remote NN), merged
     with alpha = softmax(w)[0]: logits = alpha * local + (1 - alpha) * remote (same at inference).
@@ -233,7 +238,7 @@ class AgileNN(nn.Module):
 
     @property
     def alpha(self) -> torch.Tensor:
-        return torch.softmax(self.alpha_logits, 0)[0]
+        return alpha_of(self.alpha_logits)
 
     def device_side(self, x):
         """What the device computes: features, local logits, and the quantized remote channels it sends

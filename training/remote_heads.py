@@ -39,7 +39,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import distributed
-from .nets import AgileNN, Body, RemoteEnsemble, nested_dropout_mask
+from .nets import AgileNN, Body, RemoteEnsemble, alpha_of, nested_dropout_mask
 
 log = logging.getLogger("agilenn.train")
 
@@ -120,8 +120,7 @@ def _train_head(run, model: AgileNN, teacher, done: list, resume: dict | None) -
             step = epoch * steps + i
             for g in opt.param_groups:  # short warm-up, then cosine to zero (as the joint stage)
                 g["lr"] = cfg.remote_lr * min(1.0, (step + 1) / 100) * 0.5 * (1 + math.cos(math.pi * step / total))
-            with torch.no_grad():
-                local, q = _device_side(model, xb)
+            local, q = _device_side(model, xb)  # no_grad: the device part is frozen
             q = q * nested_dropout_mask(len(yb), R, cfg.nested_p_full, run.dev)
             remote, merged = net(local, q)
             loss = F.cross_entropy(merged, yb) + cfg.aux_weight * F.cross_entropy(remote, yb)
@@ -155,7 +154,7 @@ class MergeHead(nn.Module):
         self.alpha_logits = nn.Parameter(alpha_logits.detach().clone())
 
     def alpha(self) -> torch.Tensor:
-        return torch.softmax(self.alpha_logits, 0)[0]
+        return alpha_of(self.alpha_logits)
 
     def forward(self, local, q):
         remote = self.body(q)
@@ -181,7 +180,6 @@ def _accuracies(model: AgileNN, head: "MergeHead", x, y, dev, batch: int = 1000)
         r, merged = head(local, q)
         cor["head"] += (r.argmax(1) == yb).sum().item()
         cor["merged"] += (merged.argmax(1) == yb).sum().item()
-    head.train()
     return {key: v / max(1, x.shape[0]) for key, v in cor.items()}
 
 
@@ -203,7 +201,7 @@ def fit_alpha(run, model: AgileNN) -> None:
         locs.append(local.cpu())
         rems.append(model.remote(q).cpu())
     a = fit_merge_alpha(torch.cat(locs).numpy(), torch.cat(rems).numpy(), y.numpy())
-    a = min(max(a, 1e-3), 1 - 1e-3)  # alpha is softmax(alpha_logits)[0]: the grid's ends are out of reach
+    a = min(max(a, 1e-3), 1 - 1e-3)  # alpha_of(logits) never reaches the grid's ends
     before = model.alpha.item()
     model.alpha_logits.data = torch.tensor([math.log(a), math.log(1 - a)], device=model.alpha_logits.device)
     log.info("remote heads: alpha refitted on %d training images: %.3f -> %.3f", x.shape[0], before, a)
