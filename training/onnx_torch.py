@@ -1,7 +1,8 @@
-"""Run a bundle's small ONNX graphs (evaluator, extractor) as differentiable torch code.
+"""Run a bundle's ONNX graphs (evaluator, extractor, remote NN) as differentiable torch code.
 
 Re-measuring attributions from a bundle needs gradients of the evaluator stored in it, and
-onnxruntime gives none. Written by hand because the maintained converter (onnx2torch) requires
+onnxruntime gives none; refining a bundle's remote NN (refine_remote.py) trains the weights of its
+remote.onnx and writes them back into the same graph. Written by hand because the maintained converter (onnx2torch) requires
 torchvision, which does not import beside this project's pinned CPU torch; the bundles' exported
 graphs use only the handful of ops below (torch.onnx.export of nets.py, BatchNorm folded into Conv),
 and anything else is refused by name.
@@ -67,10 +68,19 @@ _OPS = {
 }
 
 
-class OnnxModule(nn.Module):
-    """An ONNX graph with one input and one output, executed node by node with torch ops."""
+# The inputs of these ops that hold learnable weights (the rest, e.g. Reshape's shape, stay constants).
+_WEIGHT_INPUTS = {"Conv": (1, 2), "Gemm": (1, 2)}
 
-    def __init__(self, path: str | Path, output: str | None = None):
+
+class OnnxModule(nn.Module):
+    """An ONNX graph with one input and one output, executed node by node with torch ops.
+
+    ``trainable``: the Conv and Gemm weights and biases become parameters (``weight_names`` maps
+    each parameter to its initializer), and :meth:`save` writes their current values into a copy
+    of the graph. Exported graphs have BatchNorm folded into the convolutions, so what trains is
+    the net without normalisation: keep learning rates low."""
+
+    def __init__(self, path: str | Path, output: str | None = None, trainable: bool = False):
         super().__init__()
         import onnx
         from onnx import numpy_helper
@@ -85,8 +95,15 @@ class OnnxModule(nn.Module):
         for n in graph.node:
             if n.op_type == "Constant":
                 consts[n.output[0]] = torch.from_numpy(numpy_helper.to_array(_attrs(n)["value"]).copy())
+        weights = {n.input[j] for n in graph.node for j in _WEIGHT_INPUTS.get(n.op_type, ())
+                   if j < len(n.input) and n.input[j]} if trainable else set()
+        self.weight_names: dict[str, str] = {}  # parameter -> initializer
         for i, (name, t) in enumerate(consts.items()):
-            self.register_buffer(f"c{i}", t)
+            if name in weights and t.is_floating_point():
+                self.register_parameter(f"c{i}", nn.Parameter(t))
+                self.weight_names[f"c{i}"] = name
+            else:
+                self.register_buffer(f"c{i}", t)
         self._const_names = list(consts)
         self._nodes = [(n.op_type, list(n.input), list(n.output), _attrs(n)) for n in graph.node
                        if n.op_type != "Constant"]
@@ -95,6 +112,23 @@ class OnnxModule(nn.Module):
             raise ValueError(f"{path}: expected one graph input, found {inputs}")
         self.input_name = inputs[0]
         self.output_name = output or graph.output[0].name
+
+    def save(self, out: str | Path) -> None:
+        """The source graph with every trainable weight replaced by its current value."""
+        import onnx
+        from onnx import numpy_helper
+
+        model = onnx.load(self.path)
+        current = {init: getattr(self, attr).detach().cpu().numpy() for attr, init in self.weight_names.items()}
+        written = set()
+        for t in model.graph.initializer:
+            if t.name in current:
+                t.CopyFrom(numpy_helper.from_array(current[t.name].astype(np.float32), t.name))
+                written.add(t.name)
+        if written != set(current):  # a weight held by a Constant node has no initializer to overwrite
+            raise ValueError(f"{self.path}: weights {sorted(set(current) - written)} are not graph initializers")
+        onnx.checker.check_model(model)
+        onnx.save(model, str(out))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         env = {name: getattr(self, f"c{i}") for i, name in enumerate(self._const_names)}

@@ -107,7 +107,7 @@ def _train_head(run, model: AgileNN, teacher, done: list, resume: dict | None) -
     total = max(1, cfg.remote_epochs * steps)
     x_eval, y_eval = run.sample("test", 2000)
     net = distributed.wrap(head, run.dist, run.dev)  # what training steps call (DDP when sharded)
-    from .trainer import _bar, distill_loss  # the stage helpers live with the other stages
+    from .trainer import _bar  # the stage helpers live with the other stages
 
     for epoch in range(start, cfg.remote_epochs):
         # Seeded per head and epoch: each head sees its own batches, augmentations and masks, and a
@@ -118,18 +118,14 @@ def _train_head(run, model: AgileNN, teacher, done: list, resume: dict | None) -
         t0, tot, n = time.time(), 0.0, 0
         for i, (xb, yb) in enumerate(_bar(run, f"remote head {index + 1}", epoch, cfg.remote_epochs)):
             step = epoch * steps + i
-            for g in opt.param_groups:  # short warm-up, then cosine to zero (as the joint stage)
-                g["lr"] = cfg.remote_lr * min(1.0, (step + 1) / 100) * 0.5 * (1 + math.cos(math.pi * step / total))
+            for g in opt.param_groups:
+                g["lr"] = warmup_cosine(cfg.remote_lr, step, total)
             local, q = _device_side(model, xb)  # no_grad: the device part is frozen
             q = q * nested_dropout_mask(len(yb), R, cfg.nested_p_full, run.dev)
             remote, merged = net(local, q)
-            loss = F.cross_entropy(merged, yb) + cfg.aux_weight * F.cross_entropy(remote, yb)
-            if teacher is not None:
-                with torch.no_grad():
-                    t_logits = teacher(xb)
-                T, w = cfg.distill_temp, cfg.distill_weight
-                kd = distill_loss(merged, t_logits, T) + cfg.aux_weight * distill_loss(remote, t_logits, T)
-                loss = (1 - w) * loss + w * kd
+            with torch.no_grad():
+                t_logits = None if teacher is None else teacher(xb)
+            loss = head_loss(remote, merged, yb, t_logits, cfg.aux_weight, cfg.distill_weight, cfg.distill_temp)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -142,6 +138,25 @@ def _train_head(run, model: AgileNN, teacher, done: list, resume: dict | None) -
         run.save(STAGE, {"heads": done, "current": {"index": index, "model": head.state_dict(),
                                                                "opt": opt.state_dict(), "epoch": epoch + 1}})
     return head.body.eval()
+
+
+def warmup_cosine(peak: float, step: int, total: int) -> float:
+    """The learning rate at ``step`` of ``total``: a 100-step linear warm-up, then cosine to zero."""
+    return peak * min(1.0, (step + 1) / 100) * 0.5 * (1 + math.cos(math.pi * step / total))
+
+
+def head_loss(remote, merged, labels, teacher_logits, aux_weight: float, distill_weight: float,
+              distill_temp: float) -> torch.Tensor:
+    """A remote NN's loss as the remote half of the merge: CE on the merge plus ``aux_weight`` times its
+    own CE; with teacher logits, that mixed ``(1 - w) : w`` with the same two terms as distillation."""
+    from .trainer import distill_loss
+
+    loss = F.cross_entropy(merged, labels) + aux_weight * F.cross_entropy(remote, labels)
+    if teacher_logits is None:
+        return loss
+    T, w = distill_temp, distill_weight
+    kd = distill_loss(merged, teacher_logits, T) + aux_weight * distill_loss(remote, teacher_logits, T)
+    return (1 - w) * loss + w * kd
 
 
 class MergeHead(nn.Module):

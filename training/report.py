@@ -34,33 +34,32 @@ def channel_points(R: int) -> list[int]:
     return sorted(pts)
 
 
-def measure(run, ref, model, evaluator, bundle_dir: Path, manifest: dict) -> tuple[dict, dict]:
-    """Returns (metrics for the manifest, per-sample arrays for the plots)."""
+BYTE_KEYS = ("ans_bytes_mean", "ans_bytes_p95", "rans_bytes_mean", "rans_ctx_bytes_mean", "zstd_bytes_mean",
+             "raw_bytes_mean", "payload_header_bytes", "order0_entropy_body_bytes_mean")
+
+
+def deployed_metrics(bundle_dir: Path, manifest: dict, x: np.ndarray, y: np.ndarray, threads: int = 1) -> tuple[dict, dict]:
+    """The bundle's accuracies, bytes and channel curve through the deployed path alone (device.onnx
+    -> codec -> remote.onnx -> alpha merge; ``x`` normalised NCHW float32): no torch, so a bundle
+    whose remote NN changed (refine_remote.py) is measured by the same code as a freshly trained one."""
     import onnxruntime as ort
-    import torch  # here, not at the top: the torch-free bundle tools import this module's helpers
 
-    from agilenn.codec import FeatureCodec, dequantize, quantize
+    from agilenn.codec import FeatureCodec, dequantize, order0_entropy_bits, quantize
 
-    from .nets import prefix_mask
-    from .xai import ZeroBaselineGrad, channel_importance, importance, skewness
-
-    cfg, a = run.cfg, run.cfg.arch
-    R = a.channels - a.k
-    model, evaluator = model.cpu().eval(), evaluator.cpu().eval()  # export already moved the rest to CPU
-    x, y = run.x_test, run.y_test.numpy()
     n = len(y)
     so = ort.SessionOptions()
-    so.intra_op_num_threads = max(1, cfg.threads)
+    so.intra_op_num_threads = max(1, threads)
     dev = ort.InferenceSession(str(bundle_dir / "device.onnx"), so, providers=["CPUExecutionProvider"])
     rem = ort.InferenceSession(str(bundle_dir / "remote.onnx"), so, providers=["CPUExecutionProvider"])
     refs = ort.InferenceSession(str(bundle_dir / "reference.onnx"), so, providers=["CPUExecutionProvider"])
     centroids = np.asarray(manifest["quantizer"]["centroids"], np.float32)
     alpha = np.float32(manifest["alpha"])
     codec = FeatureCodec.from_manifest(manifest)
+    R = manifest["features"]["channels"] - manifest["features"]["k"]
 
     local, ref_logits, idx_all = [], [], []
     for i in range(0, n, 1000):
-        xb = x[i:i + 1000].numpy()
+        xb = x[i:i + 1000]
         ll, rf = dev.run(["local_logits", "remote_features"], {"image": xb})
         local.append(ll)
         idx_all.append(quantize(rf, centroids))
@@ -79,13 +78,6 @@ def measure(run, ref, model, evaluator, bundle_dir: Path, manifest: dict) -> tup
     remote_full = remote_logits(R)
     merged = alpha * local + (np.float32(1) - alpha) * remote_full
 
-    # torch reference of the same pipeline: proves export + codec reproduce training's forward
-    model.eval()
-    with torch.no_grad():
-        torch_merged = torch.cat([model(x[i:i + 1000], remote_mask=prefix_mask(R, R))["merged"]
-                                  for i in range(0, n, 1000)]).numpy()
-    agreement = float((torch_merged.argmax(1) == merged.argmax(1)).mean())
-
     # bytes on the wire, per coder (full payload: 13-byte header + body)
     sizes = {coder: np.array([len(codec.encode_indices(idx_all[j], coder)) for j in range(n)])
              for coder in ("ans", "rans", "rans-ctx", "zstd", "raw")}
@@ -102,6 +94,49 @@ def measure(run, ref, model, evaluator, bundle_dir: Path, manifest: dict) -> tup
         curve.append({"channels_sent": m, "combined_accuracy": acc(mg), "remote_accuracy": acc(rl),
                       "ans_bytes_mean": ans_m})
 
+    # symbol statistics: empirical entropy of the test symbols, for comparison with ANS
+    entropy_bytes = order0_entropy_bits(idx_all.reshape(n, R, -1), len(centroids)) / 8 / n
+    metrics = {
+        "test_samples": n,
+        "reference_accuracy": acc(ref_logits),
+        "combined_accuracy": acc(merged),
+        "local_accuracy": acc(local),
+        "remote_accuracy": acc(remote_full),
+        "alpha": float(alpha),
+        "ans_bytes_mean": coders["ans"],
+        "ans_bytes_p95": float(np.percentile(ans_sizes, 95)),
+        "rans_bytes_mean": coders["rans"],
+        "rans_ctx_bytes_mean": coders["rans-ctx"],
+        "zstd_bytes_mean": coders["zstd"],
+        "raw_bytes_mean": coders["raw"],
+        "payload_header_bytes": 13,
+        "order0_entropy_body_bytes_mean": float(entropy_bytes),
+        "accuracy_vs_remote_channels": curve,
+    }
+    return metrics, {"merged": merged, "ans_sizes": ans_sizes}
+
+
+def measure(run, ref, model, evaluator, bundle_dir: Path, manifest: dict) -> tuple[dict, dict]:
+    """Returns (metrics for the manifest, per-sample arrays for the plots)."""
+    import torch  # here, not at the top: the torch-free bundle tools import this module's helpers
+
+    from .nets import prefix_mask
+    from .xai import ZeroBaselineGrad, channel_importance, importance, skewness
+
+    cfg, a = run.cfg, run.cfg.arch
+    R = a.channels - a.k
+    model, evaluator = model.cpu().eval(), evaluator.cpu().eval()  # export already moved the rest to CPU
+    x, y = run.x_test, run.y_test.numpy()
+    n = len(y)
+    deployed, arrays = deployed_metrics(bundle_dir, manifest, x.numpy(), y, cfg.threads)
+
+    # torch reference of the same pipeline: proves export + codec reproduce training's forward
+    model.eval()
+    with torch.no_grad():
+        torch_merged = torch.cat([model(x[i:i + 1000], remote_mask=prefix_mask(R, R))["merged"]
+                                  for i in range(0, n, 1000)]).numpy()
+    agreement = float((torch_merged.argmax(1) == arrays["merged"].argmax(1)).mean())
+
     # skewness of the importance (frozen evaluator, same XAI method as training)
     zg = ZeroBaselineGrad(evaluator, (a.channels, *a.feature_hw), a.num_classes)
     skews, ev_correct = [], 0
@@ -114,36 +149,22 @@ def measure(run, ref, model, evaluator, bundle_dir: Path, manifest: dict) -> tup
         ev_correct += int((ev_logits.argmax(1) == yb).sum())
     skews = np.concatenate(skews)
 
-    # symbol statistics: empirical entropy of the test symbols, for comparison with ANS
-    from agilenn.codec import order0_entropy_bits
-
-    entropy_bytes = order0_entropy_bits(idx_all.reshape(n, R, -1), len(centroids)) / 8 / n
     metrics = {
-        "test_samples": n,
-        "reference_accuracy": acc(ref_logits),
-        "combined_accuracy": acc(merged),
-        "local_accuracy": acc(local),
-        "remote_accuracy": acc(remote_full),
+        **{key: deployed[key] for key in ("test_samples", "reference_accuracy", "combined_accuracy",
+                                           "local_accuracy", "remote_accuracy")},
         "evaluator_accuracy_on_extractor_features": ev_correct / n,
         "torch_onnx_prediction_agreement": agreement,
-        "alpha": float(alpha),
+        "alpha": deployed["alpha"],
         "rho": cfg.rho,
         "skewness_mean": float(skews.mean()),
         "skewness_median": float(np.median(skews)),
         "skewness_frac_ge_rho": float((skews >= cfg.rho).mean()),
         "skewness_frac_ge_0.8": float((skews >= 0.8).mean()),
-        "ans_bytes_mean": coders["ans"],
-        "ans_bytes_p95": float(np.percentile(ans_sizes, 95)),
-        "rans_bytes_mean": coders["rans"],
-        "rans_ctx_bytes_mean": coders["rans-ctx"],
-        "zstd_bytes_mean": coders["zstd"],
-        "raw_bytes_mean": coders["raw"],
-        "payload_header_bytes": 13,
-        "order0_entropy_body_bytes_mean": float(entropy_bytes),
+        **{key: deployed[key] for key in BYTE_KEYS},
         **_image_bytes(run.test_raw.images),
-        "accuracy_vs_remote_channels": curve,
+        "accuracy_vs_remote_channels": deployed["accuracy_vs_remote_channels"],
     }
-    return metrics, {"skews": skews, "ans_sizes": ans_sizes}
+    return metrics, {"skews": skews, "ans_sizes": arrays["ans_sizes"]}
 
 
 def _plots(bundle_dir: Path, metrics: dict, arrays: dict) -> list[str]:
@@ -204,7 +225,8 @@ def plot_bytes(bundle_dir: Path, metrics: dict) -> str:
     return "bytes.png"
 
 
-def _markdown(manifest: dict, metrics: dict, plots: list[str], cost: dict) -> str:
+def markdown(manifest: dict, metrics: dict, plots: list[str], cost: dict) -> str:
+    """report.md from the manifest and the metrics (refine_remote.py rewrites a refined bundle's with it)."""
     pct = lambda v: f"{100 * v:.2f} %"  # noqa: E731
     lines = [
         f"# {manifest['model']['name']} v{manifest['model']['version']} — training report", "",
@@ -296,7 +318,7 @@ def write_report(run, ref, model, evaluator, bundle_dir: Path, manifest: dict, i
     report = {"model": manifest["model"], "dataset": manifest["dataset"], "command": manifest["command"],
               "metrics": metrics, "device_cost": cost, "config": run.cfg.to_dict()}
     (bundle_dir / "report.json").write_text(json.dumps(report, indent=1) + "\n")
-    (bundle_dir / "report.md").write_text(_markdown(manifest, metrics, plots, cost))
+    (bundle_dir / "report.md").write_text(markdown(manifest, metrics, plots, cost))
     log.info("report: combined %.4f reference %.4f local %.4f remote %.4f skew %.3f (>=rho %.3f) ans %.1fB",
              metrics["combined_accuracy"], metrics["reference_accuracy"], metrics["local_accuracy"],
              metrics["remote_accuracy"], metrics["skewness_mean"], metrics["skewness_frac_ge_rho"],

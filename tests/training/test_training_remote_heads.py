@@ -11,21 +11,11 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("tqdm")
 
-TINY = ["--preselect-samples", "50", "--batch-size", "64", "--threads", "2", "--channels", "10", "--body-width", "16"]
-
-
 @pytest.fixture(scope="module")
 def heads_run(tmp_path_factory):
-    from agilenn.training.cli import main
+    from training_test_helpers import train_tiny
 
-    from training_test_helpers import write_fashion_mnist
-
-    root = tmp_path_factory.mktemp("remote_heads")
-    data = write_fashion_mnist(root / "data", n_train=300, n_test=60)
-    out = root / "run"
-    args = ["--data-dir", str(data), "--out", str(out), "--epochs", "1", *TINY, "--remote-heads", "2"]
-    assert main(args) == 0
-    return data, out, args
+    return train_tiny(tmp_path_factory.mktemp("remote_heads"), 60, "--remote-heads", "2")
 
 
 def _arch(out):
@@ -105,11 +95,11 @@ def test_a_run_cut_off_inside_a_head_resumes_at_its_next_epoch(tmp_path, monkeyp
     from agilenn.training import remote_heads
     from agilenn.training.cli import main
 
-    from training_test_helpers import write_fashion_mnist
+    from training_test_helpers import TINY_RUN, write_fashion_mnist
 
     data = write_fashion_mnist(tmp_path / "data", n_train=300, n_test=40)
     # stage by stage: --epochs would set --remote-epochs too
-    args = ["--data-dir", str(data), "--out", str(tmp_path / "run"), *TINY, "--ref-epochs", "1",
+    args = ["--data-dir", str(data), "--out", str(tmp_path / "run"), *TINY_RUN, "--ref-epochs", "1",
             "--extractor-epochs", "1", "--joint-epochs", "1", "--remote-heads", "1", "--remote-epochs", "2",
             "--train-only"]
     measured = remote_heads._accuracies

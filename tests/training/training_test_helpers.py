@@ -25,3 +25,18 @@ def write_fashion_mnist(root, n_train=300, n_test=100):
         write_idx(root / f"{prefix}-images-idx3-ubyte.gz", x[..., 0])
         write_idx(root / f"{prefix}-labels-idx1-ubyte.gz", y.astype(np.uint8))
     return root
+
+
+# A small trained bundle in seconds: the flags the remote-NN tests train with.
+TINY_RUN = ["--preselect-samples", "50", "--batch-size", "64", "--threads", "2", "--channels", "10", "--body-width", "16"]
+
+
+def train_tiny(root, n_test: int = 60, *extra: str):
+    """Train a tiny run on a synthetic Fashion-MNIST under ``root``; returns (data dir, run dir, the args)."""
+    from agilenn.training.cli import main
+
+    data = write_fashion_mnist(root / "data", n_train=300, n_test=n_test)
+    out = root / "run"
+    args = ["--data-dir", str(data), "--out", str(out), "--epochs", "1", *TINY_RUN, *extra]
+    assert main(args) == 0
+    return data, out, args
