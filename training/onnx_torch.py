@@ -2,10 +2,10 @@
 
 Re-measuring attributions from a bundle needs gradients of the evaluator stored in it, and
 onnxruntime gives none; refining a bundle's remote NN (refine_remote.py) trains the weights of its
-remote.onnx and writes them back into the same graph. Written by hand because the maintained converter (onnx2torch) requires
-torchvision, which does not import beside this project's pinned CPU torch; the bundles' exported
-graphs use only the handful of ops below (torch.onnx.export of nets.py, BatchNorm folded into Conv),
-and anything else is refused by name.
+remote.onnx and writes them back into the same graph. Written by hand because the maintained
+converter (onnx2torch) requires torchvision, which does not import beside this project's pinned CPU
+torch; the bundles' exported graphs use only the handful of ops below (torch.onnx.export of nets.py,
+BatchNorm folded into Conv), and anything else is refused by name.
 """
 from __future__ import annotations
 

@@ -19,9 +19,9 @@ and cosine. The device part and the teacher run through onnxruntime, the remote 
 trains without normalisation: on CIFAR-10 v4 AdamW at 1e-3 lost 2 pp in its first two epochs,
 2e-4 (the default) gained from the first.
 
-Afterwards alpha is refitted on a fixed subset of training images by the merge calibration's rule,
-the bundle is measured through the deployed path (report.deployed_metrics, int8 device part
-included) and merge_calibration fits alpha per channel count, as for any bundle. Resumable: the
+Afterwards the bundle carries the trained alpha (as a freshly exported one carries its joint
+stage's), is measured through the deployed path (report.deployed_metrics, int8 device part
+included), and merge_calibration fits alpha per channel count, as for any bundle. Resumable: the
 work directory keeps one checkpoint per finished epoch, and each epoch's random draws are seeded
 by the epoch, so a resumed run draws what an uninterrupted one would have.
 """
@@ -45,7 +45,6 @@ log = logging.getLogger("agilenn.training")
 
 CHECKPOINT = "refine_remote.pt"
 EVAL_IMAGES = 2000      # per-epoch score: a fixed random subset of the test split
-ALPHA_FIT_IMAGES = 10_000
 REPORT_BEGIN, REPORT_END = "<!-- refine-remote:begin -->", "<!-- refine-remote:end -->"
 
 
@@ -106,7 +105,8 @@ def train(bundle, args, train_ds, test_ds) -> tuple:
 
     a0 = float(bundle.manifest["alpha"])
     # the remote NN and a trainable alpha, in the convention of the training (nets.alpha_of)
-    head = MergeHead(OnnxModule(bundle.onnx_path("remote"), trainable=True), torch.tensor([math.log(a0), math.log(1 - a0)]))
+    head = MergeHead(OnnxModule(bundle.onnx_path("remote"), trainable=True),
+                     torch.tensor([math.log(a0), math.log(1 - a0)]))
     opt = torch.optim.AdamW(head.parameters(), lr=args.lr, weight_decay=1e-4)
     config, start, history = _config(args), 0, []
     ckpt_path = work / CHECKPOINT
@@ -168,22 +168,8 @@ def train(bundle, args, train_ds, test_ds) -> tuple:
     return head.body, head.alpha().item(), history
 
 
-def refit_alpha(bundle_dir: Path, images: np.ndarray, labels: np.ndarray) -> float:
-    """alpha for the new remote NN by the merge calibration's rule, every remote channel sent."""
-    from agilenn.models import load_bundle
-
-    from .merge_calibration import device_outputs, fit_alpha, remote_logits
-    from agilenn.device_agent.device_model import single_thread_session
-
-    bundle = load_bundle(bundle_dir)
-    local, indices = device_outputs(bundle, images)
-    R = indices.shape[1]
-    remote = remote_logits(bundle, single_thread_session(bundle.onnx_path("remote")), indices, R)
-    return fit_alpha(local, remote, labels)
-
-
 def write_bundle(src, out: Path, remote, alpha: float, history: list, args, command: str, train_ds, test) -> dict:
-    """Copy ``src`` to ``out`` with the refined remote.onnx, alpha refitted, and every remote-dependent
+    """Copy ``src`` to ``out`` with the refined remote.onnx and alpha, and every remote-dependent
     measurement redone; returns the new manifest."""
     from agilenn.firmware.bundle_int8 import evaluate as evaluate_int8
     from agilenn.firmware.bundle_int8 import update_report as update_int8_report
@@ -198,9 +184,10 @@ def write_bundle(src, out: Path, remote, alpha: float, history: list, args, comm
     remote.save(out / "remote.onnx")
     manifest = json.loads((out / "manifest.json").read_text())
     source = f"{manifest['model']['name']}/{manifest['model']['version']}"
-    dataset = manifest["dataset"]
-    fit = train_ds.subset(ALPHA_FIT_IMAGES, seed=0)
     manifest["model"]["version"] = str(args.version)
+    # the trained alpha, as a freshly exported bundle carries its joint stage's; the per-count merge
+    # weights (what the agent uses) are calibrated last, as for any bundle
+    manifest["alpha"] = alpha
     manifest["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     manifest["remote_refinement"] = {
         "source": source, "source_remote_sha256": _sha256(src.onnx_path("remote")), "command": command,
@@ -212,11 +199,6 @@ def write_bundle(src, out: Path, remote, alpha: float, history: list, args, comm
     manifest.pop("merge", None)
     manifest["metrics"].pop("merge", None)
     write_manifest(out, manifest)
-    manifest["alpha"] = refit_alpha(out, fit.images, np.asarray(fit.labels))
-    manifest["remote_refinement"]["alpha_fit"] = f"{dataset} train, {len(fit)} images (seed 0), every channel"
-    write_manifest(out, manifest)
-    log.info("refine remote: alpha trained %.3f, refitted %.3f", alpha, manifest["alpha"])
-
     bundle = load_bundle(out)
     deployed, _ = report.deployed_metrics(out, manifest, bundle.preprocess(test.images),
                                           np.asarray(test.labels), args.threads)
@@ -251,8 +233,7 @@ def _rewrite_report(out: Path, manifest: dict, history: list, source: str) -> No
         f"| fixed {manifest['remote_refinement']['history_test_images']:,} test images | remote only | "
         "combined (trained alpha) | alpha |", "|---|---|---|---|",
         *[f"| epoch {h['epoch']} | {100 * h['remote']:.2f} % | {100 * h['merged']:.2f} % | {h['alpha']:.3f} |"
-          for h in (before, after)], "",
-        f"alpha refitted on {manifest['remote_refinement']['alpha_fit']}: {manifest['alpha']:.3f}.",
+          for h in (before, after)],
         REPORT_END, "",
     ])
     text = (out / "report.md").read_text()
@@ -265,6 +246,8 @@ def _rewrite_report(out: Path, manifest: dict, history: list, source: str) -> No
 
 
 def main(argv=None) -> None:
+    from .trainer import MERGE_CALIBRATION_IMAGES  # the export's subset, for the same reason
+
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--bundle", type=Path, required=True, help="the bundle whose remote NN is refined (left as it is)")
     p.add_argument("--out", type=Path, required=True, help="the new bundle's directory (must not exist)")
@@ -279,7 +262,7 @@ def main(argv=None) -> None:
     p.add_argument("--nested-p-full", type=float, default=0.5, help="share of samples that keep every remote channel")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--train-subset", type=int, default=None, help="train on a fixed random subset of this many images")
-    p.add_argument("--merge-train-images", type=int, default=ALPHA_FIT_IMAGES,
+    p.add_argument("--merge-train-images", type=int, default=MERGE_CALIBRATION_IMAGES,
                    help="training images the per-channel-count merge is calibrated on")
     p.add_argument("--data-dir", help="where the bundle's data set lives, if not its default place")
     p.add_argument("--threads", type=int, default=2)

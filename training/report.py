@@ -38,7 +38,8 @@ BYTE_KEYS = ("ans_bytes_mean", "ans_bytes_p95", "rans_bytes_mean", "rans_ctx_byt
              "raw_bytes_mean", "payload_header_bytes", "order0_entropy_body_bytes_mean")
 
 
-def deployed_metrics(bundle_dir: Path, manifest: dict, x: np.ndarray, y: np.ndarray, threads: int = 1) -> tuple[dict, dict]:
+def deployed_metrics(bundle_dir: Path, manifest: dict, x: np.ndarray, y: np.ndarray,
+                     threads: int = 1) -> tuple[dict, dict]:
     """The bundle's accuracies, bytes and channel curve through the deployed path alone (device.onnx
     -> codec -> remote.onnx -> alpha merge; ``x`` normalised NCHW float32): no torch, so a bundle
     whose remote NN changed (refine_remote.py) is measured by the same code as a freshly trained one."""

@@ -26,7 +26,8 @@ def _refine(source, name, *extra):
 
     root, data, bundle = source
     out = root / name
-    refine_remote.main(["--bundle", str(bundle), "--out", str(out), "--version", "2", "--work", str(root / f"{name}-work"),
+    refine_remote.main(["--bundle", str(bundle), "--out", str(out), "--version", "2",
+                        "--work", str(root / f"{name}-work"),
                         "--epochs", "2", "--batch-size", "64", "--threads", "1", "--data-dir", str(data), *extra])
     return out
 
@@ -86,7 +87,7 @@ def test_the_metrics_are_what_the_deployed_path_measures(source, refined):
     centroids = np.asarray(b.manifest["quantizer"]["centroids"], np.float32)
     (remote,) = rem.run(["remote_logits"], {"remote_features": dequantize(quantize(feats, centroids), centroids)})
     m = b.manifest["metrics"]
-    assert 0 < b.alpha < 1 and m["alpha"] == b.alpha
+    assert 0 < b.alpha < 1 and m["alpha"] == b.alpha == b.manifest["remote_refinement"]["trained_alpha"]
     assert m["remote_accuracy"] == pytest.approx(float((remote.argmax(1) == y).mean()))
     merged = b.alpha * local + (1 - b.alpha) * remote
     assert m["combined_accuracy"] == pytest.approx(float((merged.argmax(1) == y).mean()))

@@ -28,7 +28,8 @@ def write_fashion_mnist(root, n_train=300, n_test=100):
 
 
 # A small trained bundle in seconds: the flags the remote-NN tests train with.
-TINY_RUN = ["--preselect-samples", "50", "--batch-size", "64", "--threads", "2", "--channels", "10", "--body-width", "16"]
+TINY_RUN = ["--preselect-samples", "50", "--batch-size", "64", "--threads", "2", "--channels", "10",
+            "--body-width", "16"]
 
 
 def train_tiny(root, n_test: int = 60, *extra: str):
