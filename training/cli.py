@@ -150,13 +150,24 @@ def unit_interval(value: str) -> float:
     return v
 
 
-def non_negative_int(value: str) -> int:
+def _whole_number(value: str) -> int:
     try:
-        v = int(value)
+        return int(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+
+
+def non_negative_int(value: str) -> int:
+    v = _whole_number(value)
     if v < 0:
         raise argparse.ArgumentTypeError(f"{v} is negative")
+    return v
+
+
+def positive_int(value: str) -> int:
+    v = _whole_number(value)
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"{v} is not at least 1")
     return v
 
 

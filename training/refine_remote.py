@@ -45,7 +45,6 @@ log = logging.getLogger("agilenn.training")
 
 CHECKPOINT = "refine_remote.pt"
 EVAL_IMAGES = 2000      # per-epoch score: a fixed random subset of the test split
-REPORT_BEGIN, REPORT_END = "<!-- refine-remote:begin -->", "<!-- refine-remote:end -->"
 
 
 def _sha256(path: Path) -> str:
@@ -217,6 +216,8 @@ def _rewrite_report(out: Path, manifest: dict, history: list, source: str) -> No
     """The training report's head (the table and the channel curve) from the new metrics, with a
     section saying where the remote NN came from; the device part's sections are kept as they were
     (the int8 and merge sections are rewritten by their own tools right after)."""
+    from agilenn.firmware.bundle_int8 import REPORT_BEGIN as INT8_BEGIN
+
     from . import report
 
     metrics = manifest["metrics"]
@@ -224,7 +225,7 @@ def _rewrite_report(out: Path, manifest: dict, history: list, source: str) -> No
     head = report.markdown(manifest, metrics, [p for p in plots if (out / p).is_file()], manifest["device_cost"])
     before, after = history[0], history[-1]
     section = "\n".join([
-        REPORT_BEGIN, "## Remote NN refined on the frozen device part", "",
+        "## Remote NN refined on the frozen device part", "",
         f"Version {manifest['model']['version']} is `{source}` with its remote NN trained on for "
         f"{after['epoch']} epochs (training/refine_remote.py): device part, integer device part, coder "
         f"tables and payload bytes are `{source}`'s; the skewness and XAI audit above are its measurements "
@@ -233,11 +234,10 @@ def _rewrite_report(out: Path, manifest: dict, history: list, source: str) -> No
         f"| fixed {manifest['remote_refinement']['history_test_images']:,} test images | remote only | "
         "combined (trained alpha) | alpha |", "|---|---|---|---|",
         *[f"| epoch {h['epoch']} | {100 * h['remote']:.2f} % | {100 * h['merged']:.2f} % | {h['alpha']:.3f} |"
-          for h in (before, after)],
-        REPORT_END, "",
+          for h in (before, after)], "",
     ])
     text = (out / "report.md").read_text()
-    tail = text[text.index("<!-- int8-device:begin -->"):] if "<!-- int8-device:begin -->" in text else ""
+    tail = text[text.index(INT8_BEGIN):] if INT8_BEGIN in text else ""
     (out / "report.md").write_text(head.rstrip("\n") + "\n\n" + section + "\n" + tail)
     js = out / "report.json"
     doc = json.loads(js.read_text())
@@ -246,6 +246,7 @@ def _rewrite_report(out: Path, manifest: dict, history: list, source: str) -> No
 
 
 def main(argv=None) -> None:
+    from .cli import positive_int, unit_interval
     from .trainer import MERGE_CALIBRATION_IMAGES  # the export's subset, for the same reason
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -253,25 +254,22 @@ def main(argv=None) -> None:
     p.add_argument("--out", type=Path, required=True, help="the new bundle's directory (must not exist)")
     p.add_argument("--version", required=True, help="the new bundle's model version")
     p.add_argument("--work", type=Path, required=True, help="checkpoint directory (resumes from it)")
-    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--epochs", type=positive_int, default=10)
     p.add_argument("--lr", type=float, default=2e-4, help="peak AdamW learning rate (BatchNorm is folded: keep it low)")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--distill-weight", type=float, default=0.5, help="share of the loss that is KL to reference.onnx")
+    p.add_argument("--batch-size", type=positive_int, default=256)
+    p.add_argument("--distill-weight", type=unit_interval, default=0.5,
+                   help="share of the loss that is KL to reference.onnx")
     p.add_argument("--distill-temp", type=float, default=4.0)
     p.add_argument("--aux-weight", type=float, default=0.5, help="extra CE on the remote NN alone")
-    p.add_argument("--nested-p-full", type=float, default=0.5, help="share of samples that keep every remote channel")
+    p.add_argument("--nested-p-full", type=unit_interval, default=0.5,
+                   help="share of samples that keep every remote channel")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--train-subset", type=int, default=None, help="train on a fixed random subset of this many images")
     p.add_argument("--merge-train-images", type=int, default=MERGE_CALIBRATION_IMAGES,
                    help="training images the per-channel-count merge is calibrated on")
     p.add_argument("--data-dir", help="where the bundle's data set lives, if not its default place")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=positive_int, default=2)
     args = p.parse_args(argv)
-    for name in ("epochs", "batch_size", "threads"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be at least 1")
-    if not 0 <= args.distill_weight <= 1 or not 0 <= args.nested_p_full <= 1:
-        p.error("--distill-weight and --nested-p-full are shares in [0, 1]")
     if args.out.exists():
         p.error(f"--out {args.out} exists; the refined bundle is a new version directory")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
