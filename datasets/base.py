@@ -33,7 +33,11 @@ class Dataset:
         """A reproducible random subset of ``n`` items (all of them if n is None or too big)."""
         if n is None or n >= len(self):
             return self
-        idx = np.sort(np.random.default_rng(seed).permutation(len(self))[:n])
+        return self.rows(np.sort(np.random.default_rng(seed).permutation(len(self))[:n]))
+
+    def rows(self, idx) -> "Dataset":
+        """The items at the row indices ``idx``, in that order."""
+        idx = np.asarray(idx)
         return Dataset(self.name, self.split, self.images[idx], self.labels[idx], list(self.classes))
 
 

@@ -72,6 +72,32 @@ def random_erase(x: torch.Tensor, p: float, gen: torch.Generator | None = None,
     return x.masked_fill(erase[:, None].to(x.device), 0.0)
 
 
+def merge_holdout_split(n: int, holdout: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(held-out, kept) sorted row indices of an n-image training split: a fixed random ``holdout`` of
+    them (by ``seed``; never a prefix, as image folders load class by class) and the rest."""
+    if not 0 <= holdout < n:
+        raise ValueError(f"merge hold-out: {holdout} images asked for, the training split has {n}")
+    order = np.random.default_rng([seed, 0x4D45]).permutation(n)  # its own stream: not run.sample's subset
+    return torch.from_numpy(np.sort(order[:holdout])), torch.from_numpy(np.sort(order[holdout:]))
+
+
+def split_merge_holdout(train, holdout: int, seed: int):
+    """(the rest, the merge hold-out or None): a training Dataset split by merge_holdout_split."""
+    if not holdout:
+        return train, None
+    held, kept = merge_holdout_split(len(train), holdout, seed)
+    return train.rows(kept.numpy()), train.rows(held.numpy())
+
+
+def merge_holdout_rows(train, config: dict):
+    """(what the run trained on, its merge hold-out or None) of ``train``, the full training split, for a
+    run with this training ``config`` (a bundle's training.config): trainer.Run's split, redone."""
+    if not config.get("merge_holdout", 0):
+        return train, None
+    seed = config.get("seed", 0)
+    return split_merge_holdout(train.subset(config.get("train_subset"), seed), config["merge_holdout"], seed)
+
+
 def batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, shuffle: bool, gen: torch.Generator | None = None):
     """Mini-batches of (x, y), shuffled by ``gen`` (on the CPU; x and y may live on another device)."""
     n = x.shape[0]

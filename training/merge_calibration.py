@@ -279,12 +279,14 @@ def _fixed_subset(split, n: int | None):
 
 
 def add_merge_calibration(bundle_dir, train=None, test=None, report: bool = True,
-                          train_images: int | None = None, test_images: int | None = None) -> dict:
+                          train_images: int | None = None, test_images: int | None = None,
+                          train_note: str | None = None) -> dict:
     """Calibrate, write ``merge`` and ``metrics.merge`` into the manifest (+ plot, report.md); returns the table.
 
     train / test: (uint8 images, labels); default: the bundle's dataset's splits. train_images /
     test_images: use only a fixed random subset of that many (every channel count runs remote.onnx
-    over every image: R+1 passes, which for a CIFAR-sized remote NN on 50k images is hours on 2 CPUs)."""
+    over every image: R+1 passes, which for a CIFAR-sized remote NN on 50k images is hours on 2 CPUs).
+    train_note: what the train images are, when not the split itself (e.g. a hold-out no net trained on)."""
     from agilenn.models import load_bundle, write_manifest
     from agilenn.training.datasets import load_dataset
 
@@ -297,7 +299,8 @@ def add_merge_calibration(bundle_dir, train=None, test=None, report: bool = True
     if test is None:
         d = load_dataset(dataset, "test")
         test = (d.images, d.labels)
-    train, train_note = _fixed_subset(train, train_images)
+    train, subset_note = _fixed_subset(train, train_images)
+    train_note = (train_note or "") + subset_note
     test, test_note = _fixed_subset(test, test_images)
     merge = calibrate(bundle, np.asarray(train[0]), np.asarray(train[1]), f"{dataset} train{train_note}")
     manifest = json.loads((bundle_dir / "manifest.json").read_text())

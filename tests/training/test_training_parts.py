@@ -94,7 +94,7 @@ def test_quantizer_forward_is_hard_backward_is_soft():
 
 
 @pytest.mark.parametrize("flag", ["--rho", "--lam", "--nested-p-full", "--ref-nested-p-full", "--ref-erase-p",
-                                  "--distill-weight"])
+                                  "--distill-weight", "--ref-label-smoothing"])
 def test_probability_and_convex_weight_flags_refuse_values_outside_the_unit_interval(flag, capsys):
     """These flags are shares or convex weights: 1.5 or -0.1 used to train silently as 1 or 0 (or as a
     negative CE weight for --lam); now argparse names the flag and the value."""
