@@ -89,6 +89,11 @@ def split_merge_holdout(train, holdout: int, seed: int):
     return train.rows(kept.numpy()), train.rows(held.numpy())
 
 
+def merge_holdout_note(held, seed: int) -> str:
+    """The words the merge calibration's split label gets for a hold-out (report.md, manifest)."""
+    return f" ({len(held)} images held out of every stage, seed {seed})"
+
+
 def merge_holdout_rows(train, config: dict):
     """(what the run trained on, its merge hold-out or None) of ``train``, the full training split, for a
     run with this training ``config`` (a bundle's training.config): trainer.Run's split, redone."""

@@ -177,6 +177,7 @@ def write_bundle(src, out: Path, remote, alpha: float, history: list, args, comm
     from agilenn.models import load_bundle, write_manifest
 
     from . import report
+    from .data import merge_holdout_note
     from .merge_calibration import add_merge_calibration
 
     if out.exists():
@@ -209,8 +210,8 @@ def write_bundle(src, out: Path, remote, alpha: float, history: list, args, comm
     write_manifest(out, manifest)
     _rewrite_report(out, manifest, history, source)
     update_int8_report(out, manifest["int8_device"], manifest["device_cost"])
-    calib, note = ((held_out, f" ({len(held_out)} images held out of every stage)")
-                   if held_out is not None else (train_ds, None))
+    seed = manifest.get("training", {}).get("config", {}).get("seed", 0)
+    calib, note = ((held_out, merge_holdout_note(held_out, seed)) if held_out is not None else (train_ds, None))
     add_merge_calibration(out, train=(calib.images, calib.labels), test=(test.images, test.labels),
                           train_images=args.merge_train_images, train_note=note)
     return json.loads((out / "manifest.json").read_text())

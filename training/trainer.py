@@ -137,7 +137,7 @@ class Run:
         held = self.merge_holdout_raw
         if held is None:
             return self.train_raw.images, self.train_raw.labels, None
-        return held.images, held.labels, f" ({len(held)} images held out of every stage, seed {self.cfg.seed})"
+        return held.images, held.labels, D.merge_holdout_note(held, self.cfg.seed)
 
     def _batch_source(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Where training batches are cut and augmented: on the GPU when the training split fits in a

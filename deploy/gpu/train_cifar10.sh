@@ -11,6 +11,9 @@
 # A dry run of the plumbing on a CPU (minutes, tiny subsets):
 #   DEVICE=cpu N_PROBE=512 RUN_ARGS="--train-subset 1024 --test-subset 500" BUDGET=400 OUT=/tmp/o bash deploy/gpu/train_cifar10.sh
 #
+# Which card: name the device tool's nvidia-h100-x1. The reference epoch took 1.10 s on an H100 and 1.73 s
+# on an H200 (2026-11-27, same script and net; not profiled: small steps, likely launch-bound).
+#
 # Needs: python3 with torch (CUDA) and numpy, Pillow; .gpu/cifar10-jpeg.npz made by
 # deploy/gpu/pack_imagefolder.py from ../shared/data/cifar10-jpeg. No agilenn install: the training
 # stages import only agilenn.training and agilenn.datasets, linked into a namespace folder.
