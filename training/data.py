@@ -72,13 +72,13 @@ def random_erase(x: torch.Tensor, p: float, gen: torch.Generator | None = None,
     return x.masked_fill(erase[:, None].to(x.device), 0.0)
 
 
-def merge_holdout_split(n: int, holdout: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def merge_holdout_split(n: int, holdout: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(held-out, kept) sorted row indices of an n-image training split: a fixed random ``holdout`` of
     them (by ``seed``; never a prefix, as image folders load class by class) and the rest."""
     if not 0 <= holdout < n:
         raise ValueError(f"merge hold-out: {holdout} images asked for, the training split has {n}")
     order = np.random.default_rng([seed, 0x4D45]).permutation(n)  # its own stream: not run.sample's subset
-    return torch.from_numpy(np.sort(order[:holdout])), torch.from_numpy(np.sort(order[holdout:]))
+    return np.sort(order[:holdout]), np.sort(order[holdout:])
 
 
 def split_merge_holdout(train, holdout: int, seed: int):
@@ -86,7 +86,7 @@ def split_merge_holdout(train, holdout: int, seed: int):
     if not holdout:
         return train, None
     held, kept = merge_holdout_split(len(train), holdout, seed)
-    return train.rows(kept.numpy()), train.rows(held.numpy())
+    return train.rows(kept), train.rows(held)
 
 
 def merge_holdout_note(held, seed: int) -> str:

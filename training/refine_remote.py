@@ -167,17 +167,15 @@ def train(bundle, args, train_ds, test_ds) -> tuple:
     return head.body, head.alpha().item(), history
 
 
-def write_bundle(src, out: Path, remote, alpha: float, history: list, args, command: str, train_ds, test,
-                 held_out=None) -> dict:
+def write_bundle(src, out: Path, remote, alpha: float, history: list, args, command: str, calibration, test) -> dict:
     """Copy ``src`` to ``out`` with the refined remote.onnx and alpha, and every remote-dependent
-    measurement redone; returns the new manifest. ``held_out``: the source's merge hold-out (no net
-    trained on it, the refinement neither), where the merge calibration fits; else ``train_ds``."""
+    measurement redone; returns the new manifest. ``calibration``: (the images the merge calibration
+    fits on, the words that say which, or None for the training split)."""
     from agilenn.firmware.bundle_int8 import evaluate as evaluate_int8
     from agilenn.firmware.bundle_int8 import update_report as update_int8_report
     from agilenn.models import load_bundle, write_manifest
 
     from . import report
-    from .data import merge_holdout_note
     from .merge_calibration import add_merge_calibration
 
     if out.exists():
@@ -210,8 +208,7 @@ def write_bundle(src, out: Path, remote, alpha: float, history: list, args, comm
     write_manifest(out, manifest)
     _rewrite_report(out, manifest, history, source)
     update_int8_report(out, manifest["int8_device"], manifest["device_cost"])
-    seed = manifest.get("training", {}).get("config", {}).get("seed", 0)
-    calib, note = ((held_out, merge_holdout_note(held_out, seed)) if held_out is not None else (train_ds, None))
+    calib, note = calibration
     add_merge_calibration(out, train=(calib.images, calib.labels), test=(test.images, test.labels),
                           train_images=args.merge_train_images, train_note=note)
     return json.loads((out / "manifest.json").read_text())
@@ -281,7 +278,7 @@ def main(argv=None) -> None:
     from agilenn.datasets import load_for_model
     from agilenn.models import load_bundle
 
-    from .data import merge_holdout_rows
+    from .data import merge_holdout_note, merge_holdout_rows
 
     src = load_bundle(args.bundle)
     if not src.has_int8_device:
@@ -290,9 +287,12 @@ def main(argv=None) -> None:
     train_ds, test_ds = (load_for_model(src.manifest["dataset"], split, src.input_shape, args.data_dir)
                          for split in ("train", "test"))
     # a bundle trained with a merge hold-out: the refinement leaves it out too, for the calibration
-    train_ds, held_out = merge_holdout_rows(train_ds, src.manifest.get("training", {}).get("config", {}))
+    config = src.manifest.get("training", {}).get("config", {})
+    train_ds, held_out = merge_holdout_rows(train_ds, config)
+    calibration = ((train_ds, None) if held_out is None
+                   else (held_out, merge_holdout_note(held_out, config.get("seed", 0))))
     remote, alpha, history = train(src, args, train_ds, test_ds)
-    manifest = write_bundle(src, args.out, remote, alpha, history, args, command, train_ds, test_ds, held_out)
+    manifest = write_bundle(src, args.out, remote, alpha, history, args, command, calibration, test_ds)
     m = manifest["metrics"]
     print(json.dumps({"combined_float": m["combined_accuracy"], "remote": m["remote_accuracy"],
                       "int8_combined": manifest["int8_device"]["accuracy"]["int8_combined"],

@@ -132,7 +132,6 @@ def measure(run, ref, model, evaluator, bundle_dir: Path, manifest: dict) -> tup
     deployed, arrays = deployed_metrics(bundle_dir, manifest, x.numpy(), y, cfg.threads)
 
     # torch reference of the same pipeline: proves export + codec reproduce training's forward
-    model.eval()
     with torch.no_grad():
         torch_merged = torch.cat([model(x[i:i + 1000], remote_mask=prefix_mask(R, R))["merged"]
                                   for i in range(0, n, 1000)]).numpy()
