@@ -69,8 +69,8 @@ def _layer_scratch(layer, in_hwc) -> int:
     if kind == "dwconv":
         return max(kh * kw, (c + 1) // 2)  # a row of c int8 zero points for padding taps (agn_dwconv_s8)
     if kind == "conv1x1":
-        return _pad4(c)
-    return _pad4(kh * kw * c)
+        return 2 * _pad4(c)  # two pixels' columns, interleaved (agn_kernels.c, dot4x2_pairs)
+    return 2 * _pad4(kh * kw * c)
 
 
 def _pad4(n: int) -> int:

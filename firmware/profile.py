@@ -9,10 +9,10 @@ CPU ran (boot, HELLO, waiting for UART bytes too); the device part's functions a
 Slow (seconds per million instructions) and for looking, not for CI; the per-inference total is
 measured without any of this by the firmware itself (SysTick under -icount shift=0).
 
-Known limit (2026-11-26): with a CIFAR-10 bundle the logged run stalls while the firmware reads the
-camera's 3,072-byte image (uart_rx_isr ran for about 2 KB of it, then board_uart_read polls on);
-the same harness without `-d exec` (plain or with -singlestep) finishes in ~1 s, and Fashion-MNIST's
-784-byte images profile fine. Not solved; per-kernel CIFAR-10 counts are still to be had.
+With the log on, the CPU runs far slower than the UARTs deliver, so a 3,072-byte camera image
+overruns the board's 1,024-byte receive ring; the board then leaves bytes in the UART, which holds
+the rest back (board.c, uart_drain), instead of dropping them (until 2026-11-27 a CIFAR-10 run
+stalled here, waiting for bytes that had been dropped).
 """
 
 from __future__ import annotations
@@ -42,7 +42,8 @@ def symbols(elf) -> tuple[list[int], list[str]]:
     return addrs, names
 
 
-def profile(bundle_dir, elf, images, per_pc: bool = False) -> tuple[collections.Counter, list[dict]]:
+def profile(bundle_dir, elf, images, per_pc: bool = False,
+            timeout_s: float = 600) -> tuple[collections.Counter, list[dict]]:
     """Instructions per function (per_pc: per instruction address) while the firmware handles images."""
     from agilenn.device_agent.agent import Agent
     from agilenn.device_agent.serial_bridge import SerialBridge
@@ -61,7 +62,7 @@ def profile(bundle_dir, elf, images, per_pc: bool = False) -> tuple[collections.
             thread = threading.Thread(target=bridge.serve, args=(stop,), daemon=True)
             thread.start()
             try:
-                results = list(board.results(len(images), timeout_s=600))
+                results = list(board.results(len(images), timeout_s=timeout_s))
             finally:
                 stop.set()
                 thread.join(5)

@@ -3,10 +3,12 @@
  * Armv7E-M DSP instructions as the Arm ARM describes them; not copied from any library).
  *
  * Shape of the code on Cortex-M:
- * - conv and pointwise conv gather the (x - zp_in) values of one output pixel into an int16 buffer
- *   (im2col of one pixel, padded to a multiple of 4 with zeros) and run it against four weight rows
- *   at a time, stored as int16 pairs: one SMLAD per two multiply-accumulates, each activation word
- *   loaded once per four rows;
+ * - conv and pointwise conv gather the (x - zp_in) values of two output pixels into an int16 buffer
+ *   (im2col of a pixel pair, each column padded to a multiple of 4 with zeros, interleaved by pair)
+ *   and run it against four weight rows at a time, stored as int16 pairs: one SMLAD per two
+ *   multiply-accumulates, each weight word loaded once per two pixels and each activation word
+ *   once per four rows; the eight sums of a block go to a stack table, requantized in a loop of
+ *   their own;
  * - the dense layer does the same with int8 rows (its weights are most of the model's flash),
  *   stored so that SXTB16 unpacks four weights into the two pairs SMLAD needs;
  * - depthwise conv reads the input in place, four channels per word, with one pointer per tap
@@ -82,6 +84,13 @@ static AGN_INLINE uint32_t load_u32(const void *p)
     return v;
 }
 
+/* 32 bits to any address (memcpy: one STR; the int16 scratch is never written through a uint32
+ * pointer, which C's aliasing rules would not allow). */
+static AGN_INLINE void store_u32(void *p, uint32_t v)
+{
+    memcpy(p, &v, sizeof v);
+}
+
 /* Packed weight rows (conv, pointwise conv and dense layers; the generator writes them so): a row
  * of n weights is padded with zeros to n4 = n rounded up to a multiple of 4 (the activation buffer
  * gets zeros there too, so the padding adds 0 and no loop needs a tail), and each group of four,
@@ -110,6 +119,14 @@ static AGN_INLINE uint32_t sxtb16_ror8(uint32_t x)
 {
     uint32_t r;
     __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(x));
+    return r;
+}
+
+/* SXTAB16 with the rotation: a + (bytes 1 and 3 of x, sign-extended), per halfword. */
+static AGN_INLINE uint32_t sxtab16_ror8(uint32_t a, uint32_t x)
+{
+    uint32_t r;
+    __asm__("sxtab16 %0, %1, %2, ror #8" : "=r"(r) : "r"(a), "r"(x));
     return r;
 }
 
@@ -213,28 +230,67 @@ static AGN_INLINE int32_t pair_dot(uint32_t x, uint32_t w, int32_t acc) /* acc +
 #endif
 }
 
-static AGN_INLINE int32_t dot_pairs(const int16_t *a, const uint32_t *w, uint32_t n4)
+/* Two output pixels against the same block of four rows: each weight word loaded once serves both
+ * pixels (eight accumulators), and the block's bookkeeping (bias loads, pointers, loop control)
+ * is paid once per eight outputs instead of four. The two pixels' columns are interleaved by
+ * int16 pair in x: word 2k is pair k (inputs 2k, 2k + 1) of pixel 0, word 2k + 1 pair k of pixel 1
+ * (col_step() writes them so), so one pointer walks both and the words of a group are adjacent.
+ * One group of four inputs: four words of x, the block's eight weight words, sixteen SMLAD for 32
+ * multiply-accumulates (one pixel at a time took two x words, eight weight words and eight SMLAD
+ * for 16). Each channel's sum has the same terms as one row at a time, so the result is
+ * bit-identical (exact int32 arithmetic). */
+static AGN_INLINE void dot4x2_pairs(const int16_t *x, const uint32_t *w, uint32_t n4, sums4 *p0, sums4 *p1)
 {
-    int32_t acc = 0;
-    uint32_t i;
-    for (i = 0; i < n4; i += 4u, w += 2) {
-        acc = pair_dot(load_u32(a + i), w[0], acc);
-        acc = pair_dot(load_u32(a + i + 2u), w[1], acc);
+    int32_t a0 = p0->s0, a1 = p0->s1, a2 = p0->s2, a3 = p0->s3;
+    int32_t b0 = p1->s0, b1 = p1->s1, b2 = p1->s2, b3 = p1->s3;
+    const int16_t *const end = x + 2u * n4; /* n4 values per pixel, two pixels */
+    for (; x != end; x += 8, w += 8) {
+        uint32_t x0 = load_u32(x), x1 = load_u32(x + 2), wv; /* inputs 4g, 4g + 1 of pixels 0 and 1 */
+        wv = w[0];
+        a0 = pair_dot(x0, wv, a0);
+        b0 = pair_dot(x1, wv, b0);
+        wv = w[2];
+        a1 = pair_dot(x0, wv, a1);
+        b1 = pair_dot(x1, wv, b1);
+        wv = w[4];
+        a2 = pair_dot(x0, wv, a2);
+        b2 = pair_dot(x1, wv, b2);
+        wv = w[6];
+        a3 = pair_dot(x0, wv, a3);
+        b3 = pair_dot(x1, wv, b3);
+        x0 = load_u32(x + 4); /* inputs 4g + 2, 4g + 3 */
+        x1 = load_u32(x + 6);
+        wv = w[1];
+        a0 = pair_dot(x0, wv, a0);
+        b0 = pair_dot(x1, wv, b0);
+        wv = w[3];
+        a1 = pair_dot(x0, wv, a1);
+        b1 = pair_dot(x1, wv, b1);
+        wv = w[5];
+        a2 = pair_dot(x0, wv, a2);
+        b2 = pair_dot(x1, wv, b2);
+        wv = w[7];
+        a3 = pair_dot(x0, wv, a3);
+        b3 = pair_dot(x1, wv, b3);
     }
-    return acc;
+    p0->s0 = a0;
+    p0->s1 = a1;
+    p0->s2 = a2;
+    p0->s3 = a3;
+    p1->s0 = b0;
+    p1->s1 = b1;
+    p1->s2 = b2;
+    p1->s3 = b3;
 }
 
-static AGN_INLINE sums4 dot4_pairs(const int16_t *a, const uint32_t *w, uint32_t n4, sums4 acc)
+/* One plain packed row (a row past the last block of four) against both interleaved pixels. */
+static AGN_INLINE void dot_pairs_x2(const int16_t *x, const uint32_t *w, uint32_t n4, int32_t *a, int32_t *b)
 {
-    uint32_t i;
-    for (i = 0; i < n4; i += 4u, w += 8) {
-        const uint32_t x01 = load_u32(a + i), x23 = load_u32(a + i + 2u);
-        acc.s0 = pair_dot(x23, w[1], pair_dot(x01, w[0], acc.s0));
-        acc.s1 = pair_dot(x23, w[3], pair_dot(x01, w[2], acc.s1));
-        acc.s2 = pair_dot(x23, w[5], pair_dot(x01, w[4], acc.s2));
-        acc.s3 = pair_dot(x23, w[7], pair_dot(x01, w[6], acc.s3));
+    const int16_t *const end = x + 2u * n4;
+    for (; x != end; x += 4, w++) {
+        *a = pair_dot(load_u32(x), *w, *a);
+        *b = pair_dot(load_u32(x + 2), *w, *b);
     }
-    return acc;
 }
 
 /* Requantization of one layer with its per-channel constants worked out once per call, for
@@ -352,91 +408,175 @@ static AGN_INLINE int8_t rq8(int32_t acc, const rq_consts *r, uint32_t o)
     return (int8_t)rq_apply(acc, r, o, 8);
 }
 
-/* Every output channel of one pixel: out[o] = requant(bias[o] + sum_i col[i] * w[o][i]) for
- * o < c_out, w the weight pairs [c_out][n4 / 2], col n4 activations (zeros past the layer's n).
- * Four output channels at a time share each load of col (dot4_pairs); each channel's sum has the
- * same terms as one row at a time, so the result is bit-identical (exact int32 arithmetic). */
-static AGN_INLINE void pixel_s8(const int16_t *col, uint32_t n4, const uint32_t *pairs, const int32_t *bias,
-                                const rq_consts *r, uint32_t c_out, int8_t *dst)
+/* Output channels per pass of pixel2_s8: its accumulator table (on the caller's stack) holds two
+ * int32 per channel, 512 bytes. */
+#define AGN_PASS_CH 64u
+
+/* rq8 for a layer whose table path applies and whose range is the whole int8 range (!narrow8),
+ * entry e of its table: the same integers as rq_apply, without the checks per output. */
+static AGN_INLINE int8_t rq8_table_full(int32_t acc, const rq_entry *e)
 {
-    const uint32_t row = n4 / 2u; /* words per row */
-    uint32_t o = 0;
-    for (; o + 4u <= c_out; o += 4u) {
-        sums4 acc;
-        acc.s0 = bias[o];
-        acc.s1 = bias[o + 1u];
-        acc.s2 = bias[o + 2u];
-        acc.s3 = bias[o + 3u];
-        acc = dot4_pairs(col, pairs + o * row, n4, acc);
-        dst[o] = rq8(acc.s0, r, o);
-        dst[o + 1u] = rq8(acc.s1, r, o + 1u);
-        dst[o + 2u] = rq8(acc.s2, r, o + 2u);
-        dst[o + 3u] = rq8(acc.s3, r, o + 3u);
+#if AGN_USE_DSP
+    const uint32_t hr = smmla(acc, e->mult, e->round) + (uint32_t)acc;
+    return (int8_t)__ssat((int32_t)(hr >> e->shift) + e->offset, 8);
+#else
+    const uint32_t hr = (uint32_t)((uint64_t)((int64_t)acc * (int64_t)e->mult) >> 32) + (uint32_t)acc + e->round;
+    const int32_t y = (int32_t)(hr >> e->shift) + e->offset;
+    return (int8_t)(y < -128 ? -128 : (y > 127 ? 127 : y));
+#endif
+}
+
+/* Requantization of channels [o0, o_end) of two pixels, sums[2j] and sums[2j + 1] the pixels'
+ * accumulators of channel o0 + j. A loop of its own, with the layer's checks taken once: inside
+ * the multiply-accumulate loops the per-channel constants and output pointers had no registers
+ * left and went through the stack on every block. */
+static AGN_INLINE void requant_pair(const int32_t *sums, const rq_consts *r, uint32_t o0, uint32_t o_end,
+                                    int8_t *dst0, int8_t *dst1)
+{
+    uint32_t o;
+    if (r->table != NULL && !r->narrow8) {
+        const rq_entry *e = r->table + o0;
+        for (o = o0; o < o_end; o++, e++, sums += 2) {
+            const int8_t y0 = rq8_table_full(sums[0], e), y1 = rq8_table_full(sums[1], e);
+            dst0[o] = y0;
+            dst1[o] = y1;
+        }
+        return;
     }
-    for (; o < c_out; o++) {
-        dst[o] = rq8(bias[o] + dot_pairs(col, pairs + o * row, n4), r, o);
+    for (o = o0; o < o_end; o++, sums += 2) {
+        const int8_t y0 = rq8(sums[0], r, o), y1 = rq8(sums[1], r, o);
+        dst0[o] = y0;
+        dst1[o] = y1;
     }
 }
 
+/* Every output channel of two output pixels: out[o] = requant(bias[o] + sum_i col[i] * w[o][i])
+ * for o < c_out, w the weight pairs [c_out][n4 / 2] blocked by four, the two pixels' columns (n4
+ * values each, zeros past the layer's n) interleaved in x (dot4x2_pairs); outputs to dst0 and dst1
+ * (the same pointer when a pixel is paired with itself). Per pass of up to
+ * AGN_PASS_CH channels: the blocks' sums go to the table sums[2 * AGN_PASS_CH], then requant_pair.
+ * An int8 store may alias anything, so the outputs are stored only after both are computed. */
+static AGN_INLINE void pixel2_s8(const int16_t *x, uint32_t n4, const uint32_t *pairs, const int32_t *bias,
+                                 const rq_consts *r, uint32_t c_out, int8_t *dst0, int8_t *dst1, int32_t *sums)
+{
+    const uint32_t row = n4 / 2u;
+    uint32_t o0, o;
+    for (o0 = 0; o0 < c_out; o0 += AGN_PASS_CH) {
+        const uint32_t o_end = c_out - o0 < AGN_PASS_CH ? c_out : o0 + AGN_PASS_CH;
+        int32_t *t = sums;
+        for (o = o0; o + 4u <= o_end; o += 4u, t += 8) {
+            sums4 a, b;
+            a.s0 = b.s0 = bias[o];
+            a.s1 = b.s1 = bias[o + 1u];
+            a.s2 = b.s2 = bias[o + 2u];
+            a.s3 = b.s3 = bias[o + 3u];
+            dot4x2_pairs(x, pairs + o * row, n4, &a, &b);
+            t[0] = a.s0;
+            t[1] = b.s0;
+            t[2] = a.s1;
+            t[3] = b.s1;
+            t[4] = a.s2;
+            t[5] = b.s2;
+            t[6] = a.s3;
+            t[7] = b.s3;
+        }
+        for (; o < o_end; o++, t += 2) {
+            int32_t a = bias[o], b = bias[o];
+            dot_pairs_x2(x, pairs + o * row, n4, &a, &b);
+            t[0] = a;
+            t[1] = b;
+        }
+        requant_pair(sums, r, o0, o_end, dst0, dst1);
+    }
+}
+
+/* Where a column's values go in scratch. One pixel: value i at col[i] (step 1 after every value).
+ * Pixel p of an interleaved pair (dot4x2_pairs): value i at 4 * (i / 2) + 2p + (i % 2), i.e. start
+ * at col + 2p and step 1 after an even i, 3 after an odd one. col_step holds the next step and the
+ * sum of the two, so either layout is two additions per value. */
+typedef struct {
+    uint32_t step, sum; /* sum = the two steps' total: 2 (one pixel) or 4 (interleaved pair) */
+} col_step;
+
+#define AGN_COL_PUT(col, st, v)                                                                            \
+    do {                                                                                                   \
+        *(col) = (int16_t)(v);                                                                             \
+        (col) += (st).step;                                                                                \
+        (st).step = (st).sum - (st).step;                                                                  \
+    } while (0)
+
+/* im2col of the output pixel whose window starts at (iy0, ix0): (x - zp_in) per tap; a padding tap
+ * stands for real 0, which is x = zp_in (0 here), or, with per-channel input zero points, x = zp_c:
+ * pad_in[c]. Writes kh * kw * cin values from col in the layout st describes. */
+static AGN_INLINE void conv_gather(const int8_t *in, agn_dims in_dims, const agn_conv_params *p, int32_t iy0,
+                                   int32_t ix0, int16_t *col, col_step st)
+{
+    const uint32_t cin = in_dims.c, kh = p->kh, kw = p->kw;
+    const int32_t zp = p->zp_in;
+    const int16_t *pad_in = p->pad_in;
+    uint32_t ky, kx, c;
+    if (iy0 >= 0 && iy0 + (int32_t)kh <= (int32_t)in_dims.h && ix0 >= 0 && ix0 + (int32_t)kw <= (int32_t)in_dims.w) {
+        /* the window lies inside the image: kh rows of kw * cin contiguous values */
+        const uint32_t row = kw * cin;
+        for (ky = 0; ky < kh; ky++) {
+            const int8_t *px = in + ((uint32_t)(iy0 + (int32_t)ky) * in_dims.w + (uint32_t)ix0) * cin;
+            for (c = 0; c < row; c++) {
+                AGN_COL_PUT(col, st, px[c] - zp);
+            }
+        }
+        return;
+    }
+    for (ky = 0; ky < kh; ky++) {
+        const int32_t iy = iy0 + (int32_t)ky;
+        for (kx = 0; kx < kw; kx++) {
+            const int32_t ix = ix0 + (int32_t)kx;
+            if (iy < 0 || iy >= (int32_t)in_dims.h || ix < 0 || ix >= (int32_t)in_dims.w) {
+                for (c = 0; c < cin; c++) {
+                    AGN_COL_PUT(col, st, pad_in == NULL ? 0 : pad_in[c]);
+                }
+            } else {
+                const int8_t *px = in + ((uint32_t)iy * in_dims.w + (uint32_t)ix) * cin;
+                for (c = 0; c < cin; c++) {
+                    AGN_COL_PUT(col, st, px[c] - zp);
+                }
+            }
+        }
+    }
+}
+
+/* Zeros at the positions of values [n, n4) of both pixels of an interleaved pair: the rows' zero
+ * padding meets zeros there, and the gathers write only values [0, n). */
+static void zero_pair_padding(int16_t *scratch, uint32_t n, uint32_t n4)
+{
+    uint32_t i;
+    for (i = n; i < n4; i++) {
+        const uint32_t at = 4u * (i / 2u) + (i % 2u);
+        scratch[at] = 0;
+        scratch[at + 2u] = 0;
+    }
+}
+
+/* Output pixels go in pairs in raster order (dot4x2_pairs); an odd last one is paired with itself
+ * (computed twice, stored twice, same bytes), so no layer needs a one-pixel path. */
 void agn_conv_s8(const int8_t *in, agn_dims in_dims, const agn_conv_params *p, int8_t *out, agn_dims out_dims,
                  int16_t *scratch)
 {
-    const uint32_t cin = in_dims.c;
-    const uint32_t taps = (uint32_t)p->kh * p->kw * cin, n4 = padded4(taps);
-    const int32_t zp = p->zp_in;
-    const int16_t *pad_in = p->pad_in;
+    const uint32_t taps = (uint32_t)p->kh * p->kw * in_dims.c, n4 = padded4(taps);
+    const uint32_t pixels = (uint32_t)out_dims.h * out_dims.w, c_out = out_dims.c;
     rq_entry table[AGN_RQ_TABLE_MAX];
-    const rq_consts r = rq_of(p, out_dims.c, table);
-    const uint32_t *pairs = p->pairs;
-    const int32_t *bias = p->bias;
-    const uint32_t kh = p->kh, kw = p->kw, sh = p->stride_h, sw = p->stride_w;
-    uint32_t oy, ox, ky, kx, c;
-    for (c = taps; c < n4; c++) {
-        scratch[c] = 0; /* the rows' zero padding meets zeros (im2col writes only [0, taps)) */
-    }
-    for (oy = 0; oy < out_dims.h; oy++) {
-        const int32_t iy0 = (int32_t)(oy * sh) - (int32_t)p->pad_top;
-        const int rows_inside = iy0 >= 0 && iy0 + (int32_t)kh <= (int32_t)in_dims.h;
-        for (ox = 0; ox < out_dims.w; ox++) {
-            const int32_t ix0 = (int32_t)(ox * sw) - (int32_t)p->pad_left;
-            int16_t *col = scratch;
-            /* im2col of one output pixel: (x - zp_in) per tap; a padding tap stands for real 0, which is
-             * x = zp_in (0 here), or, with per-channel input zero points, x = zp_c: pad_in[c] */
-            if (rows_inside && ix0 >= 0 && ix0 + (int32_t)kw <= (int32_t)in_dims.w) {
-                /* the window lies inside the image: kh rows of kw * cin contiguous values */
-                const uint32_t row = kw * cin;
-                for (ky = 0; ky < kh; ky++) {
-                    const int8_t *px = in + ((uint32_t)(iy0 + (int32_t)ky) * in_dims.w + (uint32_t)ix0) * cin;
-                    for (c = 0; c < row; c++) {
-                        *col++ = (int16_t)(px[c] - zp);
-                    }
-                }
-            } else {
-                for (ky = 0; ky < kh; ky++) {
-                    const int32_t iy = iy0 + (int32_t)ky;
-                    for (kx = 0; kx < kw; kx++) {
-                        const int32_t ix = ix0 + (int32_t)kx;
-                        if (iy < 0 || iy >= (int32_t)in_dims.h || ix < 0 || ix >= (int32_t)in_dims.w) {
-                            if (pad_in == NULL) {
-                                for (c = 0; c < cin; c++) {
-                                    *col++ = 0;
-                                }
-                            } else {
-                                for (c = 0; c < cin; c++) {
-                                    *col++ = pad_in[c];
-                                }
-                            }
-                        } else {
-                            const int8_t *px = in + ((uint32_t)iy * in_dims.w + (uint32_t)ix) * cin;
-                            for (c = 0; c < cin; c++) {
-                                *col++ = (int16_t)(px[c] - zp);
-                            }
-                        }
-                    }
-                }
-            }
-            pixel_s8(scratch, n4, pairs, bias, &r, out_dims.c, out + (oy * out_dims.w + ox) * out_dims.c);
-        }
+    const rq_consts r = rq_of(p, c_out, table);
+    const col_step pair = {1u, 4u};
+    int32_t sums[2u * AGN_PASS_CH];
+    uint32_t q;
+    zero_pair_padding(scratch, taps, n4);
+    for (q = 0; q < pixels; q += 2u) {
+        const uint32_t q1 = q + 1u < pixels ? q + 1u : q;
+        const uint32_t oy0 = q / out_dims.w, ox0 = q % out_dims.w, oy1 = q1 / out_dims.w, ox1 = q1 % out_dims.w;
+        conv_gather(in, in_dims, p, (int32_t)(oy0 * p->stride_h) - (int32_t)p->pad_top,
+                    (int32_t)(ox0 * p->stride_w) - (int32_t)p->pad_left, scratch, pair);
+        conv_gather(in, in_dims, p, (int32_t)(oy1 * p->stride_h) - (int32_t)p->pad_top,
+                    (int32_t)(ox1 * p->stride_w) - (int32_t)p->pad_left, scratch + 2, pair);
+        pixel2_s8(scratch, n4, p->pairs, p->bias, &r, c_out, out + q * c_out, out + q1 * c_out, sums);
     }
 }
 
@@ -635,24 +775,45 @@ void agn_dwconv_s8(const int8_t *in, agn_dims in_dims, const agn_conv_params *p,
 void agn_conv1x1_s8(const int8_t *in, agn_dims in_dims, const agn_conv_params *p, int8_t *out, agn_dims out_dims,
                     int16_t *scratch)
 {
-    const uint32_t cin = in_dims.c;
-    const uint32_t pixels = (uint32_t)in_dims.h * in_dims.w;
+    const uint32_t cin = in_dims.c, n4 = padded4(cin);
+    const uint32_t pixels = (uint32_t)in_dims.h * in_dims.w, c_out = out_dims.c;
     const int32_t zp = p->zp_in;
     rq_entry table[AGN_RQ_TABLE_MAX];
-    const rq_consts r = rq_of(p, out_dims.c, table);
-    const uint32_t *pairs = p->pairs;
-    const int32_t *bias = p->bias;
-    const uint32_t n4 = padded4(cin);
-    uint32_t i, c;
-    for (c = cin; c < n4; c++) {
-        scratch[c] = 0; /* meets the rows' zero padding */
-    }
-    for (i = 0; i < pixels; i++) {
-        const int8_t *px = in + i * cin;
-        for (c = 0; c < cin; c++) {
-            scratch[c] = (int16_t)(px[c] - zp);
+    const rq_consts r = rq_of(p, c_out, table);
+    int32_t sums[2u * AGN_PASS_CH];
+    uint32_t q, c;
+#if AGN_USE_DSP
+    const uint32_t neg_zp2 = (uint32_t)(uint16_t)(int16_t)-zp * 0x00010001u; /* -zp in both halfwords */
+    const uint32_t words = cin & ~3u;                                         /* channels done 4 at a time */
+#else
+    const uint32_t words = 0;
+#endif
+    zero_pair_padding(scratch, cin, n4);
+    for (q = 0; q < pixels; q += 2u) { /* in pairs, as agn_conv_s8 */
+        const uint32_t q1 = q + 1u < pixels ? q + 1u : q;
+        const int8_t *px0 = in + q * cin, *px1 = in + q1 * cin;
+        col_step st0 = {1u, 4u}, st1 = {1u, 4u};
+        int16_t *col0 = scratch + 2u * words, *col1 = col0 + 2;
+#if AGN_USE_DSP
+        /* Four channels per word: SXTAB16 gives (x0 - zp, x2 - zp) and, of the word rotated by 8,
+         * (x1 - zp, x3 - zp) (|x - zp| <= 255 fits each halfword); two pack instructions make the
+         * pairs (x0, x1) and (x2, x3), stored at pairs c / 2 and c / 2 + 1 of each pixel. */
+        for (c = 0; c < words; c += 4u) {
+            const uint32_t v0 = load_u32(px0 + c), v1 = load_u32(px1 + c);
+            const uint32_t e0 = __sxtab16((int16x2_t)neg_zp2, (int8x4_t)v0), o0 = sxtab16_ror8(neg_zp2, v0);
+            const uint32_t e1 = __sxtab16((int16x2_t)neg_zp2, (int8x4_t)v1), o1 = sxtab16_ror8(neg_zp2, v1);
+            int16_t *at = scratch + 2u * c;
+            store_u32(at, (e0 & 0xFFFFu) | (o0 << 16));
+            store_u32(at + 2, (e1 & 0xFFFFu) | (o1 << 16));
+            store_u32(at + 4, (o0 & 0xFFFF0000u) | (e0 >> 16));
+            store_u32(at + 6, (o1 & 0xFFFF0000u) | (e1 >> 16));
         }
-        pixel_s8(scratch, n4, pairs, bias, &r, out_dims.c, out + i * out_dims.c);
+#endif
+        for (c = words; c < cin; c++) {
+            AGN_COL_PUT(col0, st0, px0[c] - zp);
+            AGN_COL_PUT(col1, st1, px1[c] - zp);
+        }
+        pixel2_s8(scratch, n4, p->pairs, p->bias, &r, c_out, out + q * c_out, out + q1 * c_out, sums);
     }
 }
 
@@ -672,7 +833,7 @@ void agn_dense_s8_s16(const int8_t *in, agn_dims in_dims, const agn_conv_params 
     for (; i < n4; i++) {
         scratch[i] = 0; /* meets the rows' zero padding */
     }
-    /* four outputs per pass over the activations, as pixel_s8 */
+    /* four outputs per pass over the activations (one pixel: the blocks of dot4 suffice) */
     for (; o + 4u <= out_dims.c; o += 4u) {
         sums4 acc;
         acc.s0 = bias[o];

@@ -81,7 +81,7 @@ int32_t agn_requant_s32(int32_t acc, int32_t mult, uint8_t rshift, int32_t zp_ou
 int32_t agn_dot_s16_s8(const int16_t *a, const int8_t *w, uint32_t n);
 
 /* Standard conv (groups = 1), any kernel/stride/padding; padding taps are pad_in[c] (or 0).
- * scratch: kh * kw * c_in int16, rounded up to a multiple of 4. */
+ * scratch: two pixels' columns, 2 * (kh * kw * c_in rounded up to a multiple of 4) int16. */
 void agn_conv_s8(const int8_t *in, agn_dims in_dims, const agn_conv_params *p, int8_t *out, agn_dims out_dims,
                  int16_t *scratch);
 
@@ -90,7 +90,8 @@ void agn_conv_s8(const int8_t *in, agn_dims in_dims, const agn_conv_params *p, i
 void agn_dwconv_s8(const int8_t *in, agn_dims in_dims, const agn_conv_params *p, int8_t *out, agn_dims out_dims,
                    int16_t *scratch);
 
-/* Pointwise (1x1, stride 1, no padding) conv. scratch: c_in int16, rounded up to a multiple of 4. */
+/* Pointwise (1x1, stride 1, no padding) conv. scratch: 2 * (c_in rounded up to a multiple of 4)
+ * int16 (two pixels' columns). */
 void agn_conv1x1_s8(const int8_t *in, agn_dims in_dims, const agn_conv_params *p, int8_t *out, agn_dims out_dims,
                     int16_t *scratch);
 

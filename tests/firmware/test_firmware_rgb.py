@@ -170,6 +170,22 @@ def test_cortex_m7_firmware_is_bit_exact_on_rgb_images(tmp_path):
     assert_firmware_frames_equal_python(bundle.path, firmware, images)
 
 
+@pytest.mark.skipif(shutil.which("qemu-system-arm") is None or shutil.which("arm-none-eabi-gcc") is None,
+                    reason="needs qemu-system-arm and arm-none-eabi-gcc (.ci/setup installs both)")
+def test_instruction_log_profile_survives_a_camera_image_larger_than_the_receive_ring(tmp_path):
+    """Under QEMU's instruction log the CPU is far slower than the UART: a 3,072-byte image overruns
+    the board's 1,024-byte receive ring. The board must hold bytes back in the UART, not drop them
+    (it dropped them, and the run stalled waiting for the rest of the image)."""
+    from agilenn.firmware.build import build
+    from agilenn.firmware.profile import profile
+
+    bundle, _ = make_rgb_bundle(tmp_path / "b", "conv-padded")
+    firmware = build(bundle.path, tmp_path / "fw", "mps2-an500")
+    counts, results = profile(bundle.path, firmware.elf, rgb_images(2, 5), timeout_s=120)
+    assert [r["image"] for r in results] == [0, 1]
+    assert counts["agn_conv_s8"] > 0 and counts["agn_rans_ctx_encode"] > 0
+
+
 def test_rgb_library_is_clean_under_address_and_undefined_sanitizers(rgb_bundle, rgb_driver, tmp_path):
     bundle, _ = rgb_bundle
     driver, lib = rgb_driver

@@ -38,18 +38,30 @@ typedef struct {
 static rx_ring rings[2];
 static volatile uint32_t systick_wraps;
 
+/* Move received bytes from the UART into the ring while both have one / room for one. A byte that
+ * finds the ring full stays in the UART, and QEMU holds the rest back (its UART accepts a byte
+ * only when RXFULL is clear), so a burst larger than the ring (a 3,072-byte camera image against
+ * 1,024 bytes of ring, while the CPU runs slowly under an instruction log) loses nothing. With the
+ * ring full the RX interrupt is switched off, or it would fire again at once for the waiting byte;
+ * board_uart_read switches it back on when it has taken a byte. Called by the interrupt and by the
+ * reader with interrupts masked. */
+static void uart_drain(cmsdk_uart *u, rx_ring *r)
+{
+    while (u->state & UART_STATE_RXFULL) {
+        if (r->head - r->tail >= RING_SIZE) {
+            u->ctrl &= ~UART_CTRL_RXINT;
+            return;
+        }
+        r->bytes[r->head % RING_SIZE] = (uint8_t)u->data;
+        r->head++;
+    }
+}
+
 static void uart_rx_isr(enum board_uart which)
 {
     cmsdk_uart *u = uarts[which];
-    rx_ring *r = &rings[which];
     u->intstatus = UART_INT_RX;
-    while (u->state & UART_STATE_RXFULL) {
-        uint8_t byte = (uint8_t)u->data;
-        if (r->head - r->tail < RING_SIZE) { /* full: QEMU holds the rest back, nothing is lost */
-            r->bytes[r->head % RING_SIZE] = byte;
-            r->head++;
-        }
-    }
+    uart_drain(u, &rings[which]);
 }
 
 void UART0_RX_Handler(void) { uart_rx_isr(BOARD_UART_AGENT); }
@@ -90,14 +102,23 @@ void board_uart_write(enum board_uart uart, const uint8_t *data, size_t len)
 
 int board_uart_read(enum board_uart uart, uint64_t timeout_ticks)
 {
+    cmsdk_uart *u = uarts[uart];
     rx_ring *r = &rings[uart];
     uint64_t start = board_ticks();
     for (;;) {
         __asm volatile("cpsid i" ::: "memory");
         if (r->head != r->tail) {
-            __asm volatile("cpsie i" ::: "memory");
             uint8_t byte = r->bytes[r->tail % RING_SIZE];
             r->tail++;
+            if (!(u->ctrl & UART_CTRL_RXINT)) {
+                /* the ring was full: there is room now. The interrupt goes back on before the
+                 * drain, so a byte arriving after the drain raises it (QEMU sets the RX interrupt
+                 * only for bytes received while it is enabled), and one that arrived before it is
+                 * taken here. */
+                u->ctrl |= UART_CTRL_RXINT;
+                uart_drain(u, r);
+            }
+            __asm volatile("cpsie i" ::: "memory");
             return byte;
         }
         if (board_ticks() - start >= timeout_ticks) {
