@@ -234,7 +234,7 @@ static AGN_INLINE int32_t pair_dot(uint32_t x, uint32_t w, int32_t acc) /* acc +
  * pixels (eight accumulators), and the block's bookkeeping (bias loads, pointers, loop control)
  * is paid once per eight outputs instead of four. The two pixels' columns are interleaved by
  * int16 pair in x: word 2k is pair k (inputs 2k, 2k + 1) of pixel 0, word 2k + 1 pair k of pixel 1
- * (col_step() writes them so), so one pointer walks both and the words of a group are adjacent.
+ * (AGN_COL_PUT and the pointwise gather write them so), so one pointer walks both and the words of a group are adjacent.
  * One group of four inputs: four words of x, the block's eight weight words, sixteen SMLAD for 32
  * multiply-accumulates (one pixel at a time took two x words, eight weight words and eight SMLAD
  * for 16). Each channel's sum has the same terms as one row at a time, so the result is
@@ -490,27 +490,23 @@ static AGN_INLINE void pixel2_s8(const int16_t *x, uint32_t n4, const uint32_t *
     }
 }
 
-/* Where a column's values go in scratch. One pixel: value i at col[i] (step 1 after every value).
- * Pixel p of an interleaved pair (dot4x2_pairs): value i at 4 * (i / 2) + 2p + (i % 2), i.e. start
- * at col + 2p and step 1 after an even i, 3 after an odd one. col_step holds the next step and the
- * sum of the two, so either layout is two additions per value. */
-typedef struct {
-    uint32_t step, sum; /* sum = the two steps' total: 2 (one pixel) or 4 (interleaved pair) */
-} col_step;
-
-#define AGN_COL_PUT(col, st, v)                                                                            \
+/* Where a column's values go in scratch: pixel p of an interleaved pair (dot4x2_pairs) keeps
+ * value i at 4 * (i / 2) + 2p + (i % 2), i.e. from col = scratch + 2p, a step of 1 after an even i
+ * and 3 after an odd one. `step` holds the next one (1 at the start of a column). */
+#define AGN_COL_PUT(col, step, v)                                                                          \
     do {                                                                                                   \
         *(col) = (int16_t)(v);                                                                             \
-        (col) += (st).step;                                                                                \
-        (st).step = (st).sum - (st).step;                                                                  \
+        (col) += (step);                                                                                   \
+        (step) = 4u - (step);                                                                              \
     } while (0)
 
 /* im2col of the output pixel whose window starts at (iy0, ix0): (x - zp_in) per tap; a padding tap
  * stands for real 0, which is x = zp_in (0 here), or, with per-channel input zero points, x = zp_c:
- * pad_in[c]. Writes kh * kw * cin values from col in the layout st describes. */
+ * pad_in[c]. Writes kh * kw * cin values from col (scratch + 2p) in AGN_COL_PUT's layout. */
 static AGN_INLINE void conv_gather(const int8_t *in, agn_dims in_dims, const agn_conv_params *p, int32_t iy0,
-                                   int32_t ix0, int16_t *col, col_step st)
+                                   int32_t ix0, int16_t *col)
 {
+    uint32_t step = 1u;
     const uint32_t cin = in_dims.c, kh = p->kh, kw = p->kw;
     const int32_t zp = p->zp_in;
     const int16_t *pad_in = p->pad_in;
@@ -521,7 +517,7 @@ static AGN_INLINE void conv_gather(const int8_t *in, agn_dims in_dims, const agn
         for (ky = 0; ky < kh; ky++) {
             const int8_t *px = in + ((uint32_t)(iy0 + (int32_t)ky) * in_dims.w + (uint32_t)ix0) * cin;
             for (c = 0; c < row; c++) {
-                AGN_COL_PUT(col, st, px[c] - zp);
+                AGN_COL_PUT(col, step, px[c] - zp);
             }
         }
         return;
@@ -532,12 +528,12 @@ static AGN_INLINE void conv_gather(const int8_t *in, agn_dims in_dims, const agn
             const int32_t ix = ix0 + (int32_t)kx;
             if (iy < 0 || iy >= (int32_t)in_dims.h || ix < 0 || ix >= (int32_t)in_dims.w) {
                 for (c = 0; c < cin; c++) {
-                    AGN_COL_PUT(col, st, pad_in == NULL ? 0 : pad_in[c]);
+                    AGN_COL_PUT(col, step, pad_in == NULL ? 0 : pad_in[c]);
                 }
             } else {
                 const int8_t *px = in + ((uint32_t)iy * in_dims.w + (uint32_t)ix) * cin;
                 for (c = 0; c < cin; c++) {
-                    AGN_COL_PUT(col, st, px[c] - zp);
+                    AGN_COL_PUT(col, step, px[c] - zp);
                 }
             }
         }
@@ -565,7 +561,6 @@ void agn_conv_s8(const int8_t *in, agn_dims in_dims, const agn_conv_params *p, i
     const uint32_t pixels = (uint32_t)out_dims.h * out_dims.w, c_out = out_dims.c;
     rq_entry table[AGN_RQ_TABLE_MAX];
     const rq_consts r = rq_of(p, c_out, table);
-    const col_step pair = {1u, 4u};
     int32_t sums[2u * AGN_PASS_CH];
     uint32_t q;
     zero_pair_padding(scratch, taps, n4);
@@ -573,9 +568,9 @@ void agn_conv_s8(const int8_t *in, agn_dims in_dims, const agn_conv_params *p, i
         const uint32_t q1 = q + 1u < pixels ? q + 1u : q;
         const uint32_t oy0 = q / out_dims.w, ox0 = q % out_dims.w, oy1 = q1 / out_dims.w, ox1 = q1 % out_dims.w;
         conv_gather(in, in_dims, p, (int32_t)(oy0 * p->stride_h) - (int32_t)p->pad_top,
-                    (int32_t)(ox0 * p->stride_w) - (int32_t)p->pad_left, scratch, pair);
+                    (int32_t)(ox0 * p->stride_w) - (int32_t)p->pad_left, scratch);
         conv_gather(in, in_dims, p, (int32_t)(oy1 * p->stride_h) - (int32_t)p->pad_top,
-                    (int32_t)(ox1 * p->stride_w) - (int32_t)p->pad_left, scratch + 2, pair);
+                    (int32_t)(ox1 * p->stride_w) - (int32_t)p->pad_left, scratch + 2);
         pixel2_s8(scratch, n4, p->pairs, p->bias, &r, c_out, out + q * c_out, out + q1 * c_out, sums);
     }
 }
@@ -792,7 +787,7 @@ void agn_conv1x1_s8(const int8_t *in, agn_dims in_dims, const agn_conv_params *p
     for (q = 0; q < pixels; q += 2u) { /* in pairs, as agn_conv_s8 */
         const uint32_t q1 = q + 1u < pixels ? q + 1u : q;
         const int8_t *px0 = in + q * cin, *px1 = in + q1 * cin;
-        col_step st0 = {1u, 4u}, st1 = {1u, 4u};
+        uint32_t step0 = 1u, step1 = 1u;
         int16_t *col0 = scratch + 2u * words, *col1 = col0 + 2;
 #if AGN_USE_DSP
         /* Four channels per word: SXTAB16 gives (x0 - zp, x2 - zp) and, of the word rotated by 8,
@@ -810,8 +805,8 @@ void agn_conv1x1_s8(const int8_t *in, agn_dims in_dims, const agn_conv_params *p
         }
 #endif
         for (c = words; c < cin; c++) {
-            AGN_COL_PUT(col0, st0, px0[c] - zp);
-            AGN_COL_PUT(col1, st1, px1[c] - zp);
+            AGN_COL_PUT(col0, step0, px0[c] - zp);
+            AGN_COL_PUT(col1, step1, px1[c] - zp);
         }
         pixel2_s8(scratch, n4, p->pairs, p->bias, &r, c_out, out + q * c_out, out + q1 * c_out, sums);
     }
