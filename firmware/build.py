@@ -49,9 +49,9 @@ BOARDS = {
 }
 
 # -O3, not -O2: the inference is the firmware's hot path, and on the CIFAR-10 bundle -O3 runs it in
-# 3.5 % fewer instructions (1,262 K against 1,308 K; mostly loop unswitching and inlining in the
-# depthwise kernel and the coder) for 2.2 KB more flash (docs/firmware.md). -Os: 31 % more
-# instructions for 2.4 KB less. The library's own size in device_cost stays an -O2 build
+# 3.1 % fewer instructions (1,259 K against 1,300 K; mostly loop unswitching and inlining in the
+# depthwise kernel and the coder) for about 3 KB more flash (docs/firmware.md). -Os: about 30 %
+# more instructions for 2.4 KB less. The library's own size in device_cost stays an -O2 build
 # (generate.ARM_FLAGS): what a project that compiles it with its usual flags gets.
 OPT_FLAGS = ("-O3", "-std=c99", "-Wall", "-Wextra", "-ffunction-sections", "-fdata-sections", "-g")
 FLASH_SECTIONS = (".vectors", ".text", ".rodata", ".ARM.exidx", ".data")

@@ -7,8 +7,7 @@
  *   (im2col of a pixel pair, each column padded to a multiple of 4 with zeros, interleaved by pair)
  *   and run it against four weight rows at a time, stored as int16 pairs: one SMLAD per two
  *   multiply-accumulates, each weight word loaded once per two pixels and each activation word
- *   once per four rows; the eight sums of a block go to a stack table, requantized in a loop of
- *   their own;
+ *   once per four rows;
  * - the dense layer does the same with int8 rows (its weights are most of the model's flash),
  *   stored so that SXTB16 unpacks four weights into the two pairs SMLAD needs;
  * - depthwise conv reads the input in place, four channels per word, with one pointer per tap
@@ -408,85 +407,50 @@ static AGN_INLINE int8_t rq8(int32_t acc, const rq_consts *r, uint32_t o)
     return (int8_t)rq_apply(acc, r, o, 8);
 }
 
-/* Output channels per pass of pixel2_s8: its accumulator table (on the caller's stack) holds two
- * int32 per channel, 512 bytes. */
-#define AGN_PASS_CH 64u
-
-/* rq8 for a layer whose table path applies and whose range is the whole int8 range (!narrow8),
- * entry e of its table: the same integers as rq_apply, without the checks per output. */
-static AGN_INLINE int8_t rq8_table_full(int32_t acc, const rq_entry *e)
-{
-#if AGN_USE_DSP
-    const uint32_t hr = smmla(acc, e->mult, e->round) + (uint32_t)acc;
-    return (int8_t)__ssat((int32_t)(hr >> e->shift) + e->offset, 8);
-#else
-    const uint32_t hr = (uint32_t)((uint64_t)((int64_t)acc * (int64_t)e->mult) >> 32) + (uint32_t)acc + e->round;
-    const int32_t y = (int32_t)(hr >> e->shift) + e->offset;
-    return (int8_t)(y < -128 ? -128 : (y > 127 ? 127 : y));
-#endif
-}
-
-/* Requantization of channels [o0, o_end) of two pixels, sums[2j] and sums[2j + 1] the pixels'
- * accumulators of channel o0 + j. A loop of its own, with the layer's checks taken once: inside
- * the multiply-accumulate loops the per-channel constants and output pointers had no registers
- * left and went through the stack on every block. */
-static AGN_INLINE void requant_pair(const int32_t *sums, const rq_consts *r, uint32_t o0, uint32_t o_end,
-                                    int8_t *dst0, int8_t *dst1)
-{
-    uint32_t o;
-    if (r->table != NULL && !r->narrow8) {
-        const rq_entry *e = r->table + o0;
-        for (o = o0; o < o_end; o++, e++, sums += 2) {
-            const int8_t y0 = rq8_table_full(sums[0], e), y1 = rq8_table_full(sums[1], e);
-            dst0[o] = y0;
-            dst1[o] = y1;
-        }
-        return;
-    }
-    for (o = o0; o < o_end; o++, sums += 2) {
-        const int8_t y0 = rq8(sums[0], r, o), y1 = rq8(sums[1], r, o);
-        dst0[o] = y0;
-        dst1[o] = y1;
-    }
-}
-
 /* Every output channel of two output pixels: out[o] = requant(bias[o] + sum_i col[i] * w[o][i])
  * for o < c_out, w the weight pairs [c_out][n4 / 2] blocked by four, the two pixels' columns (n4
  * values each, zeros past the layer's n) interleaved in x (dot4x2_pairs); outputs to dst0 and dst1
- * (the same pointer when a pixel is paired with itself). Per pass of up to
- * AGN_PASS_CH channels: the blocks' sums go to the table sums[2 * AGN_PASS_CH], then requant_pair.
- * An int8 store may alias anything, so the outputs are stored only after both are computed. */
+ * (the same pointer when a pixel is paired with itself). Both pixels' outputs of a channel are
+ * requantized before either is stored: an int8 store may alias anything, and a store in between
+ * would make the compiler load the channel's constants again for the second pixel. */
 static AGN_INLINE void pixel2_s8(const int16_t *x, uint32_t n4, const uint32_t *pairs, const int32_t *bias,
-                                 const rq_consts *r, uint32_t c_out, int8_t *dst0, int8_t *dst1, int32_t *sums)
+                                 const rq_consts *r, uint32_t c_out, int8_t *dst0, int8_t *dst1)
 {
     const uint32_t row = n4 / 2u;
-    uint32_t o0, o;
-    for (o0 = 0; o0 < c_out; o0 += AGN_PASS_CH) {
-        const uint32_t o_end = c_out - o0 < AGN_PASS_CH ? c_out : o0 + AGN_PASS_CH;
-        int32_t *t = sums;
-        for (o = o0; o + 4u <= o_end; o += 4u, t += 8) {
-            sums4 a, b;
-            a.s0 = b.s0 = bias[o];
-            a.s1 = b.s1 = bias[o + 1u];
-            a.s2 = b.s2 = bias[o + 2u];
-            a.s3 = b.s3 = bias[o + 3u];
-            dot4x2_pairs(x, pairs + o * row, n4, &a, &b);
-            t[0] = a.s0;
-            t[1] = b.s0;
-            t[2] = a.s1;
-            t[3] = b.s1;
-            t[4] = a.s2;
-            t[5] = b.s2;
-            t[6] = a.s3;
-            t[7] = b.s3;
-        }
-        for (; o < o_end; o++, t += 2) {
-            int32_t a = bias[o], b = bias[o];
-            dot_pairs_x2(x, pairs + o * row, n4, &a, &b);
-            t[0] = a;
-            t[1] = b;
-        }
-        requant_pair(sums, r, o0, o_end, dst0, dst1);
+    uint32_t o = 0;
+    for (; o + 4u <= c_out; o += 4u) {
+        sums4 a, b;
+        int8_t y0, y1;
+        a.s0 = b.s0 = bias[o];
+        a.s1 = b.s1 = bias[o + 1u];
+        a.s2 = b.s2 = bias[o + 2u];
+        a.s3 = b.s3 = bias[o + 3u];
+        dot4x2_pairs(x, pairs + o * row, n4, &a, &b);
+        y0 = rq8(a.s0, r, o);
+        y1 = rq8(b.s0, r, o);
+        dst0[o] = y0;
+        dst1[o] = y1;
+        y0 = rq8(a.s1, r, o + 1u);
+        y1 = rq8(b.s1, r, o + 1u);
+        dst0[o + 1u] = y0;
+        dst1[o + 1u] = y1;
+        y0 = rq8(a.s2, r, o + 2u);
+        y1 = rq8(b.s2, r, o + 2u);
+        dst0[o + 2u] = y0;
+        dst1[o + 2u] = y1;
+        y0 = rq8(a.s3, r, o + 3u);
+        y1 = rq8(b.s3, r, o + 3u);
+        dst0[o + 3u] = y0;
+        dst1[o + 3u] = y1;
+    }
+    for (; o < c_out; o++) {
+        int32_t a = bias[o], b = bias[o];
+        int8_t y0, y1;
+        dot_pairs_x2(x, pairs + o * row, n4, &a, &b);
+        y0 = rq8(a, r, o);
+        y1 = rq8(b, r, o);
+        dst0[o] = y0;
+        dst1[o] = y1;
     }
 }
 
@@ -561,7 +525,6 @@ void agn_conv_s8(const int8_t *in, agn_dims in_dims, const agn_conv_params *p, i
     const uint32_t pixels = (uint32_t)out_dims.h * out_dims.w, c_out = out_dims.c;
     rq_entry table[AGN_RQ_TABLE_MAX];
     const rq_consts r = rq_of(p, c_out, table);
-    int32_t sums[2u * AGN_PASS_CH];
     uint32_t q;
     zero_pair_padding(scratch, taps, n4);
     for (q = 0; q < pixels; q += 2u) {
@@ -571,7 +534,7 @@ void agn_conv_s8(const int8_t *in, agn_dims in_dims, const agn_conv_params *p, i
                     (int32_t)(ox0 * p->stride_w) - (int32_t)p->pad_left, scratch);
         conv_gather(in, in_dims, p, (int32_t)(oy1 * p->stride_h) - (int32_t)p->pad_top,
                     (int32_t)(ox1 * p->stride_w) - (int32_t)p->pad_left, scratch + 2);
-        pixel2_s8(scratch, n4, p->pairs, p->bias, &r, c_out, out + q * c_out, out + q1 * c_out, sums);
+        pixel2_s8(scratch, n4, p->pairs, p->bias, &r, c_out, out + q * c_out, out + q1 * c_out);
     }
 }
 
@@ -775,7 +738,6 @@ void agn_conv1x1_s8(const int8_t *in, agn_dims in_dims, const agn_conv_params *p
     const int32_t zp = p->zp_in;
     rq_entry table[AGN_RQ_TABLE_MAX];
     const rq_consts r = rq_of(p, c_out, table);
-    int32_t sums[2u * AGN_PASS_CH];
     uint32_t q, c;
 #if AGN_USE_DSP
     const uint32_t neg_zp2 = (uint32_t)(uint16_t)(int16_t)-zp * 0x00010001u; /* -zp in both halfwords */
@@ -808,7 +770,7 @@ void agn_conv1x1_s8(const int8_t *in, agn_dims in_dims, const agn_conv_params *p
             AGN_COL_PUT(col0, step0, px0[c] - zp);
             AGN_COL_PUT(col1, step1, px1[c] - zp);
         }
-        pixel2_s8(scratch, n4, p->pairs, p->bias, &r, c_out, out + q * c_out, out + q1 * c_out, sums);
+        pixel2_s8(scratch, n4, p->pairs, p->bias, &r, c_out, out + q * c_out, out + q1 * c_out);
     }
 }
 
