@@ -238,48 +238,30 @@ static AGN_INLINE int32_t pair_dot(uint32_t x, uint32_t w, int32_t acc) /* acc +
  * multiply-accumulates (one pixel at a time took two x words, eight weight words and eight SMLAD
  * for 16). Each channel's sum has the same terms as one row at a time, so the result is
  * bit-identical (exact int32 arithmetic). */
+/* One pair word of each pixel (x0, x1: inputs 2k, 2k + 1) against the same pair of the block's four
+ * rows, w[0], w[2], w[4], w[6] (the rows' words of a group alternate: see the layout above). */
+static AGN_INLINE void rows4_x2(uint32_t x0, uint32_t x1, const uint32_t *w, sums4 *a, sums4 *b)
+{
+    a->s0 = pair_dot(x0, w[0], a->s0);
+    b->s0 = pair_dot(x1, w[0], b->s0);
+    a->s1 = pair_dot(x0, w[2], a->s1);
+    b->s1 = pair_dot(x1, w[2], b->s1);
+    a->s2 = pair_dot(x0, w[4], a->s2);
+    b->s2 = pair_dot(x1, w[4], b->s2);
+    a->s3 = pair_dot(x0, w[6], a->s3);
+    b->s3 = pair_dot(x1, w[6], b->s3);
+}
+
 static AGN_INLINE void dot4x2_pairs(const int16_t *x, const uint32_t *w, uint32_t n4, sums4 *p0, sums4 *p1)
 {
-    int32_t a0 = p0->s0, a1 = p0->s1, a2 = p0->s2, a3 = p0->s3;
-    int32_t b0 = p1->s0, b1 = p1->s1, b2 = p1->s2, b3 = p1->s3;
+    sums4 a = *p0, b = *p1; /* locals: the accumulators stay in registers */
     const int16_t *const end = x + 2u * n4; /* n4 values per pixel, two pixels */
     for (; x != end; x += 8, w += 8) {
-        uint32_t x0 = load_u32(x), x1 = load_u32(x + 2), wv; /* inputs 4g, 4g + 1 of pixels 0 and 1 */
-        wv = w[0];
-        a0 = pair_dot(x0, wv, a0);
-        b0 = pair_dot(x1, wv, b0);
-        wv = w[2];
-        a1 = pair_dot(x0, wv, a1);
-        b1 = pair_dot(x1, wv, b1);
-        wv = w[4];
-        a2 = pair_dot(x0, wv, a2);
-        b2 = pair_dot(x1, wv, b2);
-        wv = w[6];
-        a3 = pair_dot(x0, wv, a3);
-        b3 = pair_dot(x1, wv, b3);
-        x0 = load_u32(x + 4); /* inputs 4g + 2, 4g + 3 */
-        x1 = load_u32(x + 6);
-        wv = w[1];
-        a0 = pair_dot(x0, wv, a0);
-        b0 = pair_dot(x1, wv, b0);
-        wv = w[3];
-        a1 = pair_dot(x0, wv, a1);
-        b1 = pair_dot(x1, wv, b1);
-        wv = w[5];
-        a2 = pair_dot(x0, wv, a2);
-        b2 = pair_dot(x1, wv, b2);
-        wv = w[7];
-        a3 = pair_dot(x0, wv, a3);
-        b3 = pair_dot(x1, wv, b3);
+        rows4_x2(load_u32(x), load_u32(x + 2), w, &a, &b);         /* inputs 4g, 4g + 1 */
+        rows4_x2(load_u32(x + 4), load_u32(x + 6), w + 1, &a, &b); /* inputs 4g + 2, 4g + 3 */
     }
-    p0->s0 = a0;
-    p0->s1 = a1;
-    p0->s2 = a2;
-    p0->s3 = a3;
-    p1->s0 = b0;
-    p1->s1 = b1;
-    p1->s2 = b2;
-    p1->s3 = b3;
+    *p0 = a;
+    *p1 = b;
 }
 
 /* One plain packed row (a row past the last block of four) against both interleaved pixels. */
