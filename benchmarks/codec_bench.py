@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from agilenn.codec import HEADER_SIZE, cross_entropy_bits, order0_entropy_bits
+from agilenn.codec import cross_entropy_bits, header_size, order0_entropy_bits
 from agilenn.device_agent.device_model import single_thread_session
 from agilenn.models import DEFAULT_MODEL, DEFAULT_REPOSITORY, BundleError, load_bundle
 
@@ -71,6 +71,7 @@ def context_entropy_bits(indices: np.ndarray, context) -> tuple[float, float]:
 
 def coder_table(bundle, features: np.ndarray | None = None, indices: np.ndarray | None = None) -> dict:
     codec = bundle.codec()
+    header = header_size(codec.shape[0], codec.payload_version)  # every payload here sends every channel
     indices = codec.quantize(features) if indices is None else indices  # [N, C, h, w]
     n, c, h, w = indices.shape
     symbols = indices.reshape(n, c, h * w)
@@ -91,8 +92,8 @@ def coder_table(bundle, features: np.ndarray | None = None, indices: np.ndarray 
         rows[name] = {
             "bytes_mean": float(sizes.mean()),
             "bytes_p99": float(np.percentile(sizes, 99)),
-            "body_bytes_mean": float(sizes.mean() - HEADER_SIZE),
-            "body_over_entropy": float((sizes.mean() - HEADER_SIZE) / entropy_bytes) if entropy_bytes else None,
+            "body_bytes_mean": float(sizes.mean() - header),
+            "body_over_entropy": float((sizes.mean() - header) / entropy_bytes) if entropy_bytes else None,
             "encode_us": 1e6 * t_enc / n,
             "decode_us": 1e6 * t_dec / n,
         }
@@ -101,7 +102,7 @@ def coder_table(bundle, features: np.ndarray | None = None, indices: np.ndarray 
         "samples": n,
         "remote_shape": [c, h, w],
         "levels": codec.levels,
-        "header_bytes": HEADER_SIZE,
+        "header_bytes": header,
         "entropy_bytes_mean": entropy_bytes,
         "raw_bits_bytes": c * h * w * np.log2(codec.levels) / 8,
         "coders": rows,
@@ -161,7 +162,7 @@ def compare_contexts(bundle, train_indices: np.ndarray, test_indices: np.ndarray
         model = ContextModel(fit_context(train_indices, levels, neighbours, rows), c, h, w, levels)
         body = float(np.mean([len(b) for b in ContextCoder(model).encode_batch(test_indices)]))
         lines.append(f"| {', '.join(neighbours)} | {rows} | {model.frequencies.shape[0]} | "
-                     f"{model.flash_bytes()['total']} | {body:.1f} | {body + HEADER_SIZE:.1f} |")
+                     f"{model.flash_bytes()['total']} | {body:.1f} | {body + header_size(c):.1f} |")
     return "\n".join(lines)
 
 

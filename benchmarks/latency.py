@@ -205,12 +205,12 @@ def _with_budget(scheme: Scheme, cfg: Config) -> Scheme:
     measured on (up to 50 of) the run's images before any pass, so every link uses the same budget."""
     if scheme.name != "agilenn-budget" or scheme.budget_bytes is not None:
         return scheme
-    from agilenn.codec import HEADER_SIZE
+    from agilenn.codec import header_size
     from agilenn.device_agent.device_model import DevicePart
 
     device, codec = DevicePart(scheme.bundle), scheme.bundle.codec()
     sizes = [len(codec.encode_indices(device.run(image).indices(codec), scheme.coder)) for image in cfg.images[:50]]
-    budget = max(HEADER_SIZE + 1, int(round(float(np.mean(sizes)) * cfg.budget_fraction)))
+    budget = max(header_size(0, codec.payload_version) + 1, int(round(float(np.mean(sizes)) * cfg.budget_fraction)))
     return dataclasses.replace(scheme, budget_bytes=budget)
 
 

@@ -1,17 +1,32 @@
-"""The self-describing feature payload that travels from device to server.
+"""The feature payload that travels from device to server: a short header, then the coder's body.
 
-Layout (little-endian, 13-byte header, then the coder's body; docs/protocol.md is the reference):
+Two header versions (docs/protocol.md is the reference; the receiver reads both):
+
+Version 2, "compact" (what every encoder here writes; 3 bytes below 128 remote channels):
 
     offset size field
+    0      1    0xA0 | coder id (0 raw, 1 zstd, 2 ans, 3 rans, 4 rans-ctx)
+    1      1    model check: the low byte of CRC-32 over the model fields version 1 spells out
+                (levels - 1 as u8, channels_total, height, width as little-endian u16)
+    2      1-3  channels_sent, unsigned LEB128 (one byte below 128)
+    ...         body
+
+Version 1, self-describing (13 bytes; what devices built before 2026-11-27 send):
+
     0      2    magic  b"AG"
     2      1    version (1)
-    3      1    coder id (0 raw, 1 zstd, 2 ans, 3 rans, 4 rans-ctx)
+    3      1    coder id
     4      1    levels - 1 (number of centroids minus one)
     5      2    channels_total  remote channels of the model (C - k)
     7      2    channels_sent   leading remote channels present; the receiver zero-fills the rest
     9      2    height
     11     2    width
     13     ...  body: channels_sent x height x width centroid indices, channel-major, coded
+
+Why version 2: the model fields are the receiver's own (its manifest), so version 1 sent 9 bytes
+per inference to have them checked; at 270 kbps that is 0.3 ms of air time on every request. The
+check byte keeps the check (a payload built for another model is refused with the fields named,
+except for a 1-in-256 collision), and the stream's ModelRef names the model anyway.
 
 A sender under a byte budget drops the least important (trailing) remote channels; training orders
 remote channels by importance and teaches the remote NN to live with the truncation.
@@ -20,7 +35,8 @@ remote channels by importance and teaches the remote NN to live with the truncat
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+import zlib
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -30,39 +46,106 @@ from .quantize import dequantize, quantize, validate_centroids
 from .rans import validate_frequencies
 from .rans_ctx import ContextModel
 
-MAGIC = b"AG"
-VERSION = 1
-_HEADER = struct.Struct("<2sBBBHHHH")
-HEADER_SIZE = _HEADER.size
+MAGIC = b"AG"  # version 1's first two bytes
+VERSION_SELF_DESCRIBING = 1
+VERSION_COMPACT = 2
+VERSION = VERSION_COMPACT  # what encoders write unless told otherwise
+_HEADER_V1 = struct.Struct("<2sBBBHHHH")
+HEADER_SIZE_V1 = _HEADER_V1.size  # 13
+COMPACT_TAG = 0xA0  # version 2's first byte is COMPACT_TAG | coder id; version 1's is 0x41 ('A')
+_MAX_CHANNELS = (1 << 16) - 1
+
+
+def _leb128(n: int) -> bytes:
+    # Unsigned LEB128, written here: three lines, and no library for it is among our dependencies.
+    out = bytearray()
+    while True:
+        low, n = n & 0x7F, n >> 7
+        out.append(low | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def header_size(channels_sent: int, version: int = VERSION) -> int:
+    """Bytes of the header in front of a body of ``channels_sent`` channels."""
+    return HEADER_SIZE_V1 if version == VERSION_SELF_DESCRIBING else 2 + len(_leb128(channels_sent))
+
+
+def model_check(levels: int, channels_total: int, height: int, width: int) -> int:
+    """Version 2's check byte: the low byte of CRC-32 over version 1's model fields, packed as there."""
+    fields = struct.pack("<BHHH", levels - 1, channels_total, height, width)
+    return zlib.crc32(fields) & 0xFF
 
 
 @dataclass(frozen=True)
 class PayloadHeader:
     version: int
     coder: str
-    levels: int
-    channels_total: int
     channels_sent: int
-    height: int
-    width: int
+    size: int  # header bytes; the body starts here
+    # Version 1 spells out the model fields; version 2 carries only their check byte.
+    levels: int | None = None
+    channels_total: int | None = None
+    height: int | None = None
+    width: int | None = None
+    model_check: int | None = None
 
 
-def parse_header(payload: bytes) -> PayloadHeader:
-    """Read and sanity-check the header alone (no model needed)."""
-    if not isinstance(payload, (bytes, bytearray, memoryview)):
-        raise PayloadError(f"payload must be bytes, got {type(payload).__name__}")
-    if len(payload) < HEADER_SIZE:
-        raise PayloadError(f"truncated payload: {len(payload)} bytes, the header alone is {HEADER_SIZE}")
-    magic, version, coder_id, levels_m1, total, sent, height, width = _HEADER.unpack_from(payload)
+def _parse_v1(payload) -> PayloadHeader:
+    if len(payload) < HEADER_SIZE_V1:
+        raise PayloadError(f"truncated payload: {len(payload)} bytes, a version-1 header alone is {HEADER_SIZE_V1}")
+    magic, version, coder_id, levels_m1, total, sent, height, width = _HEADER_V1.unpack_from(payload)
     if magic != MAGIC:
         raise PayloadError(f"bad magic {bytes(magic)!r}, expected {MAGIC!r}: not an AgileNN feature payload")
-    if version != VERSION:
-        raise PayloadError(f"unsupported payload version {version} (this build reads version {VERSION})")
+    if version != VERSION_SELF_DESCRIBING:
+        raise PayloadError(f"unsupported payload version {version} after the magic {MAGIC!r} "
+                           f"(this build reads versions 1 and 2)")
     if coder_id not in CODER_BY_ID:
         raise PayloadError(f"unknown coder id {coder_id} (known: {sorted(CODER_BY_ID)})")
     if sent > total:
         raise PayloadError(f"payload claims {sent} channels sent of only {total}")
-    return PayloadHeader(version, CODER_BY_ID[coder_id], levels_m1 + 1, total, sent, height, width)
+    return PayloadHeader(version, CODER_BY_ID[coder_id], sent, HEADER_SIZE_V1,
+                         levels=levels_m1 + 1, channels_total=total, height=height, width=width)
+
+
+def _parse_v2(payload) -> PayloadHeader:
+    coder_id = payload[0] & 0x0F
+    if coder_id not in CODER_BY_ID:
+        raise PayloadError(f"unknown coder id {coder_id} in the compact header's first byte "
+                           f"0x{payload[0]:02x} (known: {sorted(CODER_BY_ID)})")
+    if len(payload) < 3:
+        raise PayloadError(f"truncated payload: {len(payload)} bytes, a compact header is at least 3")
+    sent, shift, at = 0, 0, 2
+    while True:
+        if at >= len(payload):
+            raise PayloadError("truncated payload: channels_sent (LEB128) runs past its end")
+        byte = payload[at]
+        sent |= (byte & 0x7F) << shift
+        at += 1
+        if not byte & 0x80:
+            break
+        shift += 7
+        if shift > 14:
+            raise PayloadError("channels_sent (LEB128) is longer than 3 bytes")
+    if sent > _MAX_CHANNELS or at != 2 + len(_leb128(sent)):
+        # one spelling per number, so that every payload has one encoding (docs/protocol.md)
+        raise PayloadError(f"channels_sent {sent} is not in its shortest LEB128 form or above {_MAX_CHANNELS}")
+    return PayloadHeader(VERSION_COMPACT, CODER_BY_ID[coder_id], sent, at, model_check=payload[1])
+
+
+def parse_header(payload: bytes) -> PayloadHeader:
+    """Read and sanity-check the header alone (no model needed; FeatureCodec.check_header checks the rest)."""
+    if not isinstance(payload, (bytes, bytearray, memoryview)):
+        raise PayloadError(f"payload must be bytes, got {type(payload).__name__}")
+    if len(payload) == 0:
+        raise PayloadError("truncated payload: empty, not even a header")
+    first = payload[0]
+    if first & 0xF0 == COMPACT_TAG:
+        return _parse_v2(payload)
+    if first == MAGIC[0]:
+        return _parse_v1(payload)
+    raise PayloadError(f"bad first byte 0x{first:02x}: not an AgileNN feature payload "
+                       f"(version 2 starts with 0xa0-0xa4, version 1 with {MAGIC!r})")
 
 
 @dataclass(frozen=True)
@@ -91,12 +174,17 @@ class FeatureCodec:
         frequencies=None,
         frequency_bits: int | None = None,
         context: dict | None = None,
+        payload_version: int = VERSION,
     ):
         self.centroids = validate_centroids(centroids)
         self.levels = int(self.centroids.size)
         if not (0 < channels < 1 << 16 and 0 < height < 1 << 16 and 0 < width < 1 << 16):
             raise ValueError(f"feature shape {(channels, height, width)} does not fit the payload header")
         self.shape = (int(channels), int(height), int(width))
+        if payload_version not in (VERSION_SELF_DESCRIBING, VERSION_COMPACT):
+            raise ValueError(f"payload_version must be 1 or 2, got {payload_version}")
+        self.payload_version = int(payload_version)
+        self.model_check = model_check(self.levels, *self.shape)
         self.probabilities = None
         if symbol_probabilities is not None:
             p = np.asarray(symbol_probabilities, dtype=np.float64)
@@ -130,7 +218,7 @@ class FeatureCodec:
         }
 
     @classmethod
-    def from_manifest(cls, manifest: dict) -> "FeatureCodec":
+    def from_manifest(cls, manifest: dict, payload_version: int = VERSION) -> "FeatureCodec":
         feats = manifest["features"]
         coder = manifest.get("coder", {})
         return cls(
@@ -144,6 +232,7 @@ class FeatureCodec:
             frequencies=coder.get("frequencies"),
             frequency_bits=coder.get("frequency_bits"),
             context=coder.get("context"),
+            payload_version=payload_version,
         )
 
     @property
@@ -180,7 +269,11 @@ class FeatureCodec:
         if symbols.size and int(symbols.max()) >= self.levels:
             raise ValueError(f"index {int(symbols.max())} out of range for {self.levels} levels")
         body = c.encode(symbols, self.levels, self.probabilities)
-        header = _HEADER.pack(MAGIC, VERSION, c.coder_id, self.levels - 1, total, sent, height, width)
+        if self.payload_version == VERSION_SELF_DESCRIBING:
+            header = _HEADER_V1.pack(MAGIC, VERSION_SELF_DESCRIBING, c.coder_id, self.levels - 1, total, sent,
+                                     height, width)
+        else:
+            header = bytes((COMPACT_TAG | c.coder_id, self.model_check)) + _leb128(sent)
         return header + body
 
     def encode(self, features: np.ndarray, coder: str | None = None, channels_sent: int | None = None) -> bytes:
@@ -190,14 +283,15 @@ class FeatureCodec:
         """The payload with the most leading channels that fits in max_bytes, and that channel count.
 
         Channels are dropped from the end (least important first). Even zero channels costs the
-        header, so a budget below HEADER_SIZE is an error.
+        header, so a budget below header_size(0) is an error.
         """
         total = self.shape[0]
         payload = self.encode_indices(indices, coder, total)
         if max_bytes is None or len(payload) <= max_bytes:
             return payload, total
-        if max_bytes < HEADER_SIZE:
-            raise ValueError(f"a byte budget of {max_bytes} is below the {HEADER_SIZE}-byte payload header")
+        smallest = header_size(0, self.payload_version)
+        if max_bytes < smallest:
+            raise ValueError(f"a byte budget of {max_bytes} is below the {smallest}-byte payload header")
         # Payload size grows with channels sent, so bisect for the largest count that fits.
         lo, hi = 0, total - 1  # invariant: lo fits (the header alone), total does not
         best = self.encode_indices(indices, coder, 0)
@@ -211,17 +305,34 @@ class FeatureCodec:
         return best, lo
 
     # --- receiver ---------------------------------------------------------------------------
-    def decode_indices(self, payload: bytes) -> tuple[np.ndarray, PayloadHeader]:
-        header = parse_header(payload)
+    def check_header(self, header: PayloadHeader) -> None:
+        """PayloadError naming the difference when a parsed header does not belong to this model."""
         total, height, width = self.shape
-        if (header.channels_total, header.height, header.width) != self.shape:
+        if header.version == VERSION_SELF_DESCRIBING:
+            if (header.channels_total, header.height, header.width) != self.shape:
+                raise PayloadError(
+                    f"payload shape {[header.channels_total, header.height, header.width]} does not match "
+                    f"the model's remote features {list(self.shape)}"
+                )
+            if header.levels != self.levels:
+                raise PayloadError(f"payload uses {header.levels} quantization levels, the model {self.levels}")
+            return
+        if header.model_check != self.model_check:
             raise PayloadError(
-                f"payload shape {[header.channels_total, header.height, header.width]} does not match "
-                f"the model's remote features {list(self.shape)}"
+                f"payload model check 0x{header.model_check:02x} does not match the model's 0x{self.model_check:02x} "
+                f"({self.levels} levels, remote features {list(self.shape)}): built for another model"
             )
-        if header.levels != self.levels:
-            raise PayloadError(f"payload uses {header.levels} quantization levels, the model {self.levels}")
-        body = bytes(payload[HEADER_SIZE:])
+        if header.channels_sent > total:
+            raise PayloadError(f"payload claims {header.channels_sent} channels sent of the model's {total}")
+
+    def decode_indices(self, payload: bytes) -> tuple[np.ndarray, PayloadHeader]:
+        """The centroid indices of the channels sent, and the header with the model's fields filled in."""
+        header = parse_header(payload)
+        self.check_header(header)
+        total, height, width = self.shape
+        # what version 2 leaves to the model, filled in now that the check byte matched it
+        header = replace(header, levels=self.levels, channels_total=total, height=height, width=width)
+        body = bytes(payload[header.size:])
         symbols = self._coder(header.coder).decode(
             body, header.channels_sent, height * width, self.levels, self.probabilities
         )

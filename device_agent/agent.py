@@ -209,12 +209,7 @@ class Agent:
         from agilenn.codec import parse_header
 
         header = parse_header(payload)  # PayloadError names what is wrong
-        if (header.channels_total, header.height, header.width) != self.codec.shape:
-            raise ValueError(f"feature payload is for remote features "
-                             f"{[header.channels_total, header.height, header.width]}, "
-                             f"the model's are {list(self.codec.shape)}")
-        if header.levels != self.codec.levels:
-            raise ValueError(f"feature payload uses {header.levels} quantization levels, the model {self.codec.levels}")
+        self.codec.check_header(header)  # and so for a payload built for another model
         t = Timings(device_compute_ms=device_ms, coding_in_device=True)  # the MCU coded the payload
         if self.client is None:
             reply = RemoteReply(reason=Reason.NO_SERVER, detail="agent runs without a server")

@@ -201,8 +201,10 @@ def main(argv=None) -> int:
     logging.basicConfig(level=args.log_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.limit is not None and args.limit < 0:
         parser.error("--limit must be >= 0")
-    if args.max_payload_bytes is not None and args.max_payload_bytes < 13:
-        parser.error("--max-payload-bytes must be at least 13 (the payload header)")
+    from agilenn.codec import header_size
+
+    if args.max_payload_bytes is not None and args.max_payload_bytes < header_size(0):
+        parser.error(f"--max-payload-bytes must be at least {header_size(0)} (the payload header)")
     if args.mcu:
         try:
             parse_mcu(args.mcu)

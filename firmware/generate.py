@@ -114,7 +114,7 @@ def render(text: str, values: dict) -> str:
 
 
 def generate(bundle_dir, out_dir) -> Generated:
-    from agilenn.codec.payload import HEADER_SIZE
+    from agilenn.codec.payload import VERSION_COMPACT, header_size, model_check
     from agilenn.models import load_bundle
 
     bundle = load_bundle(bundle_dir)
@@ -144,7 +144,8 @@ def generate(bundle_dir, out_dir) -> Generated:
     count = remote * fh * fw
     from agilenn.codec.rans import max_body_bytes
 
-    payload_max = HEADER_SIZE + max_body_bytes(count)
+    payload_header = header_size(remote, VERSION_COMPACT)  # what agn_payload.c writes
+    payload_max = payload_header + max_body_bytes(count)
     plan = make_plan(model)
     logit_scale = f"{model.logit_scale:.9e}f"
     values = {
@@ -153,7 +154,8 @@ def generate(bundle_dir, out_dir) -> Generated:
         "MODEL_HASH32": f"0x{manifest_hash[:8]}u",
         "IMAGE_HEIGHT": model.input_hwc[0], "IMAGE_WIDTH": model.input_hwc[1], "IMAGE_CHANNELS": model.input_hwc[2],
         "NUM_CLASSES": model.num_classes, "LOGIT_SCALE": logit_scale, "REMOTE_CHANNELS": remote,
-        "PAYLOAD_MAX_BYTES": payload_max, "ARENA_BYTES": plan.arena_bytes,
+        "PAYLOAD_MAX_BYTES": payload_max, "PAYLOAD_HEADER_BYTES": payload_header, "ARENA_BYTES": plan.arena_bytes,
+        "PAYLOAD_MODEL_CHECK": f"0x{model_check(model.levels, remote, fh, fw):02X}u",
         "CODER_ID": CODER_IDS[coder], "CODER_NAME": coder,
     }
     (out / "agilenn_device.h").write_text(render((CSRC / "agilenn_device.h.in").read_text(), values))
@@ -236,6 +238,7 @@ def _model_h(bundle, model, plan, values, coder, tables) -> str:
              f"#define AGN_FEATURE_HEIGHT {fh}\n#define AGN_FEATURE_WIDTH {fw}\n#define AGN_FEATURE_CHANNELS {fc}",
              f"#define AGN_LEVELS {model.levels}   /* centroids of the quantizer */",
              f"#define AGN_PAYLOAD_CODER_ID {values['CODER_ID']}   /* {coder}: the coder agn_payload.c sends */",
+             f"#define AGN_PAYLOAD_MODEL_CHECK {values['PAYLOAD_MODEL_CHECK']}   /* payload byte 1 (agn_payload.h) */",
              f"#define AGN_RANS_PRECISION {precision_of(coder, tables)}   /* its frequency rows sum to 2^precision */",
              "",
              "/* The arena plan (bytes): each buffer lives from the step that writes it to the last that reads it;",

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from agilenn.codec import HEADER_SIZE, PayloadError
+from agilenn.codec import PayloadError, parse_header
 from agilenn.models.bundle import Bundle
 from agilenn.v1 import inference_pb2 as pb
 
@@ -126,14 +126,15 @@ class HostileRequests:
             data = self._payload(coder=str(r.choice(["ans", "zstd", "raw"])))
             return self._judge(kind, data[: int(r.integers(0, len(data)))])
         if kind == "ans-header-only":  # the header of a payload that sends channels, and no body
-            return self._judge(kind, self._payload(coder="ans", channels_sent=int(r.integers(1, total + 1)))[:HEADER_SIZE])
+            data = self._payload(coder="ans", channels_sent=int(r.integers(1, total + 1)))
+            return self._judge(kind, data[: parse_header(data).size])
         if kind == "ans-extra-zero-byte":
             return self._judge(kind, self._payload(coder="ans") + b"\x00")
         if kind == "zstd-trailing-junk":
             return self._judge(kind, self._payload(coder="zstd") + r.bytes(int(r.integers(1, 9))))
         if kind == "zstd-two-frames":
             data = self._payload(coder="zstd")
-            return self._judge(kind, data + data[HEADER_SIZE:])
+            return self._judge(kind, data + data[parse_header(data).size:])
         if kind == "bad-magic":
             return self._judge(kind, b"XX" + self._payload()[2:])
         if kind == "unknown-model":

@@ -297,7 +297,7 @@ def accuracies(manifest: dict) -> dict:
 
 
 def payload(manifest: dict, full_export: bool) -> dict:
-    """Mean payload bytes (13-byte header included) and which coder and device numerics they are."""
+    """Mean payload bytes (header included) and which coder and device numerics they are."""
     m = manifest["metrics"]
     coders = {"ans": m["ans_bytes_mean"], "rans": m["rans_bytes_mean"], "rans-ctx (float tables)": m["rans_ctx_bytes_mean"],
               "zstd": m["zstd_bytes_mean"], "raw": m["raw_bytes_mean"]}
@@ -454,7 +454,7 @@ def run_ablation(base_dir: Path, out: Path, variant_names: list[str], *, reuse: 
         "tolerance": COMPLETENESS_TOLERANCE,
         # None when no variant shares the base run's stage 1-3 (every one reused with its own)
         "initial": initial and initial["audit"],
-        "payload_note": "; ".join(sorted(payload_notes)) + " (mean over the test images, 13-byte header included).",
+        "payload_note": "; ".join(sorted(payload_notes)) + " (mean over the test images, header included).",
         "variants": results,
     }
     (out / "ablation.json").write_text(json.dumps(summary, indent=1) + "\n")

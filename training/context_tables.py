@@ -36,14 +36,15 @@ def device_indices(bundle, images: np.ndarray, batch: int = 2000) -> np.ndarray:
 
 def measure(codec, indices: np.ndarray) -> dict:
     """Mean / p99 payload bytes of rans-ctx and rans on ``indices``, every payload decoded back exactly."""
-    from agilenn.codec import HEADER_SIZE
+    from agilenn.codec import header_size
 
     coder = codec._coder("rans-ctx")._coder
     bodies = coder.encode_batch(indices)
     for j, body in enumerate(bodies):
         if not np.array_equal(coder.decode(body, indices.shape[1]), indices[j]):
             raise AssertionError(f"rans-ctx round trip differs on sample {j}")
-    sizes = np.array([HEADER_SIZE + len(b) for b in bodies])
+    header = header_size(indices.shape[1], codec.payload_version)
+    sizes = np.array([header + len(b) for b in bodies])
     out = {"samples": int(len(sizes)), "bytes_mean": float(sizes.mean()), "bytes_p99": float(np.percentile(sizes, 99)),
            "decoded_exactly": True, "flash_bytes": codec.context.flash_bytes()["total"]}
     if codec.frequencies is not None:
@@ -52,7 +53,7 @@ def measure(codec, indices: np.ndarray) -> dict:
         c, hw = indices.shape[1], indices.shape[2] * indices.shape[3]
         order0 = EncoderTables(codec.frequencies, codec.frequency_bits).encode_batch(
             indices.reshape(len(indices), -1), np.repeat(np.arange(c), hw))
-        out["rans_bytes_mean"] = float(HEADER_SIZE + np.mean([len(b) for b in order0]))
+        out["rans_bytes_mean"] = float(header + np.mean([len(b) for b in order0]))
     return out
 
 

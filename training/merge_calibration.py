@@ -180,18 +180,19 @@ def evaluate(bundle, merge: dict, images: np.ndarray, labels: np.ndarray, split:
                      "agent_sends": sends, "agent_accuracy": float((answer == labels).mean()),
                      "agent_change_vs_one_fewer": change, "agent_change_se": se})
         previous = answer
-    return {"split": split, "images": int(len(labels)), "coder": codec.default_coder, "local_accuracy": local_acc,
+    return {"split": split, "images": int(len(labels)), "coder": codec.default_coder,
+            "payload_version": codec.payload_version, "local_accuracy": local_acc,
             "min_channels": merge["min_channels"], "rows": rows}
 
 
 def payload_bytes_mean(codec, indices: np.ndarray, channels_sent: int) -> float:
-    """Mean payload size (13-byte header + body) of the leading ``channels_sent`` channels."""
-    from agilenn.codec import HEADER_SIZE
+    """Mean payload size (header + body) of the leading ``channels_sent`` channels."""
+    from agilenn.codec import header_size
 
     if codec.default_coder == "rans-ctx":  # batched: the per-payload path is ~100x slower
         coder = codec._coder("rans-ctx")._coder
         bodies = coder.encode_batch(indices[:, :channels_sent])
-        return float(HEADER_SIZE + np.mean([len(b) for b in bodies]))
+        return float(header_size(channels_sent, codec.payload_version) + np.mean([len(b) for b in bodies]))
     return float(np.mean([len(codec.encode_indices(x, None, channels_sent)) for x in indices]))
 
 

@@ -333,7 +333,7 @@ def pruned_manifest(manifest: dict, dead: list[int], evidence: dict, command: st
 def deployed_results(bundle, images: np.ndarray, labels: np.ndarray) -> dict:
     """Per numerics: local logits, merged logits (every remote channel sent, the bundle's alpha for
     the full payload), predictions, accuracies, and payload bytes per coder of what that part sends."""
-    from agilenn.codec import HEADER_SIZE, dequantize
+    from agilenn.codec import dequantize, header_size
     from agilenn.models.bundle import REMOTE_INPUT, REMOTE_LOGITS
 
     codec = bundle.codec()
@@ -353,7 +353,7 @@ def deployed_results(bundle, images: np.ndarray, labels: np.ndarray) -> dict:
                          "combined_accuracy": float((merged.argmax(1) == labels).mean()),
                          "local_accuracy": float((local.argmax(1) == labels).mean()),
                          "remote_accuracy": float((rl.argmax(1) == labels).mean()),
-                         "bytes_mean": sizes, "header_bytes": HEADER_SIZE}
+                         "bytes_mean": sizes, "header_bytes": header_size(codec.shape[0], codec.payload_version)}
     return out
 
 

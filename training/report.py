@@ -45,7 +45,7 @@ def deployed_metrics(bundle_dir: Path, manifest: dict, x: np.ndarray, y: np.ndar
     whose remote NN changed (refine_remote.py) is measured by the same code as a freshly trained one."""
     import onnxruntime as ort
 
-    from agilenn.codec import FeatureCodec, dequantize, order0_entropy_bits, quantize
+    from agilenn.codec import FeatureCodec, dequantize, header_size, order0_entropy_bits, quantize
 
     n = len(y)
     so = ort.SessionOptions()
@@ -79,7 +79,7 @@ def deployed_metrics(bundle_dir: Path, manifest: dict, x: np.ndarray, y: np.ndar
     remote_full = remote_logits(R)
     merged = alpha * local + (np.float32(1) - alpha) * remote_full
 
-    # bytes on the wire, per coder (full payload: 13-byte header + body)
+    # bytes on the wire, per coder (full payload: header + body)
     sizes = {coder: np.array([len(codec.encode_indices(idx_all[j], coder)) for j in range(n)])
              for coder in ("ans", "rans", "rans-ctx", "zstd", "raw")}
     coders = {coder: float(s.mean()) for coder, s in sizes.items()}
@@ -110,7 +110,7 @@ def deployed_metrics(bundle_dir: Path, manifest: dict, x: np.ndarray, y: np.ndar
         "rans_ctx_bytes_mean": coders["rans-ctx"],
         "zstd_bytes_mean": coders["zstd"],
         "raw_bytes_mean": coders["raw"],
-        "payload_header_bytes": 13,
+        "payload_header_bytes": header_size(R, codec.payload_version),
         "order0_entropy_body_bytes_mean": float(entropy_bytes),
         "accuracy_vs_remote_channels": curve,
     }
@@ -250,7 +250,8 @@ def markdown(manifest: dict, metrics: dict, plots: list[str], cost: dict) -> str
         f"{metrics['rans_ctx_bytes_mean']:.1f} |",
         f"| zstd bytes / inference | {metrics['zstd_bytes_mean']:.1f} |",
         f"| raw bytes / inference | {metrics['raw_bytes_mean']:.1f} |",
-        f"| order-0 entropy of the body | {metrics['order0_entropy_body_bytes_mean']:.1f} B (+13 B header) |",
+        f"| order-0 entropy of the body | {metrics['order0_entropy_body_bytes_mean']:.1f} B "
+        f"(+{metrics.get('payload_header_bytes', 13)} B header) |",
         f"| PNG / JPEG of the raw image | {metrics['png_bytes_mean']:.1f} / {metrics['jpeg_bytes_mean']:.1f} |",
         f"| device part MACs | {cost['macs']:,} |",
         f"| device part params | {cost['params']:,} |",

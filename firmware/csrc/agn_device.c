@@ -6,7 +6,7 @@
  *   2. the extractor layers -> the int8 feature tensor [h][w][C]
  *   3. remote channels [k, C) -> centroid indices, channel-major (integer thresholds)
  *   4. local channels [0, k) -> the local predictor -> int16 logits
- *   5. the indices -> payload: 13-byte header + rANS body, within the caller's byte budget
+ *   5. the indices -> payload: compact header + rANS body, within the caller's byte budget
  * Same integers as agilenn.firmware.int8 (Python), which the host tests check byte for byte.
  */
 #include <string.h>
@@ -39,7 +39,7 @@ agn_status agn_device_run(const uint8_t *image, size_t image_bytes, void *arena,
     if (((uintptr_t)arena % AGN_ARENA_ALIGN) != 0u) {
         return AGN_ERR_ALIGN;
     }
-    if (payload_cap < (size_t)AGN_PAYLOAD_HEADER_BYTES) {
+    if (payload_cap < (size_t)AGN_PAYLOAD_MIN_BYTES) {
         return AGN_ERR_NOSPACE;
     }
 #else

@@ -8,40 +8,39 @@
 #error "agn_model.h names a payload coder this library does not have"
 #endif
 
-static void agn_put_u16(uint8_t *p, uint32_t v)
+/* The compact header (agn_payload.h) into out; its length. out has room for
+ * AGN_PAYLOAD_HEADER_SIZE(channels_sent) bytes. */
+static size_t agn_put_header(uint8_t *out, uint32_t channels_sent)
 {
-    p[0] = (uint8_t)(v & 0xFFu);
-    p[1] = (uint8_t)(v >> 8);
+    size_t n = 2;
+    out[0] = (uint8_t)(AGN_PAYLOAD_COMPACT_TAG | AGN_PAYLOAD_CODER_ID);
+    out[1] = (uint8_t)AGN_PAYLOAD_MODEL_CHECK;
+    while (channels_sent >= 0x80u) { /* LEB128: 7 bits a byte, the low ones first */
+        out[n++] = (uint8_t)(0x80u | (channels_sent & 0x7Fu));
+        channels_sent >>= 7;
+    }
+    out[n++] = (uint8_t)channels_sent;
+    return n;
 }
 
 agn_status agn_payload_encode(const uint8_t *indices, uint16_t channels_sent, uint8_t *out, size_t cap, size_t *len)
 {
-    size_t body = 0;
+    size_t body = 0, head;
     agn_status status;
-    if (cap < (size_t)AGN_PAYLOAD_HEADER_BYTES) {
+    if (cap < (size_t)AGN_PAYLOAD_HEADER_SIZE(channels_sent)) {
         return AGN_ERR_NOSPACE;
     }
-    out[0] = (uint8_t)'A';
-    out[1] = (uint8_t)'G';
-    out[2] = AGN_PAYLOAD_VERSION;
-    out[3] = AGN_PAYLOAD_CODER_ID;
-    out[4] = (uint8_t)(AGN_LEVELS - 1);
-    agn_put_u16(out + 5, AGN_REMOTE_CHANNELS);
-    agn_put_u16(out + 7, channels_sent);
-    agn_put_u16(out + 9, AGN_FEATURE_HEIGHT);
-    agn_put_u16(out + 11, AGN_FEATURE_WIDTH);
+    head = agn_put_header(out, channels_sent);
 #if AGN_PAYLOAD_CODER_ID == AGN_CODER_ID_RANS_CTX
-    status = agn_rans_ctx_encode(&agn_model_rans_ctx, indices, channels_sent, out + AGN_PAYLOAD_HEADER_BYTES,
-                                 cap - (size_t)AGN_PAYLOAD_HEADER_BYTES, &body);
+    status = agn_rans_ctx_encode(&agn_model_rans_ctx, indices, channels_sent, out + head, cap - head, &body);
 #else
     status = agn_rans_encode_channels(&agn_model_rans, indices, channels_sent,
-                                      (size_t)AGN_FEATURE_HEIGHT * AGN_FEATURE_WIDTH, out + AGN_PAYLOAD_HEADER_BYTES,
-                                      cap - (size_t)AGN_PAYLOAD_HEADER_BYTES, &body);
+                                      (size_t)AGN_FEATURE_HEIGHT * AGN_FEATURE_WIDTH, out + head, cap - head, &body);
 #endif
     if (status != AGN_OK) {
         return status;
     }
-    *len = (size_t)AGN_PAYLOAD_HEADER_BYTES + body;
+    *len = head + body;
     return AGN_OK;
 }
 
@@ -54,7 +53,7 @@ agn_status agn_payload_encode_within(const uint8_t *indices, uint8_t *out, size_
         *channels_sent = AGN_REMOTE_CHANNELS;
         return status;
     }
-    if (cap < (size_t)AGN_PAYLOAD_HEADER_BYTES) {
+    if (cap < (size_t)AGN_PAYLOAD_MIN_BYTES) {
         return AGN_ERR_NOSPACE;
     }
     /* invariant: lo channels fit (0 channels is the header alone), AGN_REMOTE_CHANNELS do not */

@@ -93,7 +93,7 @@ def test_demo_prints_the_summary(synthetic_bundle, capsys):
     assert SUMMARY_KEYS <= set(summary) and summary["n"] == 40 and summary["degraded"] == 0
 
 
-@pytest.mark.parametrize("bad", [["--mcu", "z80@4MHz"], ["--max-payload-bytes", "5"]])
+@pytest.mark.parametrize("bad", [["--mcu", "z80@4MHz"], ["--max-payload-bytes", "2"]])  # 2: below the 3-byte header
 def test_agent_rejects_bad_options(bad, synthetic_bundle):
     out = _agent("--bundle", synthetic_bundle, "--dataset", "fashion-mnist", *bad)
     assert out.returncode == 2 and "error" in out.stderr

@@ -6,6 +6,7 @@ import signal
 
 import numpy as np
 
+from agilenn.codec import FeatureCodec
 from agilenn.device_agent.agent import Agent
 from agilenn.device_agent.framing import HEADER, SEQ_NONE, ErrorCode, Frame, MsgType, pack_frame
 from agilenn.device_agent.mcu_sim import FeaturesMaker, McuSim
@@ -105,20 +106,28 @@ def test_strictness_errata_through_the_bridge(serial_agent, synthetic_bundle):
         for seq, payload in [(5, Hello(0, 40).pack()), (6, bytes([2, 0x80, 0, 0])), (7, bytes([2, 0, 0, 0, 0xC3]))]:
             answer = _ask(link, pack_frame(Frame(MsgType.HELLO, seq, payload)))
             assert _error_code(answer) == ErrorCode.BAD_MESSAGE and answer.seq == seq
-        # FEATURES that are not the model's: wrong logit count, a payload of another shape, no payload
+        # FEATURES that are not the model's: wrong logit count, a payload of another shape (payload
+        # version 1 spells the shape out, version 2 carries its check byte), no payload
         wrong_n = Features(np.zeros(7, np.int16), good.scale, good.payload)
-        other_shape = bytearray(good.payload)
+        indices = bundle.codec().decode_indices(good.payload)[0]
+        good_v1 = FeatureCodec.from_manifest(bundle.manifest, payload_version=1).encode_indices(indices)
+        other_shape = bytearray(good_v1)
         other_shape[5] += 1  # channels_total
-        other_levels = bytearray(good.payload)
+        other_levels = bytearray(good_v1)
         other_levels[4] += 1  # levels - 1
+        other_model = bytearray(good.payload)
+        other_model[1] ^= 0x5A  # the compact header's model check
         for seq, f in [(8, wrong_n), (9, Features(good.logits_q, good.scale, bytes(other_shape))),
                        (13, Features(good.logits_q, good.scale, bytes(other_levels))),
+                       (14, Features(good.logits_q, good.scale, bytes(other_model))),
                        (10, Features(good.logits_q, good.scale, b"")), (11, Features(good.logits_q, good.scale, b"XY" * 9))]:
             answer = _ask(link, pack_frame(Frame(MsgType.FEATURES, seq, f.pack())))
             assert _error_code(answer) == ErrorCode.BAD_MESSAGE and answer.seq == seq
         assert bridge.counts["features"] == 0
         ok = _ask(link, pack_frame(Frame(MsgType.FEATURES, 12, good.pack())))
         assert ok.type == MsgType.PREDICTION and bridge.counts["features"] == 1
+        old = _ask(link, pack_frame(Frame(MsgType.FEATURES, 15, Features(good.logits_q, good.scale, good_v1).pack())))
+        assert old.type == MsgType.PREDICTION and bridge.counts["features"] == 2  # a version-1 device still works
 
 
 def test_payload_longer_than_max_is_bad_message_on_the_link(serial_agent, synthetic_bundle):

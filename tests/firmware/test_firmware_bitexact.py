@@ -8,7 +8,7 @@ import subprocess
 
 import numpy as np
 import pytest
-from agilenn.codec import HEADER_SIZE
+from agilenn.codec import header_size
 from agilenn.models import load_bundle
 from agilenn.training.datasets import load_dataset
 from fw_lib_helpers import assert_driver_infer_matches, driver_fixture, generated_fixture, shipped_bundle_dir  # noqa: F401 (fixtures)
@@ -52,7 +52,7 @@ def test_logits_and_indices_equal_python(driver, bundle, images, reference):
     assert_driver_infer_matches(driver, bundle, images, reference)
 
 
-@pytest.mark.parametrize("cap", [0, 100, 60, 20, HEADER_SIZE])
+@pytest.mark.parametrize("cap", [0, 100, 60, 20, header_size(0)])
 def test_payloads_equal_python(driver, bundle, images, reference, cap):
     """agn_device_run: payload bytes (the bundle's default coder, rans-ctx, coder id 4) and logits
     equal the Python integer device part + FeatureCodec.encode_within, with no budget (cap 0) and
@@ -69,8 +69,8 @@ def test_payloads_equal_python(driver, bundle, images, reference, cap):
     assert not mismatches, f"{len(mismatches)} of {n} differ, first image {mismatches[0]}"
     if cap:
         assert all(len(p) <= cap for _, p, _, _ in run_driver(driver, images[:5], cap))
-    if cap != HEADER_SIZE:
-        assert all(p[3] == 4 for _, p, _, _ in run_driver(driver, images[:5], cap))  # coder id 4: rans-ctx
+    # the compact header (payload version 2): 0xA0 | coder id 4 (rans-ctx), the model's check byte
+    assert all(p[:2] == bytes((0xA4, codec.model_check)) for _, p, _, _ in run_driver(driver, images[:5], cap))
 
 
 def test_every_c_payload_decodes_on_a_real_server(driver, bundle, images):

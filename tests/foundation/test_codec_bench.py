@@ -15,4 +15,4 @@ def test_codec_bench_prints_the_coder_table(tmp_path, capsys):
         assert f"| {coder} |" in out
     table = json.loads((tmp_path / "t.json").read_text())
     assert table["samples"] == 40
-    assert table["coders"]["raw"]["bytes_mean"] == 13 + (6 * 49 * 2 + 7) // 8  # header + 2-bit packing
+    assert table["coders"]["raw"]["bytes_mean"] == 3 + (6 * 49 * 2 + 7) // 8  # compact header + 2-bit packing

@@ -8,7 +8,7 @@ import zstandard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agilenn.codec import HEADER_SIZE, MAGIC, FeatureCodec, PayloadError
+from agilenn.codec import MAGIC, FeatureCodec, PayloadError, header_size, model_check
 from agilenn.codec.rans import quantize_frequencies
 
 PROBS = np.random.default_rng(0).dirichlet(np.ones(4), size=6)
@@ -27,7 +27,16 @@ def good_payloads(codec):
 
 
 def header(coder_id=2, levels=4, total=6, sent=6, h=7, w=7, magic=MAGIC, version=1):
+    """A version-1 (self-describing) header."""
     return struct.pack("<2sBBBHHHH", magic, version, coder_id, levels - 1, total, sent, h, w)
+
+
+CHECK = model_check(4, 6, 7, 7)  # the fixture model's
+
+
+def compact(coder_id=2, check=CHECK, sent=b"\x06"):
+    """A version-2 (compact) header; ``sent`` is channels_sent's LEB128 bytes as sent."""
+    return bytes((0xA0 | coder_id, check)) + sent
 
 
 @pytest.mark.parametrize(
@@ -35,7 +44,7 @@ def header(coder_id=2, levels=4, total=6, sent=6, h=7, w=7, magic=MAGIC, version
     [
         (b"", "truncated payload"),
         (b"AG\x01", "truncated payload"),
-        (header(magic=b"PK"), "bad magic"),
+        (header(magic=b"AX"), "bad magic"),
         (header(version=9), "unsupported payload version 9"),
         (header(coder_id=7), "unknown coder id 7"),
         (header(sent=7), "claims 7 channels sent of only 6"),
@@ -49,6 +58,17 @@ def header(coder_id=2, levels=4, total=6, sent=6, h=7, w=7, magic=MAGIC, version
         (header(coder_id=3) + b"\x00", "starts with a zero unit"),
         (header(coder_id=3) + b"\x01\x00", "below 256 but takes two bytes"),
         (header(coder_id=3) + b"\x01\x00\x00", "left after the last symbol|does not end|corrupt"),
+        (b"PK\x03\x04", "bad first byte 0x50"),
+        (compact()[:2], "compact header is at least 3"),
+        (compact(coder_id=7), "unknown coder id 7"),
+        (compact(check=CHECK ^ 0x5A), "model check .* does not match the model's"),
+        (compact(sent=b"\x07"), "claims 7 channels sent of the model's 6"),
+        (compact(sent=b"\x86\x00"), "not in its shortest LEB128 form"),
+        (compact(sent=b"\x86"), "runs past its end"),
+        (compact(sent=b"\xff\xff\xff\x01"), "longer than 3 bytes"),
+        (compact(sent=b"\xff\xff\x7f"), "above 65535"),
+        (compact(coder_id=0) + b"\x00" * 5, "raw body is 5 bytes"),
+        (compact(coder_id=3) + b"\x00", "starts with a zero unit"),
     ],
 )
 def test_named_errors(codec, payload, message):
@@ -134,4 +154,4 @@ def test_ans_needs_tables():
     with pytest.raises(PayloadError, match="not available"):
         codec.encode_indices(np.zeros((2, 2, 2), np.uint8), coder="ans")
     payload = codec.encode_indices(np.zeros((2, 2, 2), np.uint8), coder="raw")
-    assert len(payload) == HEADER_SIZE + 1
+    assert len(payload) == header_size(2) + 1

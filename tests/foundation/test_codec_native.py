@@ -18,7 +18,6 @@ from agilenn.codec.rans_ctx import ContextCoder
 from agilenn.models import DEFAULT_REPOSITORY, load_bundle
 from agilenn.models.model_repository import shipped_versions
 
-HEADER = 13
 NATIVE = native.library() is not None
 needs_native = pytest.mark.skipif(not NATIVE, reason="the C coder was not built (no C compiler at install time)")
 
@@ -89,7 +88,7 @@ def test_shipped_payloads_decode_to_the_same_symbols(model, version):
         payloads += [codec.encode_indices(codec.decode_indices(p)[0], name, channels_sent=half) for p in payloads[:20]]
         for payload in payloads:
             header = parse_header(payload)
-            body = payload[HEADER:]
+            body = payload[header.size:]
             if name == "rans-ctx":
                 fast, slow = ContextCoder(codec.context), _python_only(ContextCoder(codec.context))
                 got = fast.decode(body, header.channels_sent)
@@ -98,7 +97,7 @@ def test_shipped_payloads_decode_to_the_same_symbols(model, version):
             else:
                 freq, bits = codec.frequencies, codec.frequency_bits
                 fast, slow = DecoderTables(freq, bits), _python_only(DecoderTables(freq, bits))
-                tables = np.repeat(np.arange(header.channels_sent), header.height * header.width)
+                tables = np.repeat(np.arange(header.channels_sent), codec.shape[1] * codec.shape[2])
                 np.testing.assert_array_equal(fast.decode(body, tables), slow.decode(body, tables))
 
 
@@ -125,7 +124,7 @@ def test_corrupt_bodies_get_the_same_verdict_from_both():
     for name, payload in [("rans-ctx", p) for p in _fashion_payloads(bundle, "rans-ctx", 40)] + \
                          [("rans", p) for p in _fashion_payloads(bundle, "rans", 40)]:
         header = parse_header(payload)
-        body = payload[HEADER:]
+        body = payload[header.size:]
         variants = [body[:-1], body[:-2], body + b"\x00", body + b"\x01\x02", b"", body[1:],
                     bytes(rng.integers(0, 256, len(body), dtype=np.uint8))]
         for _ in range(12):
@@ -138,7 +137,7 @@ def test_corrupt_bodies_get_the_same_verdict_from_both():
                     want = _outcome(lambda: reference.decode(v, sent))
                     got = model.decode(v, sent)
                 else:
-                    tables = np.repeat(np.arange(sent), header.height * header.width)
+                    tables = np.repeat(np.arange(sent), codec.shape[1] * codec.shape[2])
                     want = _outcome(lambda: order0_reference.decode(v, tables))
                     got = order0.decode(v, tables)
                 assert (want is None) == (got is None), (name, v.hex(), sent)
@@ -157,7 +156,8 @@ def test_a_refused_body_still_gets_the_python_decoders_reason():
     codec = bundle.codec()
     reference = _python_only(ContextCoder(codec.context))
     payload = _fashion_payloads(bundle, "rans-ctx", 1)[0]
-    header, body = payload[:HEADER], payload[HEADER:]
+    size = parse_header(payload).size
+    header, body = payload[:size], payload[size:]
     sent = parse_header(payload).channels_sent
     checked = 0
     for cut in range(1, len(body)):

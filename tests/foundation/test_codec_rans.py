@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agilenn.codec import FeatureCodec, PayloadError, order0_entropy_bits, parse_header, rans
+from agilenn.codec import FeatureCodec, PayloadError, header_size, order0_entropy_bits, parse_header, rans
 from agilenn.models.bundle import BundleError, load_bundle
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -18,19 +18,23 @@ SHIPPED = ROOT / "models" / "repository" / "agilenn-fashion-mnist" / "1"
 # docs/protocol.md, "rans body", Example
 DOC_FREQ = [[200, 40, 15, 1], [1, 5, 50, 200]]
 DOC_INDICES = np.array([[2, 3, 1, 3], [3, 0, 2, 1]], dtype=np.uint8).reshape(2, 2, 2)
-DOC_PAYLOAD = bytes.fromhex("41 47 01 03 03 02 00 02 00 02 00 02 00" "03 f0 d4 ff e7")
+DOC_PAYLOAD = bytes.fromhex("a3 e1 02" "03 f0 d4 ff e7")  # payload version 2: compact header, then the body
+DOC_PAYLOAD_V1 = bytes.fromhex("41 47 01 03 03 02 00 02 00 02 00 02 00" "03 f0 d4 ff e7")
 
 
-def doc_codec():
-    return FeatureCodec([0.0, 1.0, 2.0, 3.0], 2, 2, 2, frequencies=DOC_FREQ, frequency_bits=8, default_coder="rans")
+def doc_codec(payload_version=2):
+    return FeatureCodec([0.0, 1.0, 2.0, 3.0], 2, 2, 2, frequencies=DOC_FREQ, frequency_bits=8, default_coder="rans",
+                        payload_version=payload_version)
 
 
 def test_doc_example_bytes():
-    codec = doc_codec()
-    assert codec.encode_indices(DOC_INDICES) == DOC_PAYLOAD
-    indices, header = codec.decode_indices(DOC_PAYLOAD)
-    assert header.coder == "rans" and np.array_equal(indices, DOC_INDICES)
-    assert "03 f0 d4 ff e7" in (ROOT / "docs" / "protocol.md").read_text()
+    for version, payload in ((2, DOC_PAYLOAD), (1, DOC_PAYLOAD_V1)):
+        codec = doc_codec(version)
+        assert codec.encode_indices(DOC_INDICES) == payload
+        indices, header = doc_codec().decode_indices(payload)  # the receiver reads both versions
+        assert header.coder == "rans" and header.version == version and np.array_equal(indices, DOC_INDICES)
+    doc = (ROOT / "docs" / "protocol.md").read_text()
+    assert "a3 e1 02 03 f0 d4 ff e7" in doc and "03 f0 d4 ff e7" in doc
 
 
 def test_doc_example_table_is_what_the_quantizer_makes_of_its_probabilities():
@@ -167,8 +171,9 @@ def test_payload_truncation_and_channels_sent():
         codec.decode_indices(DOC_PAYLOAD + b"\x00")
     # A header-only payload is exactly the encoding of all-zero indices (start 0 costs nothing),
     # so it decodes to those and nothing else.
-    zeros, _ = codec.decode_indices(DOC_PAYLOAD[:13])
-    assert not zeros.any() and codec.encode_indices(zeros) == DOC_PAYLOAD[:13]
+    head = header_size(2)
+    zeros, _ = codec.decode_indices(DOC_PAYLOAD[:head])
+    assert not zeros.any() and codec.encode_indices(zeros) == DOC_PAYLOAD[:head]
 
 
 def test_shipped_bundle_tables_are_the_spec_procedure_of_its_probabilities():
@@ -196,4 +201,4 @@ def test_shipped_bundle_body_within_three_percent_of_entropy():
     body_bytes = sum(len(b) for b in bodies)
     assert body_bytes <= 1.03 * entropy_bytes
     for j in range(0, n, 97):  # and the payload path agrees with the batch coder
-        assert codec.encode_indices(indices[j], "rans")[13:] == bodies[j]
+        assert codec.encode_indices(indices[j], "rans")[header_size(c):] == bodies[j]

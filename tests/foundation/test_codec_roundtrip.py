@@ -5,7 +5,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agilenn.codec import HEADER_SIZE, FeatureCodec, dequantize, order0_entropy_bits, parse_header, quantize
+from agilenn.codec import (
+    HEADER_SIZE_V1,
+    FeatureCodec,
+    PayloadError,
+    dequantize,
+    header_size,
+    model_check,
+    order0_entropy_bits,
+    parse_header,
+    quantize,
+)
 
 
 @st.composite
@@ -67,13 +77,35 @@ def test_quantize_rejects_non_finite_features():
         quantize(np.array([0.0, np.nan]), np.array([0.0, 1.0]))
 
 
-def test_header_is_13_bytes_and_self_describing():
+def test_compact_header_is_3_bytes_and_checks_the_model():
     codec = FeatureCodec([0.0, 1.0, 2.0, 3.0], 6, 7, 7, symbol_probabilities=np.full((6, 4), 0.25))
     payload = codec.encode_indices(np.zeros((6, 7, 7), np.uint8), coder="raw", channels_sent=4)
     header = parse_header(payload)
-    assert HEADER_SIZE == 13
+    assert (header.version, header.coder, header.channels_sent, header.size) == (2, "raw", 4, 3)
+    assert payload[:3] == bytes((0xA0, model_check(4, 6, 7, 7), 4))
+    assert len(payload) == 3 + (4 * 49 * 2 + 7) // 8
+    # the same payload for a model of another shape or level count is refused, naming the model
+    for other in (FeatureCodec([0.0, 1.0, 2.0, 3.0], 6, 7, 8), FeatureCodec([0.0, 1.0, 2.0], 6, 7, 7)):
+        with pytest.raises(PayloadError, match="model check .* built for another model"):
+            other.decode(payload)
+
+
+def test_self_describing_header_is_13_bytes_and_still_read():
+    v1 = FeatureCodec([0.0, 1.0, 2.0, 3.0], 6, 7, 7, payload_version=1)
+    payload = v1.encode_indices(np.ones((6, 7, 7), np.uint8), coder="raw", channels_sent=4)
+    header = parse_header(payload)
+    assert HEADER_SIZE_V1 == header.size == 13 and header.version == 1
     assert (header.levels, header.channels_total, header.channels_sent, header.height, header.width) == (4, 6, 4, 7, 7)
-    assert len(payload) == HEADER_SIZE + (4 * 49 * 2 + 7) // 8
+    decoded = FeatureCodec([0.0, 1.0, 2.0, 3.0], 6, 7, 7).decode(payload)  # a version-2 codec reads it
+    assert decoded.indices.shape == (4, 7, 7) and (decoded.indices == 1).all()
+
+
+@pytest.mark.parametrize("channels, size", [(0, 3), (127, 3), (128, 4), (16383, 4), (16384, 5), (65535, 5)])
+def test_channels_sent_is_leb128(channels, size):
+    codec = FeatureCodec([0.0, 1.0], max(channels, 1), 1, 1)
+    payload = codec.encode_indices(np.zeros((max(channels, 1), 1, 1), np.uint8), coder="raw", channels_sent=channels)
+    assert header_size(channels) == size == parse_header(payload).size
+    assert parse_header(payload).channels_sent == channels
 
 
 def test_byte_budget_drops_trailing_channels_until_it_fits():
@@ -83,14 +115,14 @@ def test_byte_budget_drops_trailing_channels_until_it_fits():
     idx = np.stack([rng.choice(8, size=49, p=probs[c]) for c in range(10)]).reshape(10, 7, 7).astype(np.uint8)
     full, sent = codec.encode_within(idx, None)
     assert sent == 10
-    for budget in (len(full), len(full) - 1, len(full) // 2, HEADER_SIZE + 20, HEADER_SIZE):
+    for budget in (len(full), len(full) - 1, len(full) // 2, header_size(0) + 20, header_size(0)):
         payload, sent = codec.encode_within(idx, budget)
         assert len(payload) <= budget
         assert parse_header(payload).channels_sent == sent
         if sent < 10:  # one more channel would not have fitted
             assert len(codec.encode_indices(idx, channels_sent=sent + 1)) > budget
-    with pytest.raises(ValueError, match="below the 13-byte payload header"):
-        codec.encode_within(idx, HEADER_SIZE - 1)
+    with pytest.raises(ValueError, match="below the 3-byte payload header"):
+        codec.encode_within(idx, header_size(0) - 1)
 
 
 def test_ans_is_close_to_the_entropy_of_its_model():
@@ -101,7 +133,7 @@ def test_ans_is_close_to_the_entropy_of_its_model():
     samples = np.stack([
         np.stack([rng.choice(8, size=49, p=probs[c]) for c in range(24)]) for _ in range(20)
     ]).astype(np.uint8)
-    bodies = [len(codec.encode_indices(s.reshape(24, 7, 7), coder="ans")) - HEADER_SIZE for s in samples]
+    bodies = [len(codec.encode_indices(s.reshape(24, 7, 7), coder="ans")) - header_size(24) for s in samples]
     entropy_bytes = order0_entropy_bits(samples, 8) / 8 / len(samples)
     assert np.mean(bodies) < entropy_bytes * 1.05 + 8
 
@@ -110,4 +142,7 @@ def test_documented_example_vector():
     """docs/protocol.md's worked example, byte for byte (a test vector for other implementations)."""
     codec = FeatureCodec([0.0, 1.0, 2.0, 3.0], 2, 1, 2)
     payload = codec.encode_indices(np.array([[[1, 3]], [[0, 2]]], np.uint8), coder="raw")
+    assert payload.hex(" ") == "a0 0f 02 8d"
+    v1 = FeatureCodec([0.0, 1.0, 2.0, 3.0], 2, 1, 2, payload_version=1)
+    payload = v1.encode_indices(np.array([[[1, 3]], [[0, 2]]], np.uint8), coder="raw")
     assert payload.hex(" ") == "41 47 01 00 03 02 00 02 00 01 00 02 00 8d"
