@@ -41,7 +41,7 @@ class HostileRequests:
         "garbage-protobuf", "truncated-protobuf", "bit-flipped-payload", "truncated-payload", "ans-header-only",
         "ans-extra-zero-byte", "zstd-trailing-junk", "zstd-two-frames", "bad-magic", "unknown-model",
         "huge-model-name", "control-char-model-name", "no-input", "uppercase-image-format", "png-trailing-junk",
-        "raw-image-wrong-size",
+        "raw-image-wrong-size", "other-model-check",
     )
 
     def __init__(self, bundle: Bundle, seed: int = 0, valid_fraction: float = 0.5):
@@ -137,6 +137,10 @@ class HostileRequests:
             return self._judge(kind, data + data[parse_header(data).size:])
         if kind == "bad-magic":
             return self._judge(kind, b"XX" + self._payload()[2:])
+        if kind == "other-model-check":  # a payload built for a model of another shape (compact header)
+            data = bytearray(self._payload())
+            data[1] ^= int(r.integers(1, 256))
+            return self._judge(kind, bytes(data))
         if kind == "unknown-model":
             return self._request(kind, "MODEL_NOT_FOUND", model=pb.ModelRef(name="no-such-model"),
                                  feature_payload=self._payload())
