@@ -55,6 +55,7 @@ _HEADER_V1 = struct.Struct("<2sBBBHHHH")
 HEADER_SIZE_V1 = _HEADER_V1.size  # 13
 COMPACT_TAG = 0xA0  # version 2's first byte is COMPACT_TAG | coder id; version 1's is 0x41 ('A')
 _MAX_CHANNELS = (1 << 16) - 1
+_CODER_IDS = {name: coder_id for coder_id, name in CODER_BY_ID.items()}
 
 
 def _leb128(n: int) -> bytes:
@@ -270,12 +271,23 @@ class FeatureCodec:
         if symbols.size and int(symbols.max()) >= self.levels:
             raise ValueError(f"index {int(symbols.max())} out of range for {self.levels} levels")
         body = c.encode(symbols, self.levels, self.probabilities)
+        return self._header(c.coder_id, sent) + body
+
+    def _header(self, coder_id: int, sent: int) -> bytes:
+        total, height, width = self.shape
         if self.payload_version == VERSION_SELF_DESCRIBING:
-            header = _HEADER_V1.pack(MAGIC, VERSION_SELF_DESCRIBING, c.coder_id, self.levels - 1, total, sent,
-                                     height, width)
-        else:
-            header = bytes((COMPACT_TAG | c.coder_id, self.model_check)) + _leb128(sent)
-        return header + body
+            return _HEADER_V1.pack(MAGIC, VERSION_SELF_DESCRIBING, coder_id, self.levels - 1, total, sent, height, width)
+        return bytes((COMPACT_TAG | coder_id, self.model_check)) + _leb128(sent)
+
+    def reheader(self, payload: bytes) -> bytes:
+        """The payload with this codec's header version in front of the same body (after checking
+        its header against the model): how an agent talks to a server that reads only version 1
+        while its MCU writes version 2, or the other way round."""
+        header = parse_header(payload)
+        self.check_header(header)
+        if header.version == self.payload_version:
+            return bytes(payload)
+        return self._header(_CODER_IDS[header.coder], header.channels_sent) + bytes(payload[header.size:])
 
     def encode(self, features: np.ndarray, coder: str | None = None, channels_sent: int | None = None) -> bytes:
         return self.encode_indices(self.quantize(features), coder, channels_sent)

@@ -119,10 +119,11 @@ class Agent:
         numerics: str = "auto",
         server_timings: bool = False,  # ask the server for ServerTimings in every reply (~15 B each)
         logits_encoding: str = "int16",  # how remote logits travel (docs/protocol.md, "Lean streams")
+        payload_version: int = 2,  # 1: the 13-byte header, for a server from before 2026-11-27
     ):
         self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
         self.device = DevicePart(self.bundle, numerics)
-        self.codec = self.bundle.codec()
+        self.codec = self.bundle.codec(payload_version)
         self.coder = coder
         self.deadline_s = None if deadline_ms is None or deadline_ms <= 0 else deadline_ms / 1e3
         self.max_payload_bytes = max_payload_bytes
@@ -210,6 +211,7 @@ class Agent:
 
         header = parse_header(payload)  # PayloadError names what is wrong
         self.codec.check_header(header)  # and so for a payload built for another model
+        payload = self.codec.reheader(payload)  # the header version this agent speaks (--payload-version)
         t = Timings(device_compute_ms=device_ms, coding_in_device=True)  # the MCU coded the payload
         if self.client is None:
             reply = RemoteReply(reason=Reason.NO_SERVER, detail="agent runs without a server")

@@ -58,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-payload-bytes", type=int, default=None,
                    help="byte budget per payload: drop trailing (least important) remote channels to fit")
     s.add_argument("--coder", choices=CODER_NAMES, help="entropy coder (default: the manifest's)")
+    s.add_argument("--payload-version", type=int, choices=(1, 2), default=2,
+                   help="feature payload header (docs/protocol.md): 2, 3 bytes (default); 1, the 13-byte "
+                        "header, for a server older than 2026-11-27 that reads only that")
     s.add_argument("--tls", action="store_true", help="TLS with the system's root certificates")
     s.add_argument("--tls-ca", help="PEM roots to trust for the server certificate (implies --tls)")
     s.add_argument("--tls-cert", help="PEM client certificate, for servers started with --tls-client-ca")
@@ -110,7 +113,8 @@ def run(args) -> int:
     mcu = parse_mcu(args.mcu) if args.mcu else None
     agent = Agent(bundle, None if args.local_only else args.server, deadline_ms=args.deadline_ms,
                   max_payload_bytes=args.max_payload_bytes, mcu=mcu, coder=args.coder, security=_security(args),
-                  numerics=args.numerics, server_timings=args.server_timings)
+                  numerics=args.numerics, server_timings=args.server_timings,
+                  payload_version=args.payload_version)
     summary = Summary(model=f"{bundle.name}:{bundle.version}", server=None if args.local_only else args.server,
                       mcu=mcu.spec if mcu else None, max_payload_bytes=args.max_payload_bytes,
                       deadline_ms=args.deadline_ms)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from agilenn.codec import VERSION as PAYLOAD_VERSION
 from agilenn.codec import FeatureCodec, validate_centroids
 from agilenn.codec.coders import CODER_NAMES
 
@@ -137,8 +138,8 @@ class Bundle:
         return self.files[role]
 
     # --- behaviour shared by both ends ------------------------------------------------------
-    def codec(self) -> FeatureCodec:
-        return FeatureCodec.from_manifest(self.manifest)
+    def codec(self, payload_version: int = PAYLOAD_VERSION) -> FeatureCodec:
+        return FeatureCodec.from_manifest(self.manifest, payload_version)
 
     def preprocess(self, images: np.ndarray) -> np.ndarray:
         """uint8 images [N, H, W, C] (or [N, H, W] for one channel) -> normalized float32 [N, C, H, W]."""

@@ -38,6 +38,23 @@ def test_accuracy_equals_offline_evaluation(eval_bundle_dir, fashion_test, offli
     assert all(r.payload_bytes > 0 and r.timings.server_total_ms is not None for r in results)
 
 
+def test_payload_version_1_for_an_older_server(server, synthetic_bundle, fashion_test):
+    """--payload-version 1: the 13-byte header (what servers before 2026-11-27 read), the same body,
+    the same answer; an MCU's version-2 payload is re-headed before it is forwarded."""
+    image = fashion_test.images[0]
+    with Agent(synthetic_bundle, server.address, deadline_ms=60_000) as new, \
+            Agent(synthetic_bundle, server.address, deadline_ms=60_000, payload_version=1) as old:
+        assert new.wait_connected(30) and old.wait_connected(30)
+        v2, v1 = new.infer(image), old.infer(image)
+        mcu_payload = new.codec.encode_indices(new.device.run(image).indices(new.codec))
+        forwarded = old.codec.reheader(mcu_payload)
+        via_serial = old.infer_features(v2.local_logits, mcu_payload)
+    assert not v2.degraded and not v1.degraded and not via_serial.degraded
+    assert v1.payload_bytes == v2.payload_bytes + 10 and v1.prediction == v2.prediction
+    assert forwarded[:2] == b"AG" and forwarded[13:] == mcu_payload[3:]
+    np.testing.assert_array_equal(v1.remote_logits, v2.remote_logits)
+
+
 def test_byte_budget_drops_trailing_channels(server, synthetic_bundle, fashion_test):
     with Agent(synthetic_bundle, server.address, deadline_ms=60_000) as agent:
         assert agent.wait_connected(30)

@@ -100,6 +100,17 @@ def test_self_describing_header_is_13_bytes_and_still_read():
     assert decoded.indices.shape == (4, 7, 7) and (decoded.indices == 1).all()
 
 
+def test_reheader_swaps_the_header_version_and_keeps_the_body():
+    args = ([0.0, 1.0, 2.0, 3.0], 6, 7, 7)
+    v1, v2 = FeatureCodec(*args, payload_version=1), FeatureCodec(*args)
+    idx = np.random.default_rng(5).integers(0, 4, size=(6, 7, 7)).astype(np.uint8)
+    for sent in (0, 3, 6):
+        old, new = v1.encode_indices(idx, "raw", sent), v2.encode_indices(idx, "raw", sent)
+        assert v1.reheader(new) == old and v2.reheader(old) == new and v2.reheader(new) == new
+    with pytest.raises(PayloadError, match="built for another model"):
+        FeatureCodec([0.0, 1.0, 2.0, 3.0], 6, 7, 8, payload_version=1).reheader(new)
+
+
 @pytest.mark.parametrize("channels, size", [(0, 3), (127, 3), (128, 4), (16383, 4), (16384, 5), (65535, 5)])
 def test_channels_sent_is_leb128(channels, size):
     codec = FeatureCodec([0.0, 1.0], max(channels, 1), 1, 1)
