@@ -17,6 +17,7 @@ import sys
 import threading
 from pathlib import Path
 
+from agilenn.codec import header_size
 from agilenn.codec.coders import CODER_NAMES
 from agilenn.models import DEFAULT_REPOSITORY, BundleError, ModelRepository, load_bundle
 
@@ -205,8 +206,6 @@ def main(argv=None) -> int:
     logging.basicConfig(level=args.log_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.limit is not None and args.limit < 0:
         parser.error("--limit must be >= 0")
-    from agilenn.codec import header_size
-
     if args.max_payload_bytes is not None and args.max_payload_bytes < header_size(0):
         parser.error(f"--max-payload-bytes must be at least {header_size(0)} (the payload header)")
     if args.mcu:
