@@ -279,12 +279,11 @@ class FeatureCodec:
             return _HEADER_V1.pack(MAGIC, VERSION_SELF_DESCRIBING, coder_id, self.levels - 1, total, sent, height, width)
         return bytes((COMPACT_TAG | coder_id, self.model_check)) + _leb128(sent)
 
-    def reheader(self, payload: bytes) -> bytes:
-        """The payload with this codec's header version in front of the same body (after checking
-        its header against the model): how an agent talks to a server that reads only version 1
-        while its MCU writes version 2, or the other way round."""
-        header = parse_header(payload)
-        self.check_header(header)
+    def reheader(self, payload: bytes, header: PayloadHeader | None = None) -> bytes:
+        """The payload with this codec's header version in front of the same body: how an agent
+        talks to a server that reads only version 1 while its MCU writes version 2, or the other way
+        round. ``header``: read_header(payload), when the caller has it already."""
+        header = self.read_header(payload) if header is None else header
         if header.version == self.payload_version:
             return bytes(payload)
         return self._header(_CODER_IDS[header.coder], header.channels_sent) + bytes(payload[header.size:])
@@ -338,13 +337,18 @@ class FeatureCodec:
         if header.channels_sent > total:
             raise PayloadError(f"payload claims {header.channels_sent} channels sent of the model's {total}")
 
-    def decode_indices(self, payload: bytes) -> tuple[np.ndarray, PayloadHeader]:
-        """The centroid indices of the channels sent, and the header with the model's fields filled in."""
+    def read_header(self, payload: bytes) -> PayloadHeader:
+        """The payload's header, checked against this model (PayloadError naming what differs), with
+        the model fields version 2 leaves out filled in from the model."""
         header = parse_header(payload)
         self.check_header(header)
         total, height, width = self.shape
-        # what version 2 leaves to the model, filled in now that the check byte matched it
-        header = replace(header, levels=self.levels, channels_total=total, height=height, width=width)
+        return replace(header, levels=self.levels, channels_total=total, height=height, width=width)
+
+    def decode_indices(self, payload: bytes) -> tuple[np.ndarray, PayloadHeader]:
+        """The centroid indices of the channels sent, and the header with the model's fields filled in."""
+        header = self.read_header(payload)
+        _, height, width = self.shape
         body = bytes(payload[header.size:])
         symbols = self._coder(header.coder).decode(
             body, header.channels_sent, height * width, self.levels, self.probabilities

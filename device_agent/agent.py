@@ -207,11 +207,8 @@ class Agent:
         remote logits come back. The payload's header is checked against the model first, so a
         payload for another model is refused here rather than costing a round trip.
         """
-        from agilenn.codec import parse_header
-
-        header = parse_header(payload)  # PayloadError names what is wrong
-        self.codec.check_header(header)  # and so for a payload built for another model
-        payload = self.codec.reheader(payload)  # the header version this agent speaks (--payload-version)
+        header = self.codec.read_header(payload)  # PayloadError names what is wrong, another model included
+        payload = self.codec.reheader(payload, header)  # the header version this agent speaks (--payload-version)
         t = Timings(device_compute_ms=device_ms, coding_in_device=True)  # the MCU coded the payload
         if self.client is None:
             reply = RemoteReply(reason=Reason.NO_SERVER, detail="agent runs without a server")
