@@ -389,12 +389,20 @@ static AGN_INLINE int8_t rq8(int32_t acc, const rq_consts *r, uint32_t o)
     return (int8_t)rq_apply(acc, r, o, 8);
 }
 
+/* Channel o of both pixels, sums a (pixel 0) and b (pixel 1), requantized before either is stored:
+ * an int8 store may alias anything, and a store in between would make the compiler load the
+ * channel's constants again for the second pixel. */
+static AGN_INLINE void rq8_store2(int32_t a, int32_t b, const rq_consts *r, uint32_t o, int8_t *dst0, int8_t *dst1)
+{
+    const int8_t y0 = rq8(a, r, o), y1 = rq8(b, r, o);
+    dst0[o] = y0;
+    dst1[o] = y1;
+}
+
 /* Every output channel of two output pixels: out[o] = requant(bias[o] + sum_i col[i] * w[o][i])
  * for o < c_out, w the weight pairs [c_out][n4 / 2] blocked by four, the two pixels' columns (n4
  * values each, zeros past the layer's n) interleaved in x (dot4x2_pairs); outputs to dst0 and dst1
- * (the same pointer when a pixel is paired with itself). Both pixels' outputs of a channel are
- * requantized before either is stored: an int8 store may alias anything, and a store in between
- * would make the compiler load the channel's constants again for the second pixel. */
+ * (the same pointer when a pixel is paired with itself). */
 static AGN_INLINE void pixel2_s8(const int16_t *x, uint32_t n4, const uint32_t *pairs, const int32_t *bias,
                                  const rq_consts *r, uint32_t c_out, int8_t *dst0, int8_t *dst1)
 {
@@ -402,37 +410,20 @@ static AGN_INLINE void pixel2_s8(const int16_t *x, uint32_t n4, const uint32_t *
     uint32_t o = 0;
     for (; o + 4u <= c_out; o += 4u) {
         sums4 a, b;
-        int8_t y0, y1;
         a.s0 = b.s0 = bias[o];
         a.s1 = b.s1 = bias[o + 1u];
         a.s2 = b.s2 = bias[o + 2u];
         a.s3 = b.s3 = bias[o + 3u];
         dot4x2_pairs(x, pairs + o * row, n4, &a, &b);
-        y0 = rq8(a.s0, r, o);
-        y1 = rq8(b.s0, r, o);
-        dst0[o] = y0;
-        dst1[o] = y1;
-        y0 = rq8(a.s1, r, o + 1u);
-        y1 = rq8(b.s1, r, o + 1u);
-        dst0[o + 1u] = y0;
-        dst1[o + 1u] = y1;
-        y0 = rq8(a.s2, r, o + 2u);
-        y1 = rq8(b.s2, r, o + 2u);
-        dst0[o + 2u] = y0;
-        dst1[o + 2u] = y1;
-        y0 = rq8(a.s3, r, o + 3u);
-        y1 = rq8(b.s3, r, o + 3u);
-        dst0[o + 3u] = y0;
-        dst1[o + 3u] = y1;
+        rq8_store2(a.s0, b.s0, r, o, dst0, dst1);
+        rq8_store2(a.s1, b.s1, r, o + 1u, dst0, dst1);
+        rq8_store2(a.s2, b.s2, r, o + 2u, dst0, dst1);
+        rq8_store2(a.s3, b.s3, r, o + 3u, dst0, dst1);
     }
     for (; o < c_out; o++) {
         int32_t a = bias[o], b = bias[o];
-        int8_t y0, y1;
         dot_pairs_x2(x, pairs + o * row, n4, &a, &b);
-        y0 = rq8(a, r, o);
-        y1 = rq8(b, r, o);
-        dst0[o] = y0;
-        dst1[o] = y1;
+        rq8_store2(a, b, r, o, dst0, dst1);
     }
 }
 

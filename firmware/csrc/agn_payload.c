@@ -8,6 +8,10 @@
 #error "agn_model.h names a payload coder this library does not have"
 #endif
 
+/* The public header's sizes are the generator's numbers; they must be the ones this file writes. */
+AGN_STATIC_ASSERT(AGN_PAYLOAD_MIN_BYTES == AGN_PAYLOAD_HEADER_SIZE(0u), payload_min_is_the_empty_header);
+AGN_STATIC_ASSERT(AGN_PAYLOAD_HEADER_BYTES == AGN_PAYLOAD_HEADER_SIZE(AGN_REMOTE_CHANNELS), payload_header_bytes);
+
 /* The compact header (agn_payload.h) into out; its length. out has room for
  * AGN_PAYLOAD_HEADER_SIZE(channels_sent) bytes. */
 static size_t agn_put_header(uint8_t *out, uint32_t channels_sent)
