@@ -1,5 +1,8 @@
 """The codec's round trip is exact for every coder, shape and symbol distribution."""
 
+import zlib
+from pathlib import Path
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -157,3 +160,9 @@ def test_documented_example_vector():
     v1 = FeatureCodec([0.0, 1.0, 2.0, 3.0], 2, 1, 2, payload_version=1)
     payload = v1.encode_indices(np.array([[[1, 3]], [[0, 2]]], np.uint8), coder="raw")
     assert payload.hex(" ") == "41 47 01 00 03 02 00 02 00 01 00 02 00 8d"
+    # the doc states these bytes, and how its check byte comes out of zlib's CRC-32
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "protocol.md").read_text()
+    example = doc[doc.index("### Example"):]
+    assert "a0 0f 02   header" in example and "CRC-32 of 03 02 00 01 00 02 00" in example
+    assert "41 47 01 00 03 02 00 02 00 01 00 02 00 8d" in example
+    assert zlib.crc32(bytes.fromhex("03 02 00 01 00 02 00")) & 0xFF == 0x0F
