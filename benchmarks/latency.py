@@ -3,7 +3,12 @@
 
 Per sample, end-to-end latency is composed as the agent composes it:
 
-    latency = device compute (cost model at the clock) + encode + network + merge
+    latency = device compute up to the payload + encode + max(network, local predictor) + merge
+
+The firmware sends the payload before it runs the local predictor (serial protocol version 3), so
+the local predictor overlaps the request's time on the link and at the server; where the firmware
+was measured with that split (device_measured.json, instructions_to_payload) the device term is the
+part before the payload, else the whole device part (and the local predictor term 0).
 
 where network is the client's measured send->reply time through the shaped path (transmit both
 ways, propagation, server queue and compute). The network pass is measured once per (scheme,
@@ -227,19 +232,26 @@ def _scheme_info(s: Scheme) -> dict:
     return info
 
 
-def _device_ms(p: Pass, mcu: str) -> tuple[float, int]:
+def _device_ms(p: Pass, mcu: str) -> tuple[float, float, int]:
+    """(device ms up to the payload, local predictor ms run while the request is out, MACs)."""
     if not p.scheme.runs_device_part:
-        return 0.0, 0
+        return 0.0, 0.0, 0
     cost = device_cost(p.scheme.bundle)  # measured instructions when the firmware was measured, else MACs
-    return parse_mcu(mcu).compute_ms(cost.macs, cost.instructions), cost.macs
+    m = parse_mcu(mcu)
+    total = m.compute_ms(cost.macs, cost.instructions)
+    if cost.instructions_to_payload is None:
+        return total, 0.0, cost.macs
+    to_payload = m.compute_ms(cost.macs, cost.instructions_to_payload)
+    return to_payload, total - to_payload, cost.macs
 
 
-def _host_ms(p: Pass) -> np.ndarray:
-    """Per sample, the latency less the device term: encode (unless the device term already codes,
-    see the module docstring) + network + merge."""
+def _latency_ms(p: Pass, device_ms: float, local_ms: float) -> np.ndarray:
+    """Per sample: device up to the payload + encode (unless the device term already codes, see the
+    module docstring) + max(network, local predictor) + merge. A sample that sent nothing (network
+    0) waits for the local predictor in full."""
     charge_encode = _instructions(p) is None
-    return np.array([(m.encode_ms if charge_encode else 0.0) + m.network_ms + m.merge_ms for m in p.samples],
-                    dtype=np.float64)
+    return np.array([device_ms + (m.encode_ms if charge_encode else 0.0) + max(m.network_ms, local_ms) + m.merge_ms
+                     for m in p.samples], dtype=np.float64)
 
 
 def _instructions(p: Pass) -> float | None:
@@ -265,14 +277,13 @@ def _rows(p: Pass, cfg: Config) -> list[dict]:
     n = len(s)
     col = lambda attr: np.array([getattr(m, attr) for m in s], dtype=np.float64)  # noqa: E731
     correct = np.array([m.prediction for m in s]) == cfg.labels[:n]
-    host_part = _host_ms(p)
     payload = col("payload_bytes")
     link = p.link
     rows = []
     for mhz in cfg.mcu_mhz:
         mcu = f"{cfg.mcu}@{mhz:g}MHz"
-        device_ms, macs = _device_ms(p, mcu)
-        latency = device_ms + host_part
+        device_ms, local_ms, macs = _device_ms(p, mcu)
+        latency = _latency_ms(p, device_ms, local_ms)
         row = {
             "scheme": p.scheme.name,
             "link": link.name if link else "none",
@@ -291,6 +302,7 @@ def _rows(p: Pass, cfg: Config) -> list[dict]:
             "latency_ms_p99": _pct(latency, 99),
             "latency_ms_mean": _mean(latency),
             "device_ms": round(device_ms, 4),
+            "device_local_ms": round(local_ms, 4),  # the local predictor, overlapping the request
             "device_macs": macs,
             "device_energy_mj": round(estimate(macs, mcu, _instructions(p)).energy_mj, 5) if macs else 0.0,
             "device_cost_basis": device_cost(p.scheme.bundle).basis if p.scheme.runs_device_part else "",
@@ -368,13 +380,16 @@ def _overhead_parts(p: Pass, link: LinkProfile, payload_mean: float, overhead_me
 
 
 def _samples(passes, cfg: Config) -> dict:
-    """Per (scheme, link): each image's latency less the device term, and the device term per clock."""
+    """Per (scheme, link): each image's latency per clock, and the device term (up to the payload) per clock."""
     out = {}
     for p in passes:
         key = f"{p.scheme.name}|{p.link.name if p.link else 'none'}"
-        host = [round(float(v), 3) for v in _host_ms(p)]
-        device = {str(mhz): round(_device_ms(p, f"{cfg.mcu}@{mhz:g}MHz")[0], 4) for mhz in cfg.mcu_mhz}
-        out[key] = {"host_ms": host, "device_ms": device}
+        latency, device = {}, {}
+        for mhz in cfg.mcu_mhz:
+            device_ms, local_ms, _ = _device_ms(p, f"{cfg.mcu}@{mhz:g}MHz")
+            latency[str(mhz)] = [round(float(v), 3) for v in _latency_ms(p, device_ms, local_ms)]
+            device[str(mhz)] = round(device_ms, 4)
+        out[key] = {"latency_ms": latency, "device_ms": device}
     return out
 
 

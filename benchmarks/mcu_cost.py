@@ -40,6 +40,9 @@ class DeviceCost:
     peak_sram_bytes: int  # the generated library's arena
     flash_measured: bool
     instructions: float | None = None  # per inference, measured in the firmware on QEMU's Cortex-M7
+    # of those, the ones before the payload goes out (agn_device_features): the firmware runs the
+    # local predictor, the rest, while the request is out (serial protocol version 3)
+    instructions_to_payload: float | None = None
 
     @property
     def basis(self) -> str:
@@ -52,7 +55,8 @@ def device_cost(bundle) -> DeviceCost:
     c = bundle_device_cost(bundle)
     measured = c.get("flash_bytes") is not None
     return DeviceCost(int(c["macs"]), int(c["params"]), int(c["flash_bytes"] if measured else c["weight_bytes"]),
-                      int(c["arena_bytes"]), measured, measured_instructions(bundle))
+                      int(c["arena_bytes"]), measured, measured_instructions(bundle),
+                      measured_instructions(bundle, to_payload=True))
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,10 @@ def write_plots(results: dict, out: Path, base: str) -> list[Path]:
             sample = results["samples"].get(f"{s}|{link}")
             if sample is None:
                 continue
-            x = np.sort(np.asarray(sample["host_ms"]) + sample["device_ms"][str(top)])
+            if "latency_ms" in sample:
+                x = np.sort(np.asarray(sample["latency_ms"][str(top)]))
+            else:  # results from before 2026-11-27: host part and device term apart, nothing overlapped
+                x = np.sort(np.asarray(sample["host_ms"]) + sample["device_ms"][str(top)])
             ax.plot(x, np.arange(1, len(x) + 1) / len(x), label=s, color=colors[s])
         ax.set_title(f"{link}, device at {top} MHz")
         ax.set_xlabel("end-to-end latency (ms)")

@@ -83,19 +83,21 @@ def markdown(doc: dict, base: str = "latency") -> str:
               "is charged to the link, so about 1448/1514 = 0.956 of the rate is the most a full-size segment "
               "stream can carry.", "", f"## Per scheme and link, device at {top} MHz", ""]
     lines += _table(
-        ["scheme", "link", "accuracy", "payload B", "wire B up / down", "p50 ms", "p99 ms", "device", "encode",
-         "transmit", "server queue", "server compute", "merge", "overhead % (p50)"],
+        ["scheme", "link", "accuracy", "payload B", "wire B up / down", "p50 ms", "p99 ms", "device",
+         "local (overlapped)", "encode", "transmit", "server queue", "server compute", "merge", "overhead % (p50)"],
         [[r["scheme"], r["link"], _fmt(r["accuracy"] * 100, ".2f") + " %", _fmt(r["payload_bytes_mean"], ".1f"),
           f"{_fmt(r['wire_bytes_up_mean'], '.0f')} / {_fmt(r['wire_bytes_down_mean'], '.0f')}",
           _fmt(r["latency_ms_p50"], ".2f"), _fmt(r["latency_ms_p99"], ".2f"), _fmt(r["device_ms"], ".2f"),
-          _fmt(r["encode_ms_mean"], ".2f") + ("" if r.get("encode_charged", True) else " (in device)"),
+          _fmt(r.get("device_local_ms", 0.0), ".2f"), _fmt(r["encode_ms_mean"], ".2f") + ("" if r.get("encode_charged", True) else " (in device)"),
           _fmt(r["transmit_ms_mean"], ".2f"), _fmt(r["server_queue_ms_mean"], ".2f"),
           _fmt(r["server_compute_ms_mean"], ".2f"), _fmt(r["merge_ms_mean"], ".3f"), _fmt(r.get("overhead_pct_p50"))]
          for r in rows if r["mcu_mhz"] == top],
     )
     lines += ["Breakdown columns are means in ms. transmit = the client's send->reply time less the server's own "
               "time (both directions' serialization and propagation, framing, relay). device = the MCU cost model at "
-              "this clock; encode and merge are measured on this host. encode \"(in device)\": not added to the latency, "
+              "this clock, up to the payload; local (overlapped) = the local predictor, which the firmware runs "
+              "after sending the payload (serial protocol version 3): it counts only where it outlasts the "
+              "request's network time; encode and merge are measured on this host. encode \"(in device)\": not added to the latency, "
               "because the device term is the firmware's measured run, which computes the indices and codes the "
               "payload on the MCU. wire bytes: TCP payload through the relay "
               "(gRPC and HTTP/2 framing included, TCP/IP headers not). overhead = latency / (device + payload/rate + "

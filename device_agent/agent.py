@@ -34,10 +34,15 @@ DEFAULT_DEADLINE_MS = 1000.0
 
 @dataclass
 class Timings:
-    """Milliseconds. latency_ms = device_compute_ms + encode_ms + network_ms + merge_ms, except that
-    encode_ms is left out when coding_in_device: the device figure is then the firmware's measured
-    run of agn_device_run, which computes the centroid indices and codes the payload itself, so the
-    host's encode is the same step done a second time (reported, not charged)."""
+    """Milliseconds. latency_ms = device_compute_ms + encode_ms + max(network_ms, device_local_ms)
+    + merge_ms, except that encode_ms is left out when coding_in_device: the device figure is then
+    the firmware's measured run, which computes the centroid indices and codes the payload itself, so
+    the host's encode is the same step done a second time (reported, not charged).
+
+    device_local_ms is the local predictor when the device runs it after the payload has gone out
+    (the firmware does, serial protocol version 3): it overlaps the request's time on the link and
+    at the server, and adds to the latency only where it outlasts them. device_compute_ms is then
+    the part up to the payload; otherwise it is the whole device part and device_local_ms 0."""
 
     host_compute_ms: float = 0.0  # device part measured on this host
     mcu_compute_ms: float | None = None  # device part estimated on the emulated MCU (--mcu)
@@ -52,6 +57,7 @@ class Timings:
     merge_ms: float = 0.0
     latency_ms: float = 0.0
     coding_in_device: bool = False  # device_compute_ms already covers quantizing and coding the payload
+    device_local_ms: float = 0.0  # the local predictor, run while the request is out (see above)
 
     def charged_encode_ms(self) -> float:
         return 0.0 if self.coding_in_device else self.encode_ms
@@ -94,6 +100,17 @@ class InferenceResult:
         return d
 
 
+@dataclass
+class FeaturesInFlight:
+    """A device's payload that Agent.send_features() forwarded (or answered at once: reply set)."""
+
+    payload: bytes  # as forwarded (the agent's header version)
+    channels_sent: int
+    timings: Timings
+    flight: object | None  # RemoteClient.send()'s handle; None when nothing went out
+    reply: RemoteReply | None = None  # the answer when nothing went out (no server, below break-even)
+
+
 class Agent:
     """Runs the device part locally and the rest on the server at ``server_address``.
 
@@ -129,8 +146,10 @@ class Agent:
         self.max_payload_bytes = max_payload_bytes
         self.mcu = parse_mcu(mcu) if isinstance(mcu, str) else mcu
         self.device_macs = bundle_device_cost(self.bundle)["macs"]
-        # the firmware's measured instruction count when there is one (agilenn-firmware run --record)
+        # the firmware's measured instruction count when there is one (agilenn-firmware run --record),
+        # and the part of it before the payload goes out (None for a measurement without the split)
         self.device_instructions = measured_instructions(self.bundle)
+        self.device_instructions_to_payload = measured_instructions(self.bundle, to_payload=True)
         self.server_address = server_address
         self.client = None
         if server_address:
@@ -175,6 +194,10 @@ class Agent:
             t.mcu_compute_ms = self.mcu.compute_ms(self.device_macs, self.device_instructions)
             t.coding_in_device = self.device_instructions is not None
         t.device_compute_ms = t.mcu_compute_ms if t.mcu_compute_ms is not None else t.host_compute_ms
+        if self.mcu is not None and self.device_instructions_to_payload is not None:
+            # the firmware sends the payload before its local predictor runs (serial protocol version 3)
+            t.device_compute_ms = self.mcu.compute_ms(self.device_macs, self.device_instructions_to_payload)
+            t.device_local_ms = t.mcu_compute_ms - t.device_compute_ms
 
         payload, sent = b"", 0
         if self.client is None:
@@ -207,6 +230,12 @@ class Agent:
         remote logits come back. The payload's header is checked against the model first, so a
         payload for another model is refused here rather than costing a round trip.
         """
+        return self.finish_features(self.send_features(payload, device_ms), local_logits)
+
+    def send_features(self, payload: bytes, device_ms: float = 0.0) -> "FeaturesInFlight":
+        """infer_features() in two halves: send the payload now, merge with the local logits when
+        they come (finish_features). For a device that sends its payload before its local predictor
+        runs (serial protocol version 3). Raises PayloadError for a payload that is not the model's."""
         header = self.codec.read_header(payload)  # PayloadError names what is wrong, another model included
         payload = self.codec.reheader(payload, header)  # the header version this agent speaks (--payload-version)
         t = Timings(device_compute_ms=device_ms, coding_in_device=True)  # the MCU coded the payload
@@ -214,8 +243,18 @@ class Agent:
             reply = RemoteReply(reason=Reason.NO_SERVER, detail="agent runs without a server")
         else:
             # The MCU coded under its own budget; below break-even its payload is not worth forwarding.
-            reply = self._below_break_even(header.channels_sent) or self.client.infer(payload, self.deadline_s)
-        return self._merge(np.asarray(local_logits, np.float32), reply, payload, header.channels_sent, t)
+            reply = self._below_break_even(header.channels_sent)
+        flight = None if reply is not None else self.client.send(payload, self.deadline_s)
+        return FeaturesInFlight(payload, header.channels_sent, t, flight, reply)
+
+    def finish_features(self, sent: "FeaturesInFlight", local_logits: np.ndarray,
+                        local_ms: float = 0.0) -> InferenceResult:
+        """The answer to a send_features(): waits for the remote logits (at most the deadline, counted
+        from the send) and merges. ``local_ms``: what the local predictor cost the device after the
+        send (Timings.device_local_ms)."""
+        reply = sent.reply if sent.flight is None else self.client.wait(sent.flight)
+        sent.timings.device_local_ms = local_ms
+        return self._merge(np.asarray(local_logits, np.float32), reply, sent.payload, sent.channels_sent, sent.timings)
 
     def _merge(self, local_logits: np.ndarray, reply: RemoteReply, payload: bytes, sent: int,
                t: Timings) -> InferenceResult:
@@ -232,7 +271,7 @@ class Agent:
         merged = local_logits if degraded else self.bundle.merge(local_logits, reply.logits, sent)
         prediction = int(np.argmax(merged))
         t.merge_ms = (time.perf_counter() - start) * 1e3
-        t.latency_ms = t.device_compute_ms + t.charged_encode_ms() + t.network_ms + t.merge_ms
+        t.latency_ms = t.device_compute_ms + t.charged_encode_ms() + max(t.network_ms, t.device_local_ms) + t.merge_ms
         return InferenceResult(
             prediction=prediction,
             merged_logits=np.asarray(merged, np.float32),

@@ -125,6 +125,17 @@ class _Pending:
         self.reply: RemoteReply | None = None
 
 
+@dataclass
+class InFlight:
+    """A request RemoteClient.send() put on the stream (or a reply it had at once: not sent)."""
+
+    start: float  # time.perf_counter() at the send
+    deadline_s: float | None
+    request_id: int | None = None
+    pending: _Pending | None = None
+    reply: RemoteReply | None = None  # set at once when the request could not go out
+
+
 class ModelMismatch(RuntimeError):
     pass
 
@@ -361,16 +372,22 @@ class RemoteClient:
 
     # --- requests ---------------------------------------------------------------------------
     def infer(self, payload: bytes, deadline_s: float | None) -> RemoteReply:
-        start = time.perf_counter()
-        pending = _Pending()
+        return self.wait(self.send(payload, deadline_s))
+
+    def send(self, payload: bytes, deadline_s: float | None) -> "InFlight":
+        """Put the request on the stream and return at once; wait() gives its reply. Split from
+        infer() so that a caller can work while the request is out (the serial FEATURES of protocol
+        version 3: the MCU's local predictor runs meanwhile)."""
+        flight = InFlight(time.perf_counter(), deadline_s)
         with self._lock:
             # b"": the caller skipped encoding because the link was down (Agent.infer); never send it,
             # even if the stream came back in between.
             if self._state != "ready" or self._requests is None or not payload:
                 reason = Reason.MODEL_MISMATCH if self._state == "mismatch" else Reason.SERVER_UNAVAILABLE
-                return RemoteReply(reason=reason, detail=self._state_detail)
-            request_id = next(self._ids)
-            self._pending[request_id] = pending
+                flight.reply = RemoteReply(reason=reason, detail=self._state_detail)
+                return flight
+            flight.request_id = request_id = next(self._ids)
+            self._pending[request_id] = flight.pending = _Pending()
             self._in_order.append(request_id)
             timeout_ms = 0 if deadline_s is None else max(1, int(deadline_s * 1e3))
             request = pb.InferRequest(feature_payload=payload)
@@ -381,16 +398,24 @@ class RemoteClient:
             elif timeout_ms != self._stream_timeout_ms:
                 request.timeout_ms = timeout_ms
             self._requests.put(request)
-        if not pending.done.wait(deadline_s):
+        return flight
+
+    def wait(self, flight: "InFlight") -> RemoteReply:
+        """The reply to a send(), or a degraded one when none came within its deadline (counted from the send)."""
+        if flight.reply is not None and flight.pending is None:  # never sent
+            return flight.reply
+        pending, deadline_s = flight.pending, flight.deadline_s
+        remaining = None if deadline_s is None else max(0.0, flight.start + deadline_s - time.perf_counter())
+        if not pending.done.wait(remaining):
             with self._lock:
-                self._pending.pop(request_id, None)
+                self._pending.pop(flight.request_id, None)
             if pending.reply is None:  # it may have landed between the wait and the pop
                 self._missed_deadline()
                 return RemoteReply(reason=Reason.DEADLINE, detail=f"no reply within {deadline_s * 1e3:.0f} ms",
-                                   sent=True, network_ms=(time.perf_counter() - start) * 1e3)
+                                   sent=True, network_ms=(time.perf_counter() - flight.start) * 1e3)
         self._misses = 0
         reply = pending.reply
-        reply.network_ms = (time.perf_counter() - start) * 1e3
+        reply.network_ms = (time.perf_counter() - flight.start) * 1e3
         return reply
 
     def wait_ready(self, deadline_s: float | None) -> bool:

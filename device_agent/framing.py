@@ -6,7 +6,7 @@ module is its Python implementation and nothing here may disagree with it.
 A frame before stuffing (all integers little-endian):
 
     offset  size  field
-    0       1     protocol version (1 or 2; answers carry the version of the frame they answer)
+    0       1     protocol version (1, 2 or 3; answers carry the version of the frame they answer)
     1       1     message type
     2       2     seq        chosen by the MCU, echoed in the answer
     4       2     length L   of the payload, at most MAX_PAYLOAD
@@ -23,8 +23,10 @@ import struct
 import zlib
 from dataclasses import dataclass
 
-PROTOCOL_VERSION = 2  # version 2 adds FEATURES (the MCU runs the device part itself)
-SUPPORTED_VERSIONS = (1, 2)  # a version-1 MCU (IMAGE only) keeps working unchanged
+# version 2 adds FEATURES (the MCU runs the device part itself); version 3 lets its local logits follow
+# in a LOCAL frame, so the payload goes out before the local predictor runs
+PROTOCOL_VERSION = 3
+SUPPORTED_VERSIONS = (1, 2, 3)  # an MCU of an older version keeps working unchanged
 DELIMITER = 0x00
 
 # 64x64x3 images (Tiny ImageNet) plus the image header must fit; small enough for a 20 KB buffer.
@@ -42,11 +44,13 @@ class MsgType:
     HELLO = 0x01
     IMAGE = 0x02
     FEATURES = 0x03  # protocol version 2 and later
+    LOCAL = 0x04  # protocol version 3 and later: the local logits of the FEATURES with the same seq
     HELLO_REPLY = 0x81
     PREDICTION = 0x82
     ERROR = 0x83
 
-    NAMES = {0x01: "HELLO", 0x02: "IMAGE", 0x03: "FEATURES", 0x81: "HELLO_REPLY", 0x82: "PREDICTION", 0x83: "ERROR"}
+    NAMES = {0x01: "HELLO", 0x02: "IMAGE", 0x03: "FEATURES", 0x04: "LOCAL", 0x81: "HELLO_REPLY", 0x82: "PREDICTION",
+             0x83: "ERROR"}
 
 
 class FrameError(ValueError):
@@ -149,7 +153,7 @@ def unpack_frame(chunk: bytes) -> Frame:
     # The CRC held from here on, so the seq is trustworthy and the errors can name it.
     if version not in SUPPORTED_VERSIONS:
         raise FrameError(ErrorCode.BAD_VERSION, f"protocol version {version}, this agent speaks "
-                                                f"{' and '.join(map(str, SUPPORTED_VERSIONS))}", seq)
+                                                f"{', '.join(map(str, SUPPORTED_VERSIONS[:-1]))} and {SUPPORTED_VERSIONS[-1]}", seq)
     if length > MAX_PAYLOAD:
         # A zero-rich frame stuffs to fewer bytes than MAX_ENCODED even with a longer payload.
         raise FrameError(ErrorCode.BAD_MESSAGE, f"payload of {length} bytes exceeds MAX_PAYLOAD={MAX_PAYLOAD}", seq)

@@ -105,12 +105,17 @@ class Mcu:
         return self.cycles(macs, instructions) / self.clock_hz * 1e3
 
 
-def measured_instructions(bundle) -> float | None:
-    """Mean instructions per inference of the bundle's device part as measured in the firmware, or None."""
+def measured_instructions(bundle, to_payload: bool = False) -> float | None:
+    """Mean instructions per inference of the bundle's device part as measured in the firmware, or None.
+    to_payload: only the part before the payload goes out (agn_device_features; the local predictor
+    runs after it, while the request is out), None for a measurement that did not split them."""
     from agilenn.firmware.measured import measured_device_cost
 
     measured = measured_device_cost(bundle)
-    return None if measured is None else float(measured["instructions_per_inference"]["mean"])
+    if measured is None:
+        return None
+    part = measured.get("instructions_to_payload") if to_payload else measured["instructions_per_inference"]
+    return None if part is None else float(part["mean"])
 
 
 def parse_mcu(spec: str) -> Mcu:

@@ -19,6 +19,7 @@ FLAG_DEGRADED = 0x01  # PREDICTION.flags: answered by the local predictor alone
 
 IMAGE_FORMAT_RAW = 0  # uint8 pixels, row-major HWC
 LOGITS_INT16 = 1  # FEATURES.format: int16 local logits, logit = scale * q
+LOGITS_FOLLOW = 0  # FEATURES.format (version 3): the logits follow in a LOCAL frame with the same seq
 
 HELLO_NAME_MAX = 64
 HELLO_REPLY_FIXED = 12
@@ -154,31 +155,49 @@ class Features:
     per class instead of 4 for float32; int16 rather than int8 because 256 steps make close classes
     tie. The agent checks the scale against its bundle's integer device part, which catches a
     firmware built for another model before its payload reaches the server.
+
+    Version 3 adds format 0 (``logits_follow``): the frame announces n logits but carries none; they
+    come in the LOCAL frame with the same seq, which the MCU sends once its local predictor has run,
+    while the payload is already on its way to the server.
     """
 
-    logits_q: np.ndarray  # int16 [classes], pre-softmax
+    logits_q: np.ndarray  # int16 [classes], pre-softmax; empty when logits_follow
     scale: float  # logit = scale * q
     payload: bytes  # the coded remote features (docs/protocol.md)
-    device_cycles: int = 0  # what the device part cost on the MCU (cycles, or instructions under QEMU -icount); 0: not measured
+    device_cycles: int = 0  # what the device part cost on the MCU (cycles, or instructions under QEMU -icount); 0: not measured; up to the payload when logits_follow
+    logits_follow: bool = False  # format 0: the logits come in a LOCAL frame
+    classes: int = 0  # n, the logits announced (with logits_follow; else logits_q.size)
     _S = struct.Struct("<BBHfI")
+
+    def __post_init__(self):
+        if not self.logits_follow:
+            object.__setattr__(self, "classes", int(np.asarray(self.logits_q).size))
 
     def pack(self) -> bytes:
         q = np.asarray(self.logits_q, dtype="<i2")
+        if self.logits_follow:
+            return self._S.pack(LOGITS_FOLLOW, self.classes, 0, self.scale, self.device_cycles) + bytes(self.payload)
         return (self._S.pack(LOGITS_INT16, q.size, 0, self.scale, self.device_cycles)
                 + q.tobytes() + bytes(self.payload))
 
     @classmethod
-    def parse(cls, payload: bytes) -> "Features":
+    def parse(cls, payload: bytes, version: int = PROTOCOL_VERSION) -> "Features":
         if len(payload) < cls._S.size:
             raise _bad(f"FEATURES payload must be at least {cls._S.size} bytes, got {len(payload)}")
         fmt, n, reserved, scale, cycles = cls._S.unpack_from(payload)
-        if fmt != LOGITS_INT16:
-            raise _bad(f"FEATURES logits format {fmt} is not supported (only {LOGITS_INT16}, int16 with a scale)")
+        follow = fmt == LOGITS_FOLLOW and version >= 3
+        if fmt != LOGITS_INT16 and not follow:
+            known = f"{LOGITS_FOLLOW} (logits in LOCAL) or {LOGITS_INT16}" if version >= 3 else f"{LOGITS_INT16}"
+            raise _bad(f"FEATURES logits format {fmt} is not supported in protocol version {version} (only {known})")
         if reserved:
             raise _bad(f"FEATURES reserved bytes are 0x{reserved:04x}, must be 0")
         if not (np.isfinite(scale) and scale > 0):
             raise _bad(f"FEATURES logit scale {scale} must be a positive finite float32")
-        if n == 0 or len(payload) < cls._S.size + 2 * n:
+        if n == 0:
+            raise _bad("FEATURES announces 0 logits")
+        if follow:
+            return cls(np.zeros(0, np.int16), float(scale), bytes(payload[cls._S.size:]), cycles, True, n)
+        if len(payload) < cls._S.size + 2 * n:
             raise _bad(f"FEATURES announces {n} logits but carries {len(payload) - cls._S.size} bytes after its header")
         q = np.frombuffer(payload, "<i2", n, cls._S.size).astype(np.int16)
         return cls(q, float(scale), bytes(payload[cls._S.size + 2 * n:]), cycles)
@@ -186,6 +205,34 @@ class Features:
     def local_logits(self) -> np.ndarray:
         """float32 logits the agent merges: scale * q, computed in float32."""
         return dequantize_logits(self.logits_q, self.scale)
+
+
+@dataclass(frozen=True)
+class Local:
+    """MCU -> agent (protocol version 3). The local logits of the FEATURES frame (format 0) with the
+    same seq, int16 in that frame's scale, and what the local predictor cost on the MCU. It
+    completes the request: the PREDICTION that answers it answers the FEATURES too."""
+
+    logits_q: np.ndarray  # int16 [classes], pre-softmax
+    device_cycles: int = 0  # the local predictor's cycles on the MCU (instructions under QEMU -icount); 0: not measured
+    _S = struct.Struct("<BBHI")
+
+    def pack(self) -> bytes:
+        q = np.asarray(self.logits_q, dtype="<i2")
+        return self._S.pack(LOGITS_INT16, q.size, 0, self.device_cycles) + q.tobytes()
+
+    @classmethod
+    def parse(cls, payload: bytes) -> "Local":
+        if len(payload) < cls._S.size:
+            raise _bad(f"LOCAL payload must be at least {cls._S.size} bytes, got {len(payload)}")
+        fmt, n, reserved, cycles = cls._S.unpack_from(payload)
+        if fmt != LOGITS_INT16:
+            raise _bad(f"LOCAL logits format {fmt} is not supported (only {LOGITS_INT16}, int16)")
+        if reserved:
+            raise _bad(f"LOCAL reserved bytes are 0x{reserved:04x}, must be 0")
+        if n == 0 or len(payload) != cls._S.size + 2 * n:
+            raise _bad(f"LOCAL announces {n} logits but carries {len(payload) - cls._S.size} bytes after its header")
+        return cls(np.frombuffer(payload, "<i2", n, cls._S.size).astype(np.int16), cycles)
 
 
 def dequantize_logits(q: np.ndarray, scale: float) -> np.ndarray:

@@ -4,6 +4,11 @@ IMAGE or FEATURES -> PREDICTION (or ERROR), HELLO -> HELLO_REPLY, anything unrea
 repeated IMAGE or FEATURES (same seq and bytes as the last one, i.e. the MCU retransmitting after an
 error or timeout) gets the same PREDICTION again without a second inference. Every answer carries
 the protocol version of the frame it answers, so a version-1 MCU never sees a version-2 frame.
+
+Version 3: a FEATURES whose logits follow (format 0) and the LOCAL frame with its seq are one
+request. The FEATURES is forwarded at once and gets no answer of its own (unless it is refused: an
+ERROR at once); the LOCAL gets the PREDICTION. A repeated FEATURES of the request in flight, or of
+the last one answered, starts nothing; a repeated LOCAL of the last one gets its PREDICTION again.
 """
 
 from __future__ import annotations
@@ -14,8 +19,8 @@ from typing import Callable
 
 from .agent import Agent, InferenceResult
 from .framing import MAX_PAYLOAD, SEQ_NONE, SUPPORTED_VERSIONS, ErrorCode, Frame, FrameError, MsgType
-from .messages import (FLAG_WANT_LOGITS, PREDICTION_FIXED, ErrorMsg, Features, Hello, HelloReply, Image, Prediction,
-                       Reason)
+from .messages import (FLAG_WANT_LOGITS, PREDICTION_FIXED, ErrorMsg, Features, Hello, HelloReply, Image, Local,
+                       Prediction, Reason, dequantize_logits)
 from .serial_link import SerialLink
 
 log = logging.getLogger("agilenn.agent.serial")
@@ -31,6 +36,10 @@ class SerialBridge:
         self.max_rx = 0  # the MCU's receive limit from HELLO; 0: none given
         self._last_request: tuple[int, int, bytes] | None = None
         self._last_reply: Frame | None = None
+        # version 3: the FEATURES waiting for its LOCAL (its key, the parsed frame, the agent's handle),
+        # and the key of the FEATURES the last PREDICTION completed
+        self._waiting: tuple[tuple[int, int, bytes], Features, object] | None = None
+        self._last_opening: tuple[int, int, bytes] | None = None
         self.counts = {"images": 0, "features": 0, "retransmissions": 0, "errors": 0, "hellos": 0}
         self.device_cycles: list[int] = []  # what each FEATURES frame says the device part cost on the MCU
 
@@ -45,9 +54,12 @@ class SerialBridge:
         while not stop.is_set() and (limit is None or self.answered < limit):
             event = self.link.receive(timeout=0.2)
             if event is not None:
-                self.link.send(self.answer(event))
+                reply = self.answer(event)
+                if reply is not None:
+                    self.link.send(reply)
 
-    def answer(self, event) -> Frame:
+    def answer(self, event) -> Frame | None:
+        """The answer frame; None only for a version-3 FEATURES whose LOCAL will be answered."""
         if isinstance(event, FrameError):
             # A frame that failed its CRC has no version worth trusting: answer in the one we speak.
             return self._error(event.seq, event.code, str(event))
@@ -58,8 +70,13 @@ class SerialBridge:
                 return self._hello(event)
             if event.type == MsgType.IMAGE:
                 return self._predict(event)
+            if event.type == MsgType.FEATURES and event.version >= 3 and Features.parse(
+                    event.payload, event.version).logits_follow:
+                return self._open(event)
             if event.type == MsgType.FEATURES and event.version >= 2:
                 return self._predict(event)
+            if event.type == MsgType.LOCAL and event.version >= 3:
+                return self._complete(event)
             return self._error(event.seq, ErrorCode.UNKNOWN_TYPE,
                                f"the agent does not take {event.type_name} frames in protocol version {event.version}",
                                event.version)
@@ -69,7 +86,9 @@ class SerialBridge:
             log.exception("frame seq %d failed", event.seq)
             return self._error(event.seq, ErrorCode.INTERNAL, f"{exc.__class__.__name__}: {exc}", event.version)
 
-    def _error(self, seq: int, code: int, detail: str, version: int = SUPPORTED_VERSIONS[-1]) -> Frame:
+    def _error(self, seq: int, code: int, detail: str, version: int | None = None) -> Frame:
+        """An ERROR frame; without a version (a frame whose own cannot be trusted) in the newest we speak."""
+        version = SUPPORTED_VERSIONS[-1] if version is None else version
         self.counts["errors"] += 1
         log.info("ERROR to seq %s: %s %s", "?" if seq == SEQ_NONE else seq, ErrorCode.NAMES.get(code, code), detail)
         return Frame(MsgType.ERROR, seq, ErrorMsg(code, detail).pack(), version)
@@ -99,6 +118,11 @@ class SerialBridge:
         else:
             result = self._infer_features(frame)
             self.counts["features"] += 1
+        reply = self._prediction(frame, result)
+        self._last_request, self._last_reply = key, reply
+        return reply
+
+    def _prediction(self, frame: Frame, result) -> Frame:
         logits = result.merged_logits.tolist() if self.want_logits else []
         if self.max_rx and PREDICTION_FIXED + 4 * len(logits) > self.max_rx:
             logits = []  # what the MCU cannot hold it does not get
@@ -112,7 +136,6 @@ class SerialBridge:
             latency_us=int(result.timings.latency_ms * 1e3),
             logits=logits,
         ).pack(), frame.version)
-        self._last_request, self._last_reply = key, reply
         if self.on_result is not None:
             self.on_result(frame.seq, result)
         return reply
@@ -124,17 +147,60 @@ class SerialBridge:
             raise FrameError(ErrorCode.BAD_MESSAGE, f"image is {list(image.shape)} (HWC), the model takes {[h, w, c]}")
         return self.agent.infer(image)
 
+    # --- version 3: FEATURES (logits to follow), then LOCAL ---------------------------------------
+    def _open(self, frame: Frame) -> Frame | None:
+        """Forward the payload now; the answer waits for the LOCAL frame with this seq."""
+        from agilenn.codec import PayloadError
+
+        key = (frame.type, frame.seq, bytes(frame.payload))
+        if (self._waiting is not None and self._waiting[0] == key) or self._last_opening == key:
+            self.counts["retransmissions"] += 1  # in flight already, or answered: its LOCAL gets the answer
+            return None
+        feats = Features.parse(frame.payload, frame.version)
+        self._check_logits(feats.classes, feats.scale)
+        try:
+            flight = self.agent.send_features(feats.payload)
+        except (PayloadError, ValueError) as exc:
+            raise FrameError(ErrorCode.BAD_MESSAGE, f"FEATURES feature payload: {exc}") from None
+        # A FEATURES of another seq while one waits: the MCU gave up on that one (it moved on), so
+        # its request is dropped; a reply still coming for it answers nobody.
+        self._waiting = (key, feats, flight)
+        return None
+
+    def _complete(self, frame: Frame) -> Frame:
+        key = (frame.type, frame.seq, bytes(frame.payload))
+        if self._last_request == key and self._last_reply is not None:
+            self.counts["retransmissions"] += 1
+            return self._last_reply
+        if self._waiting is None or self._waiting[0][1] != frame.seq:
+            raise FrameError(ErrorCode.BAD_MESSAGE, f"LOCAL seq {frame.seq} follows no FEATURES waiting for its logits")
+        opening, feats, flight = self._waiting
+        local = Local.parse(frame.payload)
+        if local.logits_q.size != feats.classes:
+            raise FrameError(ErrorCode.BAD_MESSAGE, f"LOCAL carries {local.logits_q.size} logits, its FEATURES "
+                                                    f"announced {feats.classes}")
+        self._waiting = None
+        result = self.agent.finish_features(flight, dequantize_logits(local.logits_q, feats.scale))
+        self.counts["features"] += 1
+        self.device_cycles.append(feats.device_cycles + local.device_cycles)
+        reply = self._prediction(frame, result)
+        self._last_request, self._last_reply, self._last_opening = key, reply, opening
+        return reply
+
+    def _check_logits(self, n: int, scale: float) -> None:
+        classes = self.agent.bundle.num_classes
+        if n != classes:
+            raise FrameError(ErrorCode.BAD_MESSAGE, f"FEATURES carries {n} logits, the model has {classes}")
+        expected = self.agent.local_logit_scale
+        if expected is not None and scale != expected:
+            raise FrameError(ErrorCode.BAD_MESSAGE, f"FEATURES logit scale {scale!r} differs from the model's "
+                                                    f"{expected!r}: firmware built for another model?")
+
     def _infer_features(self, frame: Frame):
         from agilenn.codec import PayloadError
 
-        feats = Features.parse(frame.payload)
-        n = self.agent.bundle.num_classes
-        if feats.logits_q.size != n:
-            raise FrameError(ErrorCode.BAD_MESSAGE, f"FEATURES carries {feats.logits_q.size} logits, the model has {n}")
-        expected = self.agent.local_logit_scale
-        if expected is not None and feats.scale != expected:
-            raise FrameError(ErrorCode.BAD_MESSAGE, f"FEATURES logit scale {feats.scale!r} differs from the model's "
-                                                    f"{expected!r}: firmware built for another model?")
+        feats = Features.parse(frame.payload, frame.version)
+        self._check_logits(feats.classes, feats.scale)
         try:
             result = self.agent.infer_features(feats.local_logits(), feats.payload)
         except (PayloadError, ValueError) as exc:

@@ -9,4 +9,4 @@ its exact numpy reference executor, and the generator of the C99 device library 
     agilenn.firmware.generate     the C library generator (agilenn-firmware generate)
 """
 
-GENERATOR_VERSION = "1.1.0"
+GENERATOR_VERSION = "1.2.0"

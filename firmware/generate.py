@@ -259,8 +259,11 @@ def _model_h(bundle, model, plan, values, coder, tables) -> str:
     lines += ["extern const agn_layer agn_model_layers[AGN_MODEL_LAYERS];",
               "/* the centroid quantizer: index_of[q + 128] = #{i : q > thresholds[i]} for int8 q */",
               "extern const uint8_t agn_model_centroid_index[256];",
-              "/* agn_infer.c: steps 1-4 of agn_device_run (logits at AGN_OFF_LOGITS, indices at AGN_OFF_INDICES) */",
+              "/* agn_infer.c: steps 1-4 of agn_device_run (logits at AGN_OFF_LOGITS, indices at AGN_OFF_INDICES),",
+              " * and its halves: steps 1-3 (indices, and the local predictor's input), then step 4 */",
               "void agn_device_infer(const uint8_t *image, uint8_t *arena);",
+              "void agn_device_infer_features(const uint8_t *image, uint8_t *arena);",
+              "void agn_device_infer_local(uint8_t *arena);",
               *(["/* the rans-ctx coder's model (manifest coder.context): frequency rows prepared as",
                   " * agn_rans_prepare() would (reciprocals), bins and row map, all const: in flash */",
                   "extern const agn_rans_ctx_model agn_model_rans_ctx;"] if coder == "rans-ctx" else

@@ -26,7 +26,8 @@ import numpy as np
 
 PTY_LINE = re.compile(r"char device redirected to (\S+) \(label (\S+)\)")
 CAMERA_REQUEST = 0x01  # the firmware's "next image, please" (firmware/app/main.c)
-LOG_FIELDS = ("class", "local", "degraded", "reason", "tries", "payload", "channels", "instructions", "stack")
+LOG_FIELDS = ("class", "local", "degraded", "reason", "tries", "payload", "channels", "instructions", "to_payload",
+              "stack")
 
 
 class QemuError(RuntimeError):

@@ -141,12 +141,17 @@ def cmd_run(args) -> int:
 
 def summarize(results: list[dict], build_info=None) -> dict:
     instr = np.array([r["instructions"] for r in results], dtype=np.int64)
+    to_payload = np.array([r["to_payload"] for r in results], dtype=np.int64)
     s = {
         "images": len(results),
         "accuracy": float(np.mean([r["class"] == r["label"] for r in results])) if results else None,
         "degraded": int(sum(r["degraded"] for r in results)),
         "instructions_per_inference": {"mean": float(instr.mean()), "min": int(instr.min()), "max": int(instr.max())}
         if results else None,
+        # agn_device_features alone: what stands between the image and the payload on the link (the
+        # local predictor, the rest, runs while the request is out; docs/serial-protocol.md, version 3)
+        "instructions_to_payload": {"mean": float(to_payload.mean()), "min": int(to_payload.min()),
+                                    "max": int(to_payload.max())} if results else None,
         "stack_high_water_bytes": max((r["stack"] for r in results), default=None),
         "payload_bytes_mean": float(np.mean([r["payload"] for r in results])) if results else None,
     }
@@ -171,6 +176,9 @@ def format_summary(s: dict) -> str:
         if s.get("instructions_per_mac"):
             line += f", {s['instructions_per_mac']:.2f} instructions/MAC over {s['device_macs']:,} MACs"
         lines.append(line)
+    if s.get("instructions_to_payload"):
+        lines.append(f"  of which up to the payload: {s['instructions_to_payload']['mean']:,.0f} (the local predictor "
+                     "runs while the request is out)")
     if "flash_bytes" in s:
         lines.append(f"flash {s['flash_bytes']:,} B, RAM {s.get('ram_bytes', 0):,} B (static "
                      f"{s['static_ram_bytes']:,} + stack high-water {s['stack_high_water_bytes']:,})")

@@ -1,9 +1,12 @@
 /* AgileNN firmware: the device half of AgileNN on an MCU, talking to `agilenn-agent --port`.
  *
- * Per image: ask the camera for an image, run the generated device library (int8 extractor, local
- * predictor, quantizer, rANS coder), send one FEATURES frame (docs/serial-protocol.md, version 2)
- * and wait for its PREDICTION, stop-and-wait as section 4 of that page says. When no answer comes
- * the firmware answers from its own local predictor. One log line per image on the log UART.
+ * Per image: ask the camera for an image, run the generated device library (int8 extractor,
+ * quantizer, rANS coder), send the payload in a FEATURES frame at once, run the local predictor
+ * while the request is on its way, then send its logits in a LOCAL frame and wait for the
+ * PREDICTION (docs/serial-protocol.md, version 3; stop-and-wait as section 4 of that page says).
+ * With an agent that speaks only version 2 it runs the whole device part first and sends one
+ * FEATURES frame with the logits in it. When no answer comes the firmware answers from its own
+ * local predictor. One log line per image on the log UART.
  *
  * Camera protocol (UART1, fed by the host): the firmware sends one byte 0x01 ("next image, please")
  * and reads exactly AGN_IMAGE_BYTES raw uint8 HWC pixels back.
@@ -23,20 +26,24 @@
 #define HELLO_RETRY_MS 1000u    /* the agent may not have opened its port yet */
 #define RX_PAYLOAD_MAX 512u     /* largest answer payload we take (announced as max_rx; >= 140) */
 
-#define PROTOCOL_VERSION 2u
+#define PROTOCOL_VERSION 3u /* the newest this firmware speaks; HELLO falls back to 2 */
 #define MSG_HELLO 0x01u
 #define MSG_FEATURES 0x03u
+#define MSG_LOCAL 0x04u
 #define MSG_HELLO_REPLY 0x81u
 #define MSG_PREDICTION 0x82u
 #define MSG_ERROR 0x83u
 #define SEQ_NONE 0xFFFFu
 #define FEATURES_FIXED 12u
+#define LOCAL_FIXED 8u
+#define ERR_BAD_VERSION 3u
 #define MS_TO_TICKS(ms) ((uint64_t)(ms) * (BOARD_SYSTICK_HZ / 1000u))
 
 /* --- static buffers: no heap -------------------------------------------------------------- */
 static uint32_t arena[(AGN_ARENA_BYTES + 3u) / 4u]; /* uint32_t: aligned to AGN_ARENA_ALIGN (4) */
 static uint8_t image[AGN_IMAGE_BYTES];
 static uint8_t features[FEATURES_FIXED + 2u * AGN_NUM_CLASSES + AGN_PAYLOAD_MAX_BYTES];
+static uint8_t local_msg[LOCAL_FIXED + 2u * AGN_NUM_CLASSES];
 static uint8_t tx_wire[AGN_FRAME_WIRE_BYTES(sizeof features)];
 /* the longest chunk an answer of RX_PAYLOAD_MAX bytes stuffs to; decoded in place */
 static uint8_t rx_chunk[AGN_COBS_MAX_ENCODED(AGN_FRAME_RAW_BYTES(RX_PAYLOAD_MAX))];
@@ -44,6 +51,7 @@ static agn_frame_reader reader;
 static const uint8_t *rx_payload; /* the last answer's payload, inside rx_chunk */
 
 static uint16_t next_seq;
+static uint8_t version = PROTOCOL_VERSION; /* what the agent accepted in HELLO */
 
 static uint16_t take_seq(void)
 {
@@ -70,7 +78,7 @@ static void fail(const char *what, agn_status status)
 static void send_frame(uint8_t type, uint16_t seq, const uint8_t *payload, size_t len)
 {
     size_t wire_len = 0;
-    agn_status st = agn_frame_encode(PROTOCOL_VERSION, type, seq, payload, len, tx_wire, sizeof tx_wire, &wire_len);
+    agn_status st = agn_frame_encode(version, type, seq, payload, len, tx_wire, sizeof tx_wire, &wire_len);
     if (st != AGN_OK) {
         fail("agn_frame_encode", st);
     }
@@ -112,12 +120,26 @@ static int receive_frame(rx_frame *out, uint64_t deadline)
     }
 }
 
+/* A frame that opens a request and is sent again before the frame that completes it on every
+ * resend (version 3: the FEATURES before its LOCAL); type 0: none. */
+typedef struct {
+    uint8_t type;
+    const uint8_t *payload;
+    size_t len;
+} pre_frame;
+
+static const pre_frame no_pre_frame = {0, NULL, 0};
+
 /* Send a frame and wait for the answer with its seq (section 4): `expect` or an ERROR. Returns 1
- * with the answer in *answer, or 0 after max_tries sends (*tries counts them). */
+ * with the answer in *answer, or 0 after max_tries sends (*tries counts them). `pre` went out
+ * already before the first send; it goes out again before each resend. */
 static int exchange(uint8_t type, uint8_t expect, uint16_t seq, const uint8_t *payload, size_t len,
-                    uint32_t timeout_ms, uint32_t max_tries, rx_frame *answer, uint32_t *tries)
+                    const pre_frame *pre, uint32_t timeout_ms, uint32_t max_tries, rx_frame *answer, uint32_t *tries)
 {
     for (*tries = 1; *tries <= max_tries; (*tries)++) {
+        if (*tries > 1 && pre->type != 0u) {
+            send_frame(pre->type, seq, pre->payload, pre->len);
+        }
         send_frame(type, seq, payload, len);
         uint64_t deadline = board_ticks() + MS_TO_TICKS(timeout_ms);
         for (;;) {
@@ -144,7 +166,6 @@ static int exchange(uint8_t type, uint8_t expect, uint16_t seq, const uint8_t *p
 static void hello(void)
 {
     uint8_t msg[4 + sizeof FW_NAME - 1];
-    msg[0] = PROTOCOL_VERSION;
     msg[1] = 0; /* no merged logits: this firmware needs only the class */
     put_u16(msg + 2, RX_PAYLOAD_MAX);
     memcpy(msg + 4, FW_NAME, sizeof FW_NAME - 1);
@@ -152,8 +173,17 @@ static void hello(void)
     for (;;) {
         rx_frame a;
         uint32_t tries;
-        if (exchange(MSG_HELLO, MSG_HELLO_REPLY, take_seq(), msg, sizeof msg, HELLO_RETRY_MS, 1, &a, &tries) &&
-            a.type == MSG_HELLO_REPLY) {
+        msg[0] = version;
+        if (!exchange(MSG_HELLO, MSG_HELLO_REPLY, take_seq(), msg, sizeof msg, &no_pre_frame, HELLO_RETRY_MS, 1, &a,
+                      &tries)) {
+            continue;
+        }
+        if (a.type == MSG_ERROR && a.len >= 1 && rx_payload[0] == ERR_BAD_VERSION && version > 2u) {
+            version = 2u; /* an agent from before version 3: one FEATURES frame with the logits in it */
+            board_log("hello: the agent speaks serial protocol version 2\n");
+            continue;
+        }
+        if (a.type == MSG_HELLO_REPLY) {
             if (a.len >= 12 && a.len - 12 == sizeof want - 1 && memcmp(rx_payload + 12, want, a.len - 12) == 0) {
                 board_log("hello: agent serves " AGN_MODEL_NAME ":" AGN_MODEL_VERSION "\n");
                 return;
@@ -204,35 +234,68 @@ int main(void)
     for (uint32_t n = 0;; n++) {
         next_image();
 
-        /* the device part, timed in SysTick ticks (instructions = ticks x 40 under -icount shift=0) */
+        /* the device part, timed in SysTick ticks (instructions = ticks x 40 under -icount shift=0):
+         * up to the payload, then the local predictor (in version 3 while the request is out) */
         size_t payload_len = 0;
         uint16_t sent = 0;
+        uint8_t *payload = features + FEATURES_FIXED + (version >= 3u ? 0u : 2u * AGN_NUM_CLASSES);
         uint64_t t0 = board_ticks();
-        agn_status st = agn_device_run(image, sizeof image, arena, sizeof arena, features + FEATURES_FIXED +
-                                       2u * AGN_NUM_CLASSES, AGN_PAYLOAD_MAX_BYTES, &payload_len, &sent, logits,
-                                       AGN_NUM_CLASSES);
+        agn_status st = agn_device_features(image, sizeof image, arena, sizeof arena, payload, AGN_PAYLOAD_MAX_BYTES,
+                                            &payload_len, &sent);
         uint64_t t1 = board_ticks();
         if (st != AGN_OK) {
-            fail("agn_device_run", st);
+            fail("agn_device_features", st);
         }
-        uint32_t instructions = (uint32_t)((t1 - t0) * BOARD_INSTRUCTIONS_PER_TICK);
-        int local = argmax(logits, AGN_NUM_CLASSES);
+        uint32_t to_payload = (uint32_t)((t1 - t0) * BOARD_INSTRUCTIONS_PER_TICK);
+        uint16_t seq = take_seq();
 
-        /* FEATURES: format 1 (int16 logits + scale), n, reserved, scale, cycles, logits, payload */
-        features[0] = 1;
+        /* FEATURES: logits format (1: int16 + scale in this frame; 0: they follow in LOCAL), n,
+         * reserved, scale, cycles (up to here; version 2: set below, the whole device part),
+         * [logits], payload */
+        features[0] = version >= 3u ? 0u : 1u;
         features[1] = AGN_NUM_CLASSES;
         put_u16(features + 2, 0);
         memcpy(features + 4, &scale, 4); /* IEEE-754 float32, little-endian like the frame */
-        put_u32(features + 8, instructions);
-        for (int i = 0; i < AGN_NUM_CLASSES; i++) {
-            put_u16(features + FEATURES_FIXED + 2 * i, (uint16_t)logits[i]);
+        put_u32(features + 8, to_payload);
+        size_t len = FEATURES_FIXED + (version >= 3u ? 0u : 2u * AGN_NUM_CLASSES) + payload_len;
+        if (version >= 3u) {
+            send_frame(MSG_FEATURES, seq, features, len); /* on the link while the local predictor runs */
         }
-        size_t len = FEATURES_FIXED + 2u * AGN_NUM_CLASSES + payload_len;
+        uint64_t t2 = board_ticks();
+        st = agn_device_local(arena, sizeof arena, logits, AGN_NUM_CLASSES);
+        uint64_t t3 = board_ticks();
+        if (st != AGN_OK) {
+            fail("agn_device_local", st);
+        }
+        uint32_t local_instructions = (uint32_t)((t3 - t2) * BOARD_INSTRUCTIONS_PER_TICK);
+        uint32_t instructions = to_payload + local_instructions;
+        int local = argmax(logits, AGN_NUM_CLASSES);
 
         rx_frame a;
         uint32_t tries = 0;
-        int label = local, degraded = 1, reason = -1;
-        if (exchange(MSG_FEATURES, MSG_PREDICTION, take_seq(), features, len, ANSWER_TIMEOUT_MS, MAX_TRIES, &a, &tries)) {
+        int label = local, degraded = 1, reason = -1, answered;
+        if (version >= 3u) {
+            /* LOCAL: logits format 1 (int16, the FEATURES frame's scale), n, reserved, cycles of the
+             * local predictor, logits; it completes the request, and the PREDICTION answers it */
+            const pre_frame pre = {MSG_FEATURES, features, len};
+            local_msg[0] = 1;
+            local_msg[1] = AGN_NUM_CLASSES;
+            put_u16(local_msg + 2, 0);
+            put_u32(local_msg + 4, local_instructions);
+            for (int i = 0; i < AGN_NUM_CLASSES; i++) {
+                put_u16(local_msg + LOCAL_FIXED + 2 * i, (uint16_t)logits[i]);
+            }
+            answered = exchange(MSG_LOCAL, MSG_PREDICTION, seq, local_msg, sizeof local_msg, &pre, ANSWER_TIMEOUT_MS,
+                                MAX_TRIES, &a, &tries);
+        } else {
+            put_u32(features + 8, instructions); /* version 2: the whole device part */
+            for (int i = 0; i < AGN_NUM_CLASSES; i++) {
+                put_u16(features + FEATURES_FIXED + 2 * i, (uint16_t)logits[i]);
+            }
+            answered = exchange(MSG_FEATURES, MSG_PREDICTION, seq, features, len, &no_pre_frame, ANSWER_TIMEOUT_MS,
+                                MAX_TRIES, &a, &tries);
+        }
+        if (answered) {
             if (a.type == MSG_PREDICTION && a.len >= 18) {
                 label = get_u16(rx_payload);
                 degraded = rx_payload[2] & 1;
@@ -261,6 +324,8 @@ int main(void)
         board_log_u32(sent);
         board_log(" instructions ");
         board_log_u32(instructions);
+        board_log(" to_payload ");
+        board_log_u32(to_payload);
         board_log(" stack ");
         board_log_u32((uint32_t)board_stack_high_water());
         board_log("\n");

@@ -2,6 +2,7 @@
  *
  * Order of work (the generator's plan, agn_model.h, places every tensor in the arena):
  * Steps 1-4 are agn_device_infer (agn_infer.c); this file adds the checks and step 5.
+ * agn_device_features does steps 1-3 and 5, agn_device_local step 4; agn_device_run both.
  *   1. image uint8 -> int8 input tensor (q = pixel - 128; the input zero point holds the mean)
  *   2. the extractor layers -> the int8 feature tensor [h][w][C]
  *   3. remote channels [k, C) -> centroid indices, channel-major (integer thresholds)
@@ -19,18 +20,11 @@
 #error "agn_device.c and agilenn_device.h come from different agilenn-firmware versions: generate again"
 #endif
 
-agn_status agn_device_run(const uint8_t *image, size_t image_bytes, void *arena, size_t arena_bytes,
-                          uint8_t *payload, size_t payload_cap, size_t *payload_len, uint16_t *channels_sent,
-                          int16_t *local_logits, size_t num_logits)
+/* The checks every entry point makes on the arena (AGN_CHECK_ARGS). */
+static agn_status check_arena(const void *arena, size_t arena_bytes)
 {
-    uint8_t *a = (uint8_t *)arena;
-    uint16_t sent = 0;
-    agn_status status;
 #if AGN_CHECK_ARGS
-    if (image == NULL || arena == NULL || payload == NULL || payload_len == NULL || local_logits == NULL) {
-        return AGN_ERR_ARG;
-    }
-    if (image_bytes != (size_t)AGN_IMAGE_BYTES || num_logits != (size_t)AGN_NUM_CLASSES) {
+    if (arena == NULL) {
         return AGN_ERR_ARG;
     }
     if (arena_bytes < (size_t)AGN_ARENA_BYTES) {
@@ -39,23 +33,82 @@ agn_status agn_device_run(const uint8_t *image, size_t image_bytes, void *arena,
     if (((uintptr_t)arena % AGN_ARENA_ALIGN) != 0u) {
         return AGN_ERR_ALIGN;
     }
-    if (payload_cap < (size_t)AGN_PAYLOAD_MIN_BYTES) {
-        return AGN_ERR_NOSPACE;
+#else
+    (void)arena;
+    (void)arena_bytes;
+#endif
+    return AGN_OK;
+}
+
+agn_status agn_device_features(const uint8_t *image, size_t image_bytes, void *arena, size_t arena_bytes,
+                               uint8_t *payload, size_t payload_cap, size_t *payload_len, uint16_t *channels_sent)
+{
+    uint16_t sent = 0;
+    agn_status status;
+#if AGN_CHECK_ARGS
+    if (image == NULL || payload == NULL || payload_len == NULL) {
+        return AGN_ERR_ARG;
+    }
+    if (image_bytes != (size_t)AGN_IMAGE_BYTES) {
+        return AGN_ERR_ARG;
     }
 #else
     (void)image_bytes;
-    (void)arena_bytes;
-    (void)num_logits;
 #endif
-    agn_device_infer(image, a);
-    status = agn_payload_encode_within(a + AGN_OFF_INDICES, payload, payload_cap, payload_len,
+    status = check_arena(arena, arena_bytes);
+    if (status != AGN_OK) {
+        return status;
+    }
+#if AGN_CHECK_ARGS
+    if (payload_cap < (size_t)AGN_PAYLOAD_MIN_BYTES) {
+        return AGN_ERR_NOSPACE;
+    }
+#endif
+    agn_device_infer_features(image, (uint8_t *)arena);
+    status = agn_payload_encode_within((const uint8_t *)arena + AGN_OFF_INDICES, payload, payload_cap, payload_len,
                                        &sent);
     if (status != AGN_OK) {
         return status;
     }
-    memcpy(local_logits, a + AGN_OFF_LOGITS, sizeof(int16_t) * (size_t)AGN_NUM_CLASSES);
     if (channels_sent != NULL) {
         *channels_sent = sent;
     }
     return AGN_OK;
+}
+
+agn_status agn_device_local(void *arena, size_t arena_bytes, int16_t *local_logits, size_t num_logits)
+{
+    agn_status status;
+#if AGN_CHECK_ARGS
+    if (local_logits == NULL || num_logits != (size_t)AGN_NUM_CLASSES) {
+        return AGN_ERR_ARG;
+    }
+#else
+    (void)num_logits;
+#endif
+    status = check_arena(arena, arena_bytes);
+    if (status != AGN_OK) {
+        return status;
+    }
+    agn_device_infer_local((uint8_t *)arena);
+    memcpy(local_logits, (const uint8_t *)arena + AGN_OFF_LOGITS, sizeof(int16_t) * (size_t)AGN_NUM_CLASSES);
+    return AGN_OK;
+}
+
+agn_status agn_device_run(const uint8_t *image, size_t image_bytes, void *arena, size_t arena_bytes,
+                          uint8_t *payload, size_t payload_cap, size_t *payload_len, uint16_t *channels_sent,
+                          int16_t *local_logits, size_t num_logits)
+{
+#if AGN_CHECK_ARGS
+    /* the logits' checks before any work, so that a bad call writes nothing */
+    if (local_logits == NULL || num_logits != (size_t)AGN_NUM_CLASSES) {
+        return AGN_ERR_ARG;
+    }
+#endif
+    const agn_status status = agn_device_features(image, image_bytes, arena, arena_bytes, payload, payload_cap,
+                                                  payload_len, channels_sent);
+    if (status != AGN_OK) {
+        return status;
+    }
+    return agn_device_local(arena, arena_bytes, local_logits, num_logits);
 }

@@ -35,7 +35,7 @@ extern "C" {
 #endif
 
 #define AGN_FRAME_VERSION_MIN 1      /* protocol versions agn_frame_decode() accepts */
-#define AGN_FRAME_VERSION_MAX 2
+#define AGN_FRAME_VERSION_MAX 3
 #define AGN_FRAME_HEADER_BYTES 6
 #define AGN_FRAME_CRC_BYTES 4
 #define AGN_FRAME_MAX_PAYLOAD 16384  /* MAX_PAYLOAD of framing.py */

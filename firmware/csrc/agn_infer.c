@@ -1,7 +1,9 @@
 /* agn_infer.c: the network part of agn_device_run (steps 1-4 of agn_device.c): image -> int16 local
  * logits at AGN_OFF_LOGITS and channel-major centroid indices at AGN_OFF_INDICES of the arena.
- * Internal (declared in agn_model.h); the host tests call it to compare logits and indices with the
- * Python reference separately from the coder. */
+ * Two halves, so that the payload can leave before the local predictor runs (agn_device_features,
+ * agn_device_local): the first leaves the indices and the local predictor's input in the arena, the
+ * second reads only that input. Internal (declared in agn_model.h); the host tests call
+ * agn_device_infer to compare logits and indices with the Python reference separately from the coder. */
 #include "agn_model.h"
 
 #if AGN_GENERATOR_VERSION_NUM != @GENERATOR_VERSION_NUM@
@@ -28,8 +30,9 @@ static void agn_run_layer(const agn_layer *layer, uint8_t *arena, int16_t *scrat
     }
 }
 
-/* Steps 1-4: the logits and the centroid indices, left in the arena (AGN_OFF_LOGITS, AGN_OFF_INDICES). */
-void agn_device_infer(const uint8_t *image, uint8_t *arena)
+/* Steps 1-3: the extractor, the centroid indices (AGN_OFF_INDICES) and the local channels, the
+ * local predictor's input (AGN_OFF_LOCAL_IN). The arena plan keeps both alive until the last layer. */
+void agn_device_infer_features(const uint8_t *image, uint8_t *arena)
 {
     int8_t *input = (int8_t *)(arena + AGN_OFF_INPUT);
     int16_t *scratch = (int16_t *)(void *)(arena + AGN_OFF_SCRATCH);
@@ -48,7 +51,22 @@ void agn_device_infer(const uint8_t *image, uint8_t *arena)
         agn_slice_channels_s8((const int8_t *)(arena + features->out_offset), features->out_dims, 0,
                               (int8_t *)(arena + AGN_OFF_LOCAL_IN), local_dims);
     }
+}
+
+/* Step 4: the local predictor, from AGN_OFF_LOCAL_IN to the int16 logits at AGN_OFF_LOGITS. Its
+ * layers write nowhere the indices lie (the plan keeps them alive to the end). */
+void agn_device_infer_local(uint8_t *arena)
+{
+    int16_t *scratch = (int16_t *)(void *)(arena + AGN_OFF_SCRATCH);
+    uint32_t i;
     for (i = AGN_EXTRACTOR_LAYERS; i < (uint32_t)AGN_MODEL_LAYERS; i++) {
         agn_run_layer(&agn_model_layers[i], arena, scratch);
     }
+}
+
+/* Steps 1-4: the logits and the centroid indices, left in the arena (AGN_OFF_LOGITS, AGN_OFF_INDICES). */
+void agn_device_infer(const uint8_t *image, uint8_t *arena)
+{
+    agn_device_infer_features(image, arena);
+    agn_device_infer_local(arena);
 }

@@ -29,6 +29,7 @@ from agilenn.device_agent.messages import (
     Hello,
     HelloReply,
     Image,
+    Local,
     Prediction,
     Reason,
     dequantize_logits,
@@ -70,7 +71,7 @@ def test_frame_round_trip(seq, mtype, payload):
 def test_frame_layout_and_crc():
     wire = pack_frame(Frame(MsgType.HELLO, 0x0102, b"\x01\x00\x00\x00"))
     raw = cobs_decode(wire[1:-1])
-    assert raw[:6] == bytes([2, 0x01, 0x02, 0x01, 4, 0])
+    assert raw[:6] == bytes([3, 0x01, 0x02, 0x01, 4, 0])  # version 3
     assert int.from_bytes(raw[-4:], "little") == zlib.crc32(raw[:-4])
 
 
@@ -158,19 +159,39 @@ def _doc_examples() -> list[tuple[str, str]]:
     return list(zip(raws, wires))
 
 
-@pytest.mark.parametrize("index, frame", list(enumerate([
-    Frame(MsgType.HELLO, 1, Hello(1, 256, "fw").pack()),
-    Frame(MsgType.IMAGE, 2, Image(np.array([[0, 255], [17, 0]], np.uint8)).pack()),
+@pytest.mark.parametrize("index, frame", list(enumerate([  # section 5's examples are version-2 frames
+    Frame(MsgType.HELLO, 1, Hello(1, 256, "fw", version=2).pack(), 2),
+    Frame(MsgType.IMAGE, 2, Image(np.array([[0, 255], [17, 0]], np.uint8)).pack(), 2),
     Frame(MsgType.FEATURES, 3, Features(np.array([-3, 17, 5], np.int16), 0.125,
-                                        bytes.fromhex("41 47 01 00 03 02 00 00 00 02 00 02 00"), 123456).pack()),
-    Frame(MsgType.PREDICTION, 3, Prediction(1, True, Reason.SERVER_UNAVAILABLE, 0, 2, 0, 1500).pack()),
-    Frame(MsgType.ERROR, SEQ_NONE, ErrorMsg(ErrorCode.BAD_FRAME, "CRC").pack()),
+                                        bytes.fromhex("41 47 01 00 03 02 00 00 00 02 00 02 00"), 123456).pack(), 2),
+    Frame(MsgType.PREDICTION, 3, Prediction(1, True, Reason.SERVER_UNAVAILABLE, 0, 2, 0, 1500).pack(), 2),
+    Frame(MsgType.ERROR, SEQ_NONE, ErrorMsg(ErrorCode.BAD_FRAME, "CRC").pack(), 2),
 ])))
 def test_worked_examples_in_the_protocol_doc(index, frame):
     raw, wire = _doc_examples()[index]
     assert pack_frame(frame).hex(" ") == wire
     assert cobs_decode(bytes.fromhex(wire)[1:-1]).hex(" ") == raw
     assert unpack_frame(bytes.fromhex(wire)[1:-1]) == frame
+
+
+def test_version_3_example_in_the_protocol_doc():
+    """Section 8: the FEATURES (logits to follow) and LOCAL pair, raw and wire, byte for byte."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "serial-protocol.md").read_text()
+    lines = {tuple(line.split()[:2]): line.split(maxsplit=2)[2] for line in text.splitlines()
+             if line.startswith(("FEATURES raw", "FEATURES wire", "LOCAL    raw", "LOCAL    wire"))}
+    payload = bytes.fromhex("41 47 01 00 03 02 00 00 00 02 00 02 00")
+    opening = Frame(MsgType.FEATURES, 5, Features(np.zeros(0, np.int16), 0.125, payload, 123456, True, 3).pack(), 3)
+    local = Frame(MsgType.LOCAL, 5, Local(np.array([-3, 17, 5], np.int16), 2048).pack(), 3)
+    for name, frame in (("FEATURES", opening), ("LOCAL", local)):
+        wire = lines[(name, "wire")]
+        assert pack_frame(frame).hex(" ") == wire
+        assert cobs_decode(bytes.fromhex(wire)[1:-1]).hex(" ") == lines[(name, "raw")]
+        assert unpack_frame(bytes.fromhex(wire)[1:-1]) == frame
+    back = Features.parse(opening.payload)
+    assert back.logits_follow and back.classes == 3 and back.payload == payload and back.logits_q.size == 0
+    assert Local.parse(local.payload).logits_q.tolist() == [-3, 17, 5]
 
 
 def test_crc_check_value_in_the_doc():
@@ -281,12 +302,12 @@ def test_image_reserved_byte_must_be_zero():
         Image.parse(bytes(payload))
 
 
-def test_version_1_frames_still_parse_and_version_3_does_not():
+def test_version_1_frames_still_parse_and_version_4_does_not():
     v1 = Frame(MsgType.HELLO, 4, Hello(0, 0, "old", version=1).pack(), version=1)
     wire = pack_frame(v1)
     assert cobs_decode(wire[1:-1])[0] == 1
     assert unpack_frame(wire[1:-1]) == v1
-    body = HEADER.pack(3, MsgType.HELLO, 9, 0)
+    body = HEADER.pack(4, MsgType.HELLO, 9, 0)
     body += zlib.crc32(body).to_bytes(4, "little")
     [err] = FrameReader().feed(b"\x00" + cobs_encode(body) + b"\x00")
-    assert err.code == ErrorCode.BAD_VERSION and err.seq == 9 and "speaks 1 and 2" in str(err)
+    assert err.code == ErrorCode.BAD_VERSION and err.seq == 9 and "speaks 1, 2 and 3" in str(err)

@@ -93,7 +93,7 @@ def test_markdown_samples_and_plots_are_written(run):
     assert "| agilenn-ans | slow |" in text
     assert "## Wire bytes per inference" in text
     samples = json.loads((out / "latency-quick-samples.json").read_text())
-    assert len(samples["edge-png|slow"]["host_ms"]) == 6
+    assert len(samples["edge-png|slow"]["latency_ms"]["216"]) == 6
     for name in ("cdf", "pareto", "clock"):
         assert (out / f"latency-quick-{name}.png").stat().st_size > 1000
 
@@ -111,6 +111,28 @@ def test_the_host_encode_is_charged_unless_the_device_term_codes(run, monkeypatc
     samples = [Measured(0, False, 100, 4, 0.5, encode, 20.0, 0, 0, 0, 0, 0.1) for encode in (0.4, 0.6)]
     p = SimpleNamespace(samples=samples)
     monkeypatch.setattr(latency, "_instructions", lambda _: None)
-    assert latency._host_ms(p).tolist() == pytest.approx([20.5, 20.7])
+    assert latency._latency_ms(p, 0.0, 0.0).tolist() == pytest.approx([20.5, 20.7])
     monkeypatch.setattr(latency, "_instructions", lambda _: 1.5e6)
-    assert latency._host_ms(p).tolist() == pytest.approx([20.1, 20.1])
+    assert latency._latency_ms(p, 0.0, 0.0).tolist() == pytest.approx([20.1, 20.1])
+
+
+def test_the_local_predictor_overlaps_the_request(monkeypatch):
+    """The firmware sends the payload before its local predictor runs: latency = device up to the
+    payload + max(network, local predictor) + merge; a sample that sent nothing waits for it in full."""
+    from types import SimpleNamespace
+
+    from agilenn.benchmarks import latency
+    from agilenn.benchmarks.mcu_cost import DeviceCost
+    from agilenn.benchmarks.schemes import Measured
+
+    samples = [Measured(0, False, 100, 4, 0.5, 0.3, network, 0, 0, 0, 0, 0.1) for network in (20.0, 0.5, 0.0)]
+    p = SimpleNamespace(samples=samples, scheme=SimpleNamespace(runs_device_part=True, bundle=None))
+    monkeypatch.setattr(latency, "_instructions", lambda _: 1.0e6)
+    assert latency._latency_ms(p, 4.0, 1.0).tolist() == pytest.approx([24.1, 5.1, 5.1])
+    split = DeviceCost(1000, 10, 100, 100, True, instructions=1.2e6, instructions_to_payload=1.0e6)
+    monkeypatch.setattr(latency, "device_cost", lambda _: split)
+    to_payload, local, macs = latency._device_ms(p, "stm32f746@200MHz")
+    assert (to_payload, local, macs) == (pytest.approx(5.0), pytest.approx(1.0), 1000)
+    whole = DeviceCost(1000, 10, 100, 100, True, instructions=1.2e6)  # measured before the split: all of it
+    monkeypatch.setattr(latency, "device_cost", lambda _: whole)
+    assert latency._device_ms(p, "stm32f746@200MHz") == (pytest.approx(6.0), 0.0, 1000)

@@ -103,6 +103,12 @@ def shared_lib(generated, tmp_path_factory):
     lib.agn_device_run.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p, ctypes.c_size_t,
                                    ctypes.c_void_p, ctypes.c_size_t, ctypes.POINTER(ctypes.c_size_t),
                                    ctypes.POINTER(ctypes.c_uint16), ctypes.c_void_p, ctypes.c_size_t]
+    lib.agn_device_features.restype = ctypes.c_int
+    lib.agn_device_features.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p, ctypes.c_size_t,
+                                        ctypes.c_void_p, ctypes.c_size_t, ctypes.POINTER(ctypes.c_size_t),
+                                        ctypes.POINTER(ctypes.c_uint16)]
+    lib.agn_device_local.restype = ctypes.c_int
+    lib.agn_device_local.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p, ctypes.c_size_t]
     lib.agn_status_name.restype = ctypes.c_char_p
     return lib
 
@@ -139,6 +145,35 @@ def test_bad_arguments_get_a_status_not_a_crash(shared_lib, generated, images):
     assert call(cap=minimum - 1) == AGN_ERR_NOSPACE
     assert call(cap=minimum) == AGN_OK and length.value == minimum and sent.value == 0  # the header alone: no channels
     assert shared_lib.agn_status_name(AGN_ERR_ALIGN) == b"AGN_ERR_ALIGN"
+
+
+def test_features_then_local_write_what_device_run_writes(shared_lib, generated, images):
+    """agn_device_run in two halves (API 1.2): the payload first, then the local logits from what the
+    first half left in the arena; the same bytes and logits as the one call, budget or not."""
+    arena_bytes = _header_int(generated, "AGN_ARENA_BYTES")
+    classes = _header_int(generated, "AGN_NUM_CLASSES")
+    assert _header_int(generated, "AGN_API_VERSION_MINOR") == 2
+    arena = np.zeros(arena_bytes // 4 + 1, np.uint32)
+    for i, cap in enumerate([2048] * 10 + [40] * 5):
+        image = np.ascontiguousarray(images[i])
+        whole, whole_logits = np.zeros(2048, np.uint8), np.zeros(classes, np.int16)
+        n1, s1 = ctypes.c_size_t(), ctypes.c_uint16()
+        assert shared_lib.agn_device_run(image.ctypes.data, image.size, arena.ctypes.data, arena_bytes,
+                                         whole.ctypes.data, cap, ctypes.byref(n1), ctypes.byref(s1),
+                                         whole_logits.ctypes.data, classes) == AGN_OK
+        arena[:] = 0xA5A5A5A5  # nothing carries over from the one call
+        half, half_logits = np.zeros(2048, np.uint8), np.zeros(classes, np.int16)
+        n2, s2 = ctypes.c_size_t(), ctypes.c_uint16()
+        assert shared_lib.agn_device_features(image.ctypes.data, image.size, arena.ctypes.data, arena_bytes,
+                                              half.ctypes.data, cap, ctypes.byref(n2), ctypes.byref(s2)) == AGN_OK
+        assert (n2.value, s2.value) == (n1.value, s1.value) and bytes(half[:n2.value]) == bytes(whole[:n1.value])
+        assert shared_lib.agn_device_local(arena.ctypes.data, arena_bytes, half_logits.ctypes.data, classes) == AGN_OK
+        assert half_logits.tolist() == whole_logits.tolist()
+    logits = np.zeros(classes, np.int16)
+    assert shared_lib.agn_device_local(arena.ctypes.data, arena_bytes, logits.ctypes.data, classes + 1) == AGN_ERR_ARG
+    assert shared_lib.agn_device_local(arena.ctypes.data, arena_bytes - 1, logits.ctypes.data, classes) == \
+        AGN_ERR_NOSPACE
+    assert shared_lib.agn_device_local(arena.ctypes.data + 1, arena_bytes, logits.ctypes.data, classes) == AGN_ERR_ALIGN
 
 
 def test_the_library_sends_the_bundles_default_coder(generated):

@@ -26,6 +26,9 @@ def test_shipped_measurements_are_current(name):
     assert 0 < i["min"] <= i["mean"] <= i["max"]
     assert measured["instructions_per_mac"] == pytest.approx(i["mean"] / measured["device_macs"])
     assert measured["ram_bytes"] == measured["static_ram_bytes"] + measured["stack_high_water_bytes"]
+    # the part before the payload goes out (agn_device_features); the local predictor is the rest
+    to_payload = measured["instructions_to_payload"]
+    assert 0 < to_payload["min"] <= to_payload["mean"] <= to_payload["max"] < i["min"]
 
 
 def test_a_measurement_for_other_sources_or_weights_is_ignored(tmp_path):
@@ -53,6 +56,7 @@ def test_mcu_model_uses_measured_instructions_when_there_are_some():
     cost = device_cost(shipped)
     assert cost.basis == BASIS_MEASURED
     assert cost.instructions == measured_device_cost(shipped)["instructions_per_inference"]["mean"]
+    assert cost.instructions_to_payload == measured_device_cost(shipped)["instructions_to_payload"]["mean"]
     report = device_report(shipped, ["stm32f746@216MHz", "stm32f746@64MHz"])
     assert report["basis"] == BASIS_MEASURED
     fast, slow = report["per_mcu"]

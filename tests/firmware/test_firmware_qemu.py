@@ -75,12 +75,14 @@ def test_portable_kernels_on_the_cortex_m7_are_bit_exact_too(int8_bundle, fashio
 
 def assert_firmware_frames_equal_python(bundle_dir, firmware, images):
     """Run the firmware in QEMU on `images` against a local-only agent and compare every FEATURES
-    frame with the one the Python integer device part makes (test_firmware_rgb uses it too)."""
+    frame (the payload) and LOCAL frame (the logits; serial protocol version 3) with what the Python
+    integer device part makes (test_firmware_rgb uses it too)."""
     import threading
 
     from agilenn.device_agent.agent import Agent
     from agilenn.device_agent.framing import Frame, MsgType
     from agilenn.device_agent.mcu_sim import FeaturesMaker
+    from agilenn.device_agent.messages import Features, Local
     from agilenn.device_agent.serial_bridge import SerialBridge
     from agilenn.device_agent.serial_link import SerialLink, open_serial
     from agilenn.firmware.qemu import EmulatedBoard
@@ -88,12 +90,12 @@ def assert_firmware_frames_equal_python(bundle_dir, firmware, images):
     class RecordingLink(SerialLink):
         def receive(self, timeout):
             event = super().receive(timeout)
-            if isinstance(event, Frame) and event.type == MsgType.FEATURES:
-                sent.append(bytes(event.payload))
+            if isinstance(event, Frame) and event.type in (MsgType.FEATURES, MsgType.LOCAL):
+                sent.append((event.type, event.version, bytes(event.payload)))
             return event
 
     n = len(images)
-    sent: list[bytes] = []
+    sent: list[tuple[int, int, bytes]] = []
     with Agent(bundle_dir, None) as agent, EmulatedBoard(firmware.elf, images) as board:
         bridge = SerialBridge(RecordingLink(open_serial(board.agent_port, 115200)), agent)
         stop = threading.Event()
@@ -105,25 +107,81 @@ def assert_firmware_frames_equal_python(bundle_dir, firmware, images):
             stop.set()
             thread.join(10)
             bridge.link.close()
-    assert len(sent) == n and [r["tries"] for r in results] == [1] * n
+    assert [r["tries"] for r in results] == [1] * n
+    # per image a FEATURES whose logits follow, then its LOCAL, in version-3 frames
+    assert [(t, v) for t, v, _ in sent] == [(MsgType.FEATURES, 3), (MsgType.LOCAL, 3)] * n
     maker = FeaturesMaker(load_bundle(bundle_dir))  # the bundle's default coder, which the generated library writes
-    cycles = slice(8, 12)  # the measured instruction count: the one field Python cannot know
-    for i, (image, frame) in enumerate(zip(images, sent)):
+    for i, image in enumerate(images):
+        opening, local = Features.parse(sent[2 * i][2], 3), Local.parse(sent[2 * i + 1][2])
+        assert opening.logits_follow and opening.classes == local.logits_q.size
+        # the measured instruction counts: the one thing Python cannot know
+        assert opening.device_cycles == results[i]["to_payload"]
+        assert opening.device_cycles + local.device_cycles == results[i]["instructions"]
+        assert 0 < local.device_cycles < opening.device_cycles
         expected = bytearray(maker(image).pack())
-        got = bytearray(frame)
-        assert int.from_bytes(got[cycles], "little") == results[i]["instructions"]
-        got[cycles] = expected[cycles] = b"\0\0\0\0"
+        got = bytearray(Features(local.logits_q, opening.scale, opening.payload).pack())
+        expected[8:12] = b"\0\0\0\0"
         first = next((k for k in range(max(len(got), len(expected))) if got[k:k + 1] != expected[k:k + 1]), None)
         assert first is None, f"image {i}: {len(got)} vs {len(expected)} bytes, first difference at byte {first}"
 
 
-def _agent(bundle, port, server_address):
+def test_firmware_falls_back_to_version_2_with_an_older_agent(int8_bundle, firmware, fashion_test, monkeypatch):
+    """An agent from before serial protocol version 3 answers the HELLO with BAD_VERSION: the firmware
+    says HELLO again in version 2 and sends one FEATURES with its logits inside, bit-exact as before."""
+    import threading
+
+    from agilenn.device_agent import framing, serial_bridge
+    from agilenn.device_agent.agent import Agent
+    from agilenn.device_agent.framing import Frame, MsgType
+    from agilenn.device_agent.mcu_sim import FeaturesMaker
+    from agilenn.device_agent.messages import Features
+    from agilenn.device_agent.serial_bridge import SerialBridge
+    from agilenn.device_agent.serial_link import SerialLink, open_serial
+    from agilenn.firmware.qemu import EmulatedBoard
+
+    for module in (framing, serial_bridge):  # the agent of 2026-11-26
+        monkeypatch.setattr(module, "SUPPORTED_VERSIONS", (1, 2))
+    seen: list[Frame] = []
+
+    class RecordingLink(SerialLink):
+        def receive(self, timeout):
+            event = super().receive(timeout)
+            if isinstance(event, Frame):
+                seen.append(event)
+            return event
+
+    images = fashion_test.images[:4]
+    with Agent(int8_bundle, None) as agent, EmulatedBoard(firmware.elf, images) as board:
+        bridge = SerialBridge(RecordingLink(open_serial(board.agent_port, 115200)), agent)
+        stop = threading.Event()
+        thread = threading.Thread(target=bridge.serve, args=(stop,), daemon=True)
+        thread.start()
+        try:
+            results = list(board.results(len(images), timeout_s=120))
+        finally:
+            stop.set()
+            thread.join(10)
+            bridge.link.close()
+    assert bridge.counts["errors"] == 1 and bridge.counts["features"] == len(images)  # the one BAD_VERSION
+    features = [f for f in seen if f.type == MsgType.FEATURES]
+    assert all(f.version == 2 for f in features) and not any(f.type == MsgType.LOCAL for f in seen)
+    maker = FeaturesMaker(load_bundle(int8_bundle))
+    for image, frame, r in zip(images, features, results):
+        got, expected = Features.parse(frame.payload, 2), maker(image)
+        assert got.logits_q.tolist() == expected.logits_q.tolist() and got.payload == expected.payload
+        assert got.device_cycles == r["instructions"] and r["tries"] == 1
+
+
+def _agent(bundle, port, server_address, out_dir):
+    """The agent CLI with its output in files: a pipe nobody reads until the end would fill up with
+    its JSON lines (about 600 B per image) and stop the agent mid-run."""
     cmd = [sys.executable, "-m", "agilenn.device_agent.cli", "--port", port, "--bundle", str(bundle),
            "--server", server_address, "--deadline-ms", "2000", "--json", "--connect-wait-s", "30"]
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(cmd, stdout=open(out_dir / "agent.out", "w"), stderr=open(out_dir / "agent.err", "w"),
+                            text=True)
 
 
-def test_firmware_in_qemu_serves_the_agent_and_survives_the_server(int8_bundle, firmware, fashion_test):
+def test_firmware_in_qemu_serves_the_agent_and_survives_the_server(int8_bundle, firmware, fashion_test, tmp_path):
     from agilenn.device_agent.agent import Agent
     from agilenn.firmware.qemu import EmulatedBoard
     from agilenn.server.testing import running_server
@@ -135,7 +193,7 @@ def test_firmware_in_qemu_serves_the_agent_and_survives_the_server(int8_bundle, 
 
     with running_server(int8_bundle) as server, EmulatedBoard(firmware.elf, images) as board:
         board.release(0)
-        agent = _agent(int8_bundle, board.agent_port, server.address)
+        agent = _agent(int8_bundle, board.agent_port, server.address, tmp_path)
         try:
             # 1. server up: every image merged, exactly as the Python agent does it
             board.release(N_FULL)
@@ -159,7 +217,8 @@ def test_firmware_in_qemu_serves_the_agent_and_survives_the_server(int8_bundle, 
                     time.sleep(0.5)  # give the agent's reconnect (backoff up to 2 s) time, not images
         finally:
             agent.send_signal(signal.SIGTERM)
-            out, err = agent.communicate(timeout=60)
+            agent.wait(timeout=60)
+    out, err = (tmp_path / "agent.out").read_text(), (tmp_path / "agent.err").read_text()
     summary = json.loads(out.strip().splitlines()[-1])
 
     # every frame answered exactly once: one inference per image in the agent, one send per frame here
@@ -195,9 +254,10 @@ def test_log_lines_parse_and_garbage_does_not():
     from agilenn.firmware.qemu import parse_log_line, qemu_command
 
     line = ("image 12 class 4 local 4 degraded 0 reason 0 tries 1 payload 131 channels 19 instructions 608040 "
-            "stack 1748")
+            "to_payload 508040 stack 1748")
     assert parse_log_line(line) == {"image": 12, "class": 4, "local": 4, "degraded": 0, "reason": 0, "tries": 1,
-                                    "payload": 131, "channels": 19, "instructions": 608040, "stack": 1748}
+                                    "payload": 131, "channels": 19, "instructions": 608040, "to_payload": 508040,
+                                    "stack": 1748}
     for junk in ["", "agilenn firmware x:1 on mps2-an500", "image 1 class", "image x class 1", line[:40],
                  "hello: agent serves m:1"]:
         assert parse_log_line(junk) is None
