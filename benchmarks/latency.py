@@ -41,7 +41,8 @@ import numpy as np
 from agilenn.device_agent.mcu import parse_mcu
 
 from .links import LinkProfile
-from .mcu_cost import device_cost, device_report, estimate
+from .mcu_cost import DeviceCost, device_report, estimate
+from .mcu_cost import device_cost as _read_device_cost
 from .schemes import Measured, Scheme
 from .testbed import Testbed
 
@@ -148,12 +149,28 @@ def _fill_server_timings(samples: list, medians: dict) -> None:
                 setattr(m, f, v)
 
 
+# Each bundle's device cost, read once when a run starts: the rows are composed after the passes, and
+# a firmware source edited in between would make the recorded measurement stale (MAC model) for them.
+_COSTS: dict[str, DeviceCost] = {}
+
+
+def device_cost(bundle) -> DeviceCost:
+    key = str(bundle.path)
+    if key not in _COSTS:
+        _COSTS[key] = _read_device_cost(bundle)
+    return _COSTS[key]
+
+
 def run(cfg: Config) -> dict:
     """Measure everything; returns the results document (see report.write_results)."""
     started = time.time()
     load_before = os.getloadavg()
     passes: list[Pass] = []
     schemes = [_with_budget(s, cfg) for s in cfg.schemes]
+    _COSTS.clear()
+    for s in schemes:
+        if s.runs_device_part:
+            device_cost(s.bundle)
     with Testbed(cfg.bundle_dirs, cfg.shaper) as bed:
         _log(cfg, f"shaper {bed.shaper}; server {bed.server.address}")
         goodput = {}
@@ -192,7 +209,7 @@ def run(cfg: Config) -> dict:
         "links": [link.to_dict() for link in cfg.links],
         "goodput": goodput,
         "mcu": {"chip": cfg.mcu, "mhz": list(cfg.mcu_mhz)},
-        "models": {name: {"path": str(b.path), "version": b.version, "cost": device_report(b, mcus)}
+        "models": {name: {"path": str(b.path), "version": b.version, "cost": device_report(b, mcus, device_cost(b))}
                    for name, b in bundles.items()},
         "schemes": {s.name: _scheme_info(s) for s in schemes},
         "rows": rows,

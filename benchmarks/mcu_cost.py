@@ -79,9 +79,10 @@ def estimate(macs: int, mcu: Mcu | str, instructions: float | None = None) -> Mc
                        None if instructions is None else mcu.core.cycles_per_instruction)
 
 
-def device_report(bundle, mcus) -> dict:
-    """The cost block of the results: graph figures plus time and energy per MCU clock."""
-    cost = device_cost(bundle)
+def device_report(bundle, mcus, cost: DeviceCost | None = None) -> dict:
+    """The cost block of the results: graph figures plus time and energy per MCU clock (``cost``:
+    the bundle's device_cost, read earlier by the caller, or read now)."""
+    cost = device_cost(bundle) if cost is None else cost
     first = parse_mcu(mcus[0])
     return {
         **asdict(cost),

@@ -69,8 +69,12 @@ class ErrorCode:
     UNKNOWN_TYPE = 4
     BAD_MESSAGE = 5  # a valid frame whose payload does not parse (e.g. image of the wrong shape, len > MAX_PAYLOAD)
     INTERNAL = 6
+    # version 3: a LOCAL whose FEATURES the agent does not hold (lost or corrupted on the line): the
+    # MCU sends both again, so a damaged FEATURES costs a retransmission, not the remote answer
+    MISSING_FEATURES = 7
 
-    NAMES = {1: "BAD_FRAME", 2: "TOO_LONG", 3: "BAD_VERSION", 4: "UNKNOWN_TYPE", 5: "BAD_MESSAGE", 6: "INTERNAL"}
+    NAMES = {1: "BAD_FRAME", 2: "TOO_LONG", 3: "BAD_VERSION", 4: "UNKNOWN_TYPE", 5: "BAD_MESSAGE", 6: "INTERNAL",
+             7: "MISSING_FEATURES"}
 
 
 @dataclass(frozen=True)

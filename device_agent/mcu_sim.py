@@ -1,7 +1,8 @@
 """agilenn-mcu-sim: plays the MCU end of the serial protocol, for demos and tests.
 
 It sends HELLO, then one IMAGE per dataset image (or, with --features, one FEATURES frame: it runs
-the device part itself, as a firmware with the generated C library does), stop-and-wait, exactly as
+the device part itself, as a firmware with the generated C library does; with --local-follows as well,
+protocol version 3's FEATURES with the logits to follow and then a LOCAL frame), stop-and-wait, exactly as
 docs/serial-protocol.md tells a firmware to: wait for the answer with the same seq; on an ERROR with
 seq 0xFFFF (some chunk was unreadable, maybe ours) keep reading briefly for our own answer, then send
 the same frame again; on a timeout, send it again too. It can inject line noise between frames and
@@ -23,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from .framing import SEQ_NONE, ErrorCode, Frame, FrameError, MsgType, pack_frame
-from .messages import FLAG_WANT_LOGITS, ErrorMsg, Features, Hello, HelloReply, Image, Prediction
+from .messages import FLAG_WANT_LOGITS, ErrorMsg, Features, Hello, HelloReply, Image, Local, Prediction
 from .serial_link import SerialLink
 
 
@@ -102,7 +103,7 @@ class FeaturesMaker:
 class McuSim:
     def __init__(self, link: SerialLink, *, noise: float = 0.0, noise_max_bytes: int = 48, corrupt: float = 0.0,
                  timeout_s: float = 10.0, max_tries: int = 8, seed: int = 0, want_logits: bool = False,
-                 grace_s: float = 0.5, features: FeaturesMaker | None = None):
+                 grace_s: float = 0.5, features: FeaturesMaker | None = None, local_follows: bool = False):
         self.link = link
         self.noise, self.noise_max_bytes, self.corrupt = noise, noise_max_bytes, corrupt
         self.timeout_s, self.max_tries = timeout_s, max_tries
@@ -110,6 +111,7 @@ class McuSim:
         # (the error may be for noise in front of our frame; the agent answers in order).
         self.grace_s = grace_s
         self.features = features
+        self.local_follows = local_follows  # version 3: FEATURES with the logits to follow, then LOCAL
         self.rng = np.random.default_rng(seed)
         self.want_logits = want_logits
         self.report = SimReport(request="IMAGE" if features is None else "FEATURES")
@@ -131,11 +133,16 @@ class McuSim:
         self._noise()
         self.link.send_raw(bytes(wire))
 
-    def exchange(self, frame: Frame, expect: int, timeout_s: float | None = None, tries: int | None = None):
-        """Send frame until an answer with its seq comes back; None after max_tries."""
+    def exchange(self, frame: Frame, expect: int, timeout_s: float | None = None, tries: int | None = None,
+                 pre: Frame | None = None):
+        """Send frame until an answer with its seq comes back; None after max_tries. ``pre`` (the
+        FEATURES of a version-3 pair) goes out before the frame on every attempt, and an ERROR
+        MISSING_FEATURES (the agent did not get it intact) means: send both again."""
         for attempt in range(tries or self.max_tries):
             if attempt:
                 self.report.retransmissions += 1
+            if pre is not None:
+                self._send(pre)
             self._send(frame)
             end = time.monotonic() + (timeout_s or self.timeout_s)
             resend_at = None  # set by an unreadable-chunk error: the end of the grace period
@@ -158,6 +165,9 @@ class McuSim:
                 if event.seq != frame.seq:
                     self.report.duplicates += 1
                     continue
+                if (pre is not None and event.type == MsgType.ERROR
+                        and ErrorMsg.parse(event.payload).code == ErrorCode.MISSING_FEATURES):
+                    break  # our FEATURES was damaged on the line: resend the pair
                 if event.type in (expect, MsgType.ERROR):
                     return event
                 self.report.duplicates += 1
@@ -182,11 +192,17 @@ class McuSim:
         for i, image in enumerate(images):
             seq = i % SEQ_NONE  # 0xFFFF is reserved for "unknown seq"
             r.sent += 1
-            if self.features is not None:
+            pre = None
+            if self.features is not None and self.local_follows:
+                f = self.features(image)
+                pre = Frame(MsgType.FEATURES, seq, Features(f.logits_q[:0], f.scale, f.payload, f.device_cycles,
+                                                            logits_follow=True, classes=f.classes).pack(), 3)
+                request = Frame(MsgType.LOCAL, seq, Local(f.logits_q).pack(), 3)
+            elif self.features is not None:
                 request = Frame(MsgType.FEATURES, seq, self.features(image).pack())
             else:
                 request = Frame(MsgType.IMAGE, seq, Image(image).pack())
-            answer = self.exchange(request, MsgType.PREDICTION)
+            answer = self.exchange(request, MsgType.PREDICTION, pre=pre)
             if answer is None:
                 r.unanswered += 1
                 r.answers.append(None)
@@ -227,6 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout-s", type=float, default=10.0, help="wait per attempt before resending")
     p.add_argument("--features", action="store_true",
                    help="run the device part here and send FEATURES (protocol version 2) instead of IMAGE")
+    p.add_argument("--local-follows", action="store_true",
+                   help="with --features: protocol version 3, the payload first and the logits in a LOCAL frame")
     p.add_argument("--bundle", help="bundle whose device part --features runs (default: the shipped default model)")
     p.add_argument("--coder", help="coder for --features payloads (default: the bundle's)")
     p.add_argument("--seed", type=int, default=0)
@@ -257,7 +275,7 @@ def main(argv=None) -> int:
         bundle = load_bundle(args.bundle) if args.bundle else ModelRepository().resolve(DEFAULT_MODEL)
         features = FeaturesMaker(bundle, args.coder)
     sim = McuSim(SerialLink(port), noise=args.noise, corrupt=args.corrupt, timeout_s=args.timeout_s, seed=args.seed,
-                 features=features)
+                 features=features, local_follows=args.local_follows)
     sim.handshake(wait)
     report = sim.run(images, labels)
     if args.json:

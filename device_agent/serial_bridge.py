@@ -173,7 +173,8 @@ class SerialBridge:
             self.counts["retransmissions"] += 1
             return self._last_reply
         if self._waiting is None or self._waiting[0][1] != frame.seq:
-            raise FrameError(ErrorCode.BAD_MESSAGE, f"LOCAL seq {frame.seq} follows no FEATURES waiting for its logits")
+            raise FrameError(ErrorCode.MISSING_FEATURES, f"LOCAL seq {frame.seq} follows no FEATURES waiting for its "
+                                                         "logits (lost or refused): send both again")
         opening, feats, flight = self._waiting
         local = Local.parse(frame.payload)
         if local.logits_q.size != feats.classes:

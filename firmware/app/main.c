@@ -37,6 +37,7 @@
 #define FEATURES_FIXED 12u
 #define LOCAL_FIXED 8u
 #define ERR_BAD_VERSION 3u
+#define ERR_MISSING_FEATURES 7u /* the agent lacks the FEATURES of our LOCAL: send both again */
 #define MS_TO_TICKS(ms) ((uint64_t)(ms) * (BOARD_SYSTICK_HZ / 1000u))
 
 /* --- static buffers: no heap -------------------------------------------------------------- */
@@ -132,7 +133,8 @@ static const pre_frame no_pre_frame = {0, NULL, 0};
 
 /* Send a frame and wait for the answer with its seq (section 4): `expect` or an ERROR. Returns 1
  * with the answer in *answer, or 0 after max_tries sends (*tries counts them). `pre` went out
- * already before the first send; it goes out again before each resend. */
+ * already before the first send; it goes out again before each resend, and an ERROR
+ * MISSING_FEATURES (the agent did not get it intact) triggers a resend at once. */
 static int exchange(uint8_t type, uint8_t expect, uint16_t seq, const uint8_t *payload, size_t len,
                     const pre_frame *pre, uint32_t timeout_ms, uint32_t max_tries, rx_frame *answer, uint32_t *tries)
 {
@@ -145,6 +147,10 @@ static int exchange(uint8_t type, uint8_t expect, uint16_t seq, const uint8_t *p
         for (;;) {
             if (!receive_frame(answer, deadline)) {
                 break; /* timeout, or the grace after an unreadable-chunk error ran out: resend */
+            }
+            if (answer->seq == seq && answer->type == MSG_ERROR && pre->type != 0u && answer->len >= 1 &&
+                rx_payload[0] == ERR_MISSING_FEATURES) {
+                break; /* our FEATURES was damaged on the line (or lost): resend the pair */
             }
             if (answer->seq == seq && (answer->type == expect || answer->type == MSG_ERROR)) {
                 return 1;

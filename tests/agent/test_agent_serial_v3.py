@@ -93,8 +93,8 @@ def test_version_3_mistakes_are_refused_with_their_seq(serial_agent, synthetic_b
     with Agent(synthetic_bundle, None) as agent:
         link, bridge = serial_agent(agent)
         opening, local = _split(f, 20)
-        # a LOCAL that no FEATURES announced
-        assert _error_code(_ask(link, local)[0]) == ErrorCode.BAD_MESSAGE
+        # a LOCAL that no FEATURES announced (or whose FEATURES was damaged on the line): send both again
+        assert _error_code(_ask(link, local)[0]) == ErrorCode.MISSING_FEATURES
         # format 0 does not exist in version 2, LOCAL neither
         v2_opening = Frame(MsgType.FEATURES, 21, opening.payload, 2)
         assert _error_code(_ask(link, v2_opening)[0]) == ErrorCode.BAD_MESSAGE
@@ -106,7 +106,7 @@ def test_version_3_mistakes_are_refused_with_their_seq(serial_agent, synthetic_b
                                                            f.classes).pack(), 3)
         refused = _ask(link, bad_opening)[0]
         assert _error_code(refused) == ErrorCode.BAD_MESSAGE and refused.seq == 23
-        assert _error_code(_ask(link, Frame(MsgType.LOCAL, 23, local.payload, 3))[0]) == ErrorCode.BAD_MESSAGE
+        assert _error_code(_ask(link, Frame(MsgType.LOCAL, 23, local.payload, 3))[0]) == ErrorCode.MISSING_FEATURES
         # a LOCAL with another number of logits than its FEATURES announced
         opening, _ = _split(f, 24)
         short = Frame(MsgType.LOCAL, 24, Local(f.logits_q[:5]).pack(), 3)
@@ -119,6 +119,26 @@ def test_version_3_mistakes_are_refused_with_their_seq(serial_agent, synthetic_b
         # after all that, a good pair still works
         good = _ask(link, *_split(f, 26))[0]
         assert good.type == MsgType.PREDICTION and good.seq == 26 and bridge.counts["features"] == 1
+
+
+def test_the_simulated_mcu_survives_noise_and_corruption_in_version_3(serial_agent, server, synthetic_bundle,
+                                                                      fashion_test):
+    """Junk between frames and flipped bits inside them: a damaged FEATURES gets MISSING_FEATURES for
+    its LOCAL and the pair goes again, so every image is still answered once, in full."""
+    from agilenn.device_agent.mcu_sim import McuSim
+
+    bundle = load_bundle(synthetic_bundle)
+    n = 30
+    with Agent(synthetic_bundle, server.address, deadline_ms=30_000) as agent:
+        assert agent.wait_connected(30)
+        link, bridge = serial_agent(agent)
+        sim = McuSim(link, timeout_s=40, features=FeaturesMaker(bundle), local_follows=True, noise=0.3, corrupt=0.2,
+                     seed=5)
+        sim.handshake()
+        report = sim.run(fashion_test.images[:n], fashion_test.labels[:n])
+    assert report.ok and report.predictions == n and report.degraded == 0, report.as_dict()
+    assert report.corrupted_frames > 0 and report.retransmissions > 0
+    assert bridge.counts["features"] == n
 
 
 def test_a_new_features_abandons_the_one_waiting_for_its_local(serial_agent, synthetic_bundle, fashion_test):
