@@ -156,8 +156,8 @@ def unpack_frame(chunk: bytes) -> Frame:
         raise FrameError(ErrorCode.BAD_FRAME, f"length field {length} disagrees with the frame ({len(raw) - 10} payload bytes)")
     # The CRC held from here on, so the seq is trustworthy and the errors can name it.
     if version not in SUPPORTED_VERSIONS:
-        raise FrameError(ErrorCode.BAD_VERSION, f"protocol version {version}, this agent speaks "
-                                                f"{', '.join(map(str, SUPPORTED_VERSIONS[:-1]))} and {SUPPORTED_VERSIONS[-1]}", seq)
+        spoken = f"{', '.join(map(str, SUPPORTED_VERSIONS[:-1]))} and {SUPPORTED_VERSIONS[-1]}"
+        raise FrameError(ErrorCode.BAD_VERSION, f"protocol version {version}, this agent speaks {spoken}", seq)
     if length > MAX_PAYLOAD:
         # A zero-rich frame stuffs to fewer bytes than MAX_ENCODED even with a longer payload.
         raise FrameError(ErrorCode.BAD_MESSAGE, f"payload of {length} bytes exceeds MAX_PAYLOAD={MAX_PAYLOAD}", seq)

@@ -164,7 +164,9 @@ class Features:
     logits_q: np.ndarray  # int16 [classes], pre-softmax; empty when logits_follow
     scale: float  # logit = scale * q
     payload: bytes  # the coded remote features (docs/protocol.md)
-    device_cycles: int = 0  # what the device part cost on the MCU (cycles, or instructions under QEMU -icount); 0: not measured; up to the payload when logits_follow
+    # what the device part cost on the MCU (cycles, or instructions under QEMU -icount; 0: not measured),
+    # with logits_follow the part up to the payload
+    device_cycles: int = 0
     logits_follow: bool = False  # format 0: the logits come in a LOCAL frame
     classes: int = 0  # n, the logits announced (with logits_follow; else logits_q.size)
     _S = struct.Struct("<BBHfI")

@@ -19,8 +19,8 @@ from typing import Callable
 
 from .agent import Agent, InferenceResult
 from .framing import MAX_PAYLOAD, SEQ_NONE, SUPPORTED_VERSIONS, ErrorCode, Frame, FrameError, MsgType
-from .messages import (FLAG_WANT_LOGITS, PREDICTION_FIXED, ErrorMsg, Features, Hello, HelloReply, Image, Local,
-                       Prediction, Reason, dequantize_logits)
+from .messages import (FLAG_WANT_LOGITS, LOGITS_FOLLOW, PREDICTION_FIXED, ErrorMsg, Features, Hello, HelloReply, Image,
+                       Local, Prediction, Reason, dequantize_logits)
 from .serial_link import SerialLink
 
 log = logging.getLogger("agilenn.agent.serial")
@@ -70,9 +70,8 @@ class SerialBridge:
                 return self._hello(event)
             if event.type == MsgType.IMAGE:
                 return self._predict(event)
-            if event.type == MsgType.FEATURES and event.version >= 3 and Features.parse(
-                    event.payload, event.version).logits_follow:
-                return self._open(event)
+            if event.type == MsgType.FEATURES and event.version >= 3 and event.payload[:1] == bytes([LOGITS_FOLLOW]):
+                return self._open(event)  # format 0: the logits follow in a LOCAL frame
             if event.type == MsgType.FEATURES and event.version >= 2:
                 return self._predict(event)
             if event.type == MsgType.LOCAL and event.version >= 3:
