@@ -172,6 +172,47 @@ def test_firmware_falls_back_to_version_2_with_an_older_agent(int8_bundle, firmw
         assert got.device_cycles == r["instructions"] and r["tries"] == 1
 
 
+def test_firmware_resends_the_pair_when_its_features_was_lost(int8_bundle, firmware, fashion_test):
+    """A FEATURES lost on the line (here: dropped by the agent's link) makes its LOCAL an ERROR
+    MISSING_FEATURES; the firmware sends both again and gets the full answer on the second try."""
+    import threading
+
+    from agilenn.device_agent.agent import Agent
+    from agilenn.device_agent.framing import Frame, MsgType
+    from agilenn.device_agent.serial_bridge import SerialBridge
+    from agilenn.device_agent.serial_link import SerialLink, open_serial
+    from agilenn.firmware.qemu import EmulatedBoard
+
+    seqs, dropped = [], []
+
+    class LossyLink(SerialLink):
+        def receive(self, timeout):
+            event = super().receive(timeout)
+            if isinstance(event, Frame) and event.type == MsgType.FEATURES and event.seq not in seqs:
+                seqs.append(event.seq)
+                if len(seqs) in (1, 3):  # the first FEATURES of the first and third image never arrives
+                    dropped.append(event.seq)
+                    return None
+            return event
+
+    images = fashion_test.images[:4]
+    with Agent(int8_bundle, None) as agent, EmulatedBoard(firmware.elf, images) as board:
+        bridge = SerialBridge(LossyLink(open_serial(board.agent_port, 115200)), agent)
+        stop = threading.Event()
+        thread = threading.Thread(target=bridge.serve, args=(stop,), daemon=True)
+        thread.start()
+        try:
+            results = list(board.results(len(images), timeout_s=120))
+        finally:
+            stop.set()
+            thread.join(10)
+            bridge.link.close()
+    assert dropped == [seqs[0], seqs[2]] and len(seqs) == len(images)
+    assert [r["tries"] for r in results] == [2, 1, 2, 1]
+    assert all(r["reason"] == 6 and r["degraded"] == 1 for r in results)  # the agent runs local-only: answered
+    assert bridge.counts["features"] == len(images) and bridge.counts["errors"] == 2  # the two MISSING_FEATURES
+
+
 def _agent(bundle, port, server_address, out_dir):
     """The agent CLI with its output in files: a pipe nobody reads until the end would fill up with
     its JSON lines (about 600 B per image) and stop the agent mid-run."""
