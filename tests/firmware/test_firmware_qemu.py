@@ -73,19 +73,39 @@ def test_portable_kernels_on_the_cortex_m7_are_bit_exact_too(int8_bundle, fashio
     assert_firmware_frames_equal_python(int8_bundle, portable, fashion_test.images[:40])
 
 
+def serve_firmware(bundle_dir, elf, images, link_class=None):
+    """Run the firmware in QEMU on `images` against a local-only agent's serial bridge in this
+    process (so a test can watch or alter what arrives: `link_class`, a SerialLink subclass).
+    Returns (the firmware's per-image results, the bridge)."""
+    import threading
+
+    from agilenn.device_agent.agent import Agent
+    from agilenn.device_agent.serial_bridge import SerialBridge
+    from agilenn.device_agent.serial_link import SerialLink, open_serial
+    from agilenn.firmware.qemu import EmulatedBoard
+
+    with Agent(bundle_dir, None) as agent, EmulatedBoard(elf, images) as board:
+        bridge = SerialBridge((link_class or SerialLink)(open_serial(board.agent_port, 115200)), agent)
+        stop = threading.Event()
+        thread = threading.Thread(target=bridge.serve, args=(stop,), daemon=True)
+        thread.start()
+        try:
+            results = list(board.results(len(images), timeout_s=120))
+        finally:
+            stop.set()
+            thread.join(10)
+            bridge.link.close()
+    return results, bridge
+
+
 def assert_firmware_frames_equal_python(bundle_dir, firmware, images):
     """Run the firmware in QEMU on `images` against a local-only agent and compare every FEATURES
     frame (the payload) and LOCAL frame (the logits; serial protocol version 3) with what the Python
     integer device part makes (test_firmware_rgb uses it too)."""
-    import threading
-
-    from agilenn.device_agent.agent import Agent
     from agilenn.device_agent.framing import Frame, MsgType
     from agilenn.device_agent.mcu_sim import FeaturesMaker
     from agilenn.device_agent.messages import Features, Local
-    from agilenn.device_agent.serial_bridge import SerialBridge
-    from agilenn.device_agent.serial_link import SerialLink, open_serial
-    from agilenn.firmware.qemu import EmulatedBoard
+    from agilenn.device_agent.serial_link import SerialLink
 
     class RecordingLink(SerialLink):
         def receive(self, timeout):
@@ -96,17 +116,7 @@ def assert_firmware_frames_equal_python(bundle_dir, firmware, images):
 
     n = len(images)
     sent: list[tuple[int, int, bytes]] = []
-    with Agent(bundle_dir, None) as agent, EmulatedBoard(firmware.elf, images) as board:
-        bridge = SerialBridge(RecordingLink(open_serial(board.agent_port, 115200)), agent)
-        stop = threading.Event()
-        thread = threading.Thread(target=bridge.serve, args=(stop,), daemon=True)
-        thread.start()
-        try:
-            results = list(board.results(n, timeout_s=120))
-        finally:
-            stop.set()
-            thread.join(10)
-            bridge.link.close()
+    results, _ = serve_firmware(bundle_dir, firmware.elf, images, RecordingLink)
     assert [r["tries"] for r in results] == [1] * n
     # per image a FEATURES whose logits follow, then its LOCAL, in version-3 frames
     assert [(t, v) for t, v, _ in sent] == [(MsgType.FEATURES, 3), (MsgType.LOCAL, 3)] * n
@@ -128,16 +138,11 @@ def assert_firmware_frames_equal_python(bundle_dir, firmware, images):
 def test_firmware_falls_back_to_version_2_with_an_older_agent(int8_bundle, firmware, fashion_test, monkeypatch):
     """An agent from before serial protocol version 3 answers the HELLO with BAD_VERSION: the firmware
     says HELLO again in version 2 and sends one FEATURES with its logits inside, bit-exact as before."""
-    import threading
-
     from agilenn.device_agent import framing, serial_bridge
-    from agilenn.device_agent.agent import Agent
     from agilenn.device_agent.framing import Frame, MsgType
     from agilenn.device_agent.mcu_sim import FeaturesMaker
     from agilenn.device_agent.messages import Features
-    from agilenn.device_agent.serial_bridge import SerialBridge
-    from agilenn.device_agent.serial_link import SerialLink, open_serial
-    from agilenn.firmware.qemu import EmulatedBoard
+    from agilenn.device_agent.serial_link import SerialLink
 
     for module in (framing, serial_bridge):  # the agent of 2026-11-26
         monkeypatch.setattr(module, "SUPPORTED_VERSIONS", (1, 2))
@@ -151,17 +156,7 @@ def test_firmware_falls_back_to_version_2_with_an_older_agent(int8_bundle, firmw
             return event
 
     images = fashion_test.images[:4]
-    with Agent(int8_bundle, None) as agent, EmulatedBoard(firmware.elf, images) as board:
-        bridge = SerialBridge(RecordingLink(open_serial(board.agent_port, 115200)), agent)
-        stop = threading.Event()
-        thread = threading.Thread(target=bridge.serve, args=(stop,), daemon=True)
-        thread.start()
-        try:
-            results = list(board.results(len(images), timeout_s=120))
-        finally:
-            stop.set()
-            thread.join(10)
-            bridge.link.close()
+    results, bridge = serve_firmware(int8_bundle, firmware.elf, images, RecordingLink)
     assert bridge.counts["errors"] == 1 and bridge.counts["features"] == len(images)  # the one BAD_VERSION
     features = [f for f in seen if f.type == MsgType.FEATURES]
     assert all(f.version == 2 for f in features) and not any(f.type == MsgType.LOCAL for f in seen)
@@ -174,14 +169,9 @@ def test_firmware_falls_back_to_version_2_with_an_older_agent(int8_bundle, firmw
 
 def test_firmware_resends_the_pair_when_its_features_was_lost(int8_bundle, firmware, fashion_test):
     """A FEATURES lost on the line (here: dropped by the agent's link) makes its LOCAL an ERROR
-    MISSING_FEATURES; the firmware sends both again and gets the full answer on the second try."""
-    import threading
-
-    from agilenn.device_agent.agent import Agent
+    MISSING_FEATURES; the firmware sends both again and gets its answer on the second try."""
     from agilenn.device_agent.framing import Frame, MsgType
-    from agilenn.device_agent.serial_bridge import SerialBridge
-    from agilenn.device_agent.serial_link import SerialLink, open_serial
-    from agilenn.firmware.qemu import EmulatedBoard
+    from agilenn.device_agent.serial_link import SerialLink
 
     seqs, dropped = [], []
 
@@ -196,17 +186,7 @@ def test_firmware_resends_the_pair_when_its_features_was_lost(int8_bundle, firmw
             return event
 
     images = fashion_test.images[:4]
-    with Agent(int8_bundle, None) as agent, EmulatedBoard(firmware.elf, images) as board:
-        bridge = SerialBridge(LossyLink(open_serial(board.agent_port, 115200)), agent)
-        stop = threading.Event()
-        thread = threading.Thread(target=bridge.serve, args=(stop,), daemon=True)
-        thread.start()
-        try:
-            results = list(board.results(len(images), timeout_s=120))
-        finally:
-            stop.set()
-            thread.join(10)
-            bridge.link.close()
+    results, bridge = serve_firmware(int8_bundle, firmware.elf, images, LossyLink)
     assert dropped == [seqs[0], seqs[2]] and len(seqs) == len(images)
     assert [r["tries"] for r in results] == [2, 1, 2, 1]
     assert all(r["reason"] == 6 and r["degraded"] == 1 for r in results)  # the agent runs local-only: answered
