@@ -402,7 +402,7 @@ class RemoteClient:
 
     def wait(self, flight: "InFlight") -> RemoteReply:
         """The reply to a send(), or a degraded one when none came within its deadline (counted from the send)."""
-        if flight.reply is not None and flight.pending is None:  # never sent
+        if flight.pending is None:  # never sent: send() answered at once
             return flight.reply
         pending, deadline_s = flight.pending, flight.deadline_s
         remaining = None if deadline_s is None else max(0.0, flight.start + deadline_s - time.perf_counter())
