@@ -1,4 +1,5 @@
-/* agn_device.c: agn_device_run, the one public call of the AgileNN device library.
+/* agn_device.c: the public calls of the AgileNN device library (agn_device_features, agn_device_local,
+ * agn_device_run) and the checks they make on their arguments.
  *
  * Order of work (the generator's plan, agn_model.h, places every tensor in the arena):
  * Steps 1-4 are agn_device_infer (agn_infer.c); this file adds the checks and step 5.
@@ -76,22 +77,38 @@ agn_status agn_device_features(const uint8_t *image, size_t image_bytes, void *a
     return AGN_OK;
 }
 
-agn_status agn_device_local(void *arena, size_t arena_bytes, int16_t *local_logits, size_t num_logits)
+/* The checks every entry point that writes local logits makes (AGN_CHECK_ARGS). */
+static agn_status check_logits(const int16_t *local_logits, size_t num_logits)
 {
-    agn_status status;
 #if AGN_CHECK_ARGS
     if (local_logits == NULL || num_logits != (size_t)AGN_NUM_CLASSES) {
         return AGN_ERR_ARG;
     }
 #else
+    (void)local_logits;
     (void)num_logits;
 #endif
+    return AGN_OK;
+}
+
+/* Step 4 on an arena that agn_device_features has filled; the arguments are checked. */
+static void run_local(void *arena, int16_t *local_logits)
+{
+    agn_device_infer_local((uint8_t *)arena);
+    memcpy(local_logits, (const uint8_t *)arena + AGN_OFF_LOGITS, sizeof(int16_t) * (size_t)AGN_NUM_CLASSES);
+}
+
+agn_status agn_device_local(void *arena, size_t arena_bytes, int16_t *local_logits, size_t num_logits)
+{
+    agn_status status = check_logits(local_logits, num_logits);
+    if (status != AGN_OK) {
+        return status;
+    }
     status = check_arena(arena, arena_bytes);
     if (status != AGN_OK) {
         return status;
     }
-    agn_device_infer_local((uint8_t *)arena);
-    memcpy(local_logits, (const uint8_t *)arena + AGN_OFF_LOGITS, sizeof(int16_t) * (size_t)AGN_NUM_CLASSES);
+    run_local(arena, local_logits);
     return AGN_OK;
 }
 
@@ -99,16 +116,17 @@ agn_status agn_device_run(const uint8_t *image, size_t image_bytes, void *arena,
                           uint8_t *payload, size_t payload_cap, size_t *payload_len, uint16_t *channels_sent,
                           int16_t *local_logits, size_t num_logits)
 {
-#if AGN_CHECK_ARGS
-    /* the logits' checks before any work, so that a bad call writes nothing */
-    if (local_logits == NULL || num_logits != (size_t)AGN_NUM_CLASSES) {
-        return AGN_ERR_ARG;
-    }
-#endif
-    const agn_status status = agn_device_features(image, image_bytes, arena, arena_bytes, payload, payload_cap,
-                                                  payload_len, channels_sent);
+    /* the logits' checks before any work, so that a bad call writes nothing; agn_device_features
+     * checks the rest, so the arena is checked once */
+    agn_status status = check_logits(local_logits, num_logits);
     if (status != AGN_OK) {
         return status;
     }
-    return agn_device_local(arena, arena_bytes, local_logits, num_logits);
+    status = agn_device_features(image, image_bytes, arena, arena_bytes, payload, payload_cap, payload_len,
+                                 channels_sent);
+    if (status != AGN_OK) {
+        return status;
+    }
+    run_local(arena, local_logits);
+    return AGN_OK;
 }
