@@ -94,6 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-flip", action="store_true", help="no horizontal-flip augmentation (digits)")
     g.add_argument("--ref-label-smoothing", type=unit_interval, default=d.ref_label_smoothing,
                    help="stage 1: label smoothing of the reference NN's cross-entropy (0: none)")
+    g.add_argument("--ref-swa-epochs", type=non_negative_int, default=d.ref_swa_epochs,
+                   help="stage 1: after the one-cycle schedule, this many epochs at a constant rate whose weights "
+                        "are averaged (stochastic weight averaging; 0: none)")
+    g.add_argument("--ref-swa-lr", type=float, default=d.ref_swa_lr,
+                   help="the averaging epochs' learning rate (0: --ref-lr / 10)")
     g.add_argument("--merge-holdout", type=non_negative_int, default=d.merge_holdout,
                    help="training images set aside (a fixed random subset) that no stage trains on; the "
                         "export's merge calibration fits alpha on them (0: it fits on images the nets trained on)")
@@ -131,7 +136,8 @@ def config_from_args(args):
               eval_ce_weight=args.eval_ce_weight, rate_weight=args.rate_weight,
               rate_target_bits=args.rate_target_bits, nested_p_full=args.nested_p_full,
               flip=not args.no_flip and args.dataset != "svhn", ref_erase_p=args.ref_erase_p,
-              ref_label_smoothing=args.ref_label_smoothing, merge_holdout=args.merge_holdout,
+              ref_label_smoothing=args.ref_label_smoothing,
+              ref_swa_epochs=args.ref_swa_epochs, ref_swa_lr=args.ref_swa_lr, merge_holdout=args.merge_holdout,
               distill_weight=args.distill_weight, distill_temp=args.distill_temp, arch=arch,
               model_name=args.name or f"agilenn-{_dataset_slug(args.dataset)}", model_version=args.version,
               data_note=args.data_note)

@@ -43,6 +43,10 @@ REF_DEADLINE=${REF_DEADLINE:-}
 # STEM="--stem-width 32" REF="--ref-nested-p-full 0.5" JOINT="--centroids 4".
 STEM=${STEM:---stem-width 16 --stem-expand 48}
 REF=${REF:---ref-nested-p-full 1 --ref-erase-p 0.5}
+# weight-averaging epochs after the reference's schedule (--ref-swa-epochs in REF): the deadline and the
+# plan leave time for them
+SWA_EPOCHS=$(echo "$REF" | sed -n 's/.*--ref-swa-epochs[ =]\([0-9]*\).*/\1/p'); SWA_EPOCHS=${SWA_EPOCHS:-0}
+SWA_EXTRA=$(( SWA_EPOCHS > 0 ? SWA_EPOCHS + 1 : 0 ))   # ... and the BatchNorm pass after them
 JOINT=${JOINT:---distill-weight 0.5 --distill-temp 4 --centroids 8}
 N_FULL=50000
 [ -n "$RUN_ARGS" ] && N_FULL=$(echo "$RUN_ARGS" | sed -n 's/.*--train-subset \([0-9]*\).*/\1/p')
@@ -91,16 +95,16 @@ if [ "$RESUME" = 1 ]; then
 elif [ -z "${REF_EPOCHS:-}" ]; then
   P=$R/probe
   s=$(date +%s.%N)
-  train --out $P/stages --train-subset $N_PROBE --test-subset 1000 --ref-epochs 2 --extractor-epochs 1 --joint-epochs 0 \
+  train --out $P/stages --train-subset $N_PROBE --test-subset 1000 --ref-epochs 2 --ref-swa-epochs 0 --extractor-epochs 1 --joint-epochs 0 \
     > $P.stages.log 2>&1 || { tail -20 $P.stages.log; exit 5; }
   STARTUP=$(python3 -c "import re,sys; t=float(sys.argv[2])-float(sys.argv[1]); l=open('$P/stages/train.log').read(); print(max(5.0, t - sum(float(x) for x in re.findall(r' epoch \d/\d .*\(([\d.]+)s\)', l))))" "$s" "$(date +%s.%N)")
   copy_stages $P/stages $P main plain saliency ig8
   for v in main plain saliency ig8; do
-    train --out $P/$v --train-subset $N_PROBE --test-subset 1000 --ref-epochs 2 --extractor-epochs 1 --joint-epochs 2 \
+    train --out $P/$v --train-subset $N_PROBE --test-subset 1000 --ref-epochs 2 --ref-swa-epochs 0 --extractor-epochs 1 --joint-epochs 2 \
       --resume $(variant_args $v) > $P.$v.log 2>&1 &
   done
   wait
-  eval "$(python3 deploy/gpu/gpu_runs.py plan "$(( $(left) - 40 ))" $P $N_PROBE $N_FULL "$STARTUP")" || exit 6
+  eval "$(python3 deploy/gpu/gpu_runs.py plan "$(( $(left) - 40 ))" $P $N_PROBE $N_FULL "$STARTUP" $SWA_EPOCHS)" || exit 6
   echo "plan after $(( $(date +%s) - T0 ))s: reference $REF_EPOCHS, joint $JOINT_EPOCHS (saliency $SAL_EPOCHS, ig8 $IG8_EPOCHS), startup ${STARTUP}s"
 else
   JOINT_EPOCHS=${JOINT_EPOCHS:?}; SAL_EPOCHS=${SAL_EPOCHS:-$JOINT_EPOCHS}; IG8_EPOCHS=${IG8_EPOCHS:-$JOINT_EPOCHS}
@@ -120,11 +124,11 @@ if [ "$RESUME" != 1 ] && [ -n "$REF_DEADLINE" ]; then
   [ "$(ref_epoch_s | wc -l)" -ge 4 ] || { echo "reference stopped before 4 epochs"; tail -20 $R/main.log; exit 5; }
   # the first epoch is mostly cuDNN's warm-up: time the next three
   T_EP=$(ref_epoch_s | sed -n 2,4p | awk '{s+=$1} END {printf "%.3f", s/NR}')
-  FIT=$(python3 -c "print(int(4 + ($T0 + $REF_DEADLINE - $(date +%s)) / $T_EP))")
+  FIT=$(python3 -c "print(int(4 + ($T0 + $REF_DEADLINE - $(date +%s)) / $T_EP) - $SWA_EXTRA)")
   echo "reference: $T_EP s per epoch; $FIT epochs fit before ${REF_DEADLINE}s"
   if [ "$FIT" -lt "$REF_EPOCHS" ]; then
     kill $MAIN; wait $MAIN 2>/dev/null
-    REF_EPOCHS=$(python3 -c "print(max(8, int(($T0 + $REF_DEADLINE - 25 - $(date +%s)) / $T_EP)))")
+    REF_EPOCHS=$(python3 -c "print(max(8, int(($T0 + $REF_DEADLINE - 25 - $(date +%s)) / $T_EP) - $SWA_EXTRA))")
     echo "reference restarts with $REF_EPOCHS epochs"
     rm -rf $R/main; save_epochs
     start_main
@@ -141,7 +145,7 @@ if [ -f $R/main/ckpt/preselect.pt ]; then
 fi
 wait
 echo "training done after $(( $(date +%s) - T0 ))s"
-grep -h "reference epoch $REF_EPOCHS/\|joint epoch\|finished" $R/main/train.log | tail -4
+grep -h "reference epoch $(( REF_EPOCHS + SWA_EPOCHS ))/\|weight average\|joint epoch\|finished" $R/main/train.log | tail -5
 for v in $OTHERS; do grep -h "joint epoch" $R/$v/train.log 2>/dev/null | tail -1; done
 
 # 3. pack for the trip back: checkpoints split into <= 15 MiB parts, logs beside them
