@@ -48,6 +48,18 @@ def _flatten(x, *, axis=1, **_):
     return x.reshape(int(np.prod(x.shape[:axis])) if axis else 1, -1)
 
 
+def _slice(x, starts, ends, axes=None, steps=None, **_):
+    """ONNX Slice with unit steps (what torch.onnx.export writes for ``f[:, a:b]``); Python's slicing
+    clamps out-of-range starts and ends as ONNX does."""
+    if steps is not None and any(int(s) != 1 for s in steps.tolist()):
+        raise ValueError(f"Slice with steps {steps.tolist()} is not supported by onnx_torch (only 1)")
+    index = [slice(None)] * x.dim()
+    for start, end, axis in zip(starts.tolist(), ends.tolist(),
+                                range(len(starts)) if axes is None else axes.tolist()):
+        index[axis] = slice(int(start), int(end))
+    return x[tuple(index)]
+
+
 def _reshape(x, shape, **_):
     dims = [x.shape[i] if int(d) == 0 else int(d) for i, d in enumerate(shape.tolist())]
     return x.reshape(dims)
@@ -64,6 +76,7 @@ _OPS = {
     "GlobalAveragePool": lambda x, **_: x.mean(dim=(2, 3), keepdim=True),
     "Flatten": _flatten,
     "Reshape": _reshape,
+    "Slice": _slice,
     "Identity": lambda x, **_: x,
 }
 
@@ -73,14 +86,15 @@ _WEIGHT_INPUTS = {"Conv": (1, 2), "Gemm": (1, 2)}
 
 
 class OnnxModule(nn.Module):
-    """An ONNX graph with one input and one output, executed node by node with torch ops.
+    """An ONNX graph with one input, executed node by node with torch ops: its first output, or the
+    ``output`` named (a tuple of names: a tuple of tensors, e.g. device.onnx's two).
 
     ``trainable``: the Conv and Gemm weights and biases become parameters (``weight_names`` maps
     each parameter to its initializer), and :meth:`save` writes their current values into a copy
     of the graph. Exported graphs have BatchNorm folded into the convolutions, so what trains is
     the net without normalisation: keep learning rates low."""
 
-    def __init__(self, path: str | Path, output: str | None = None, trainable: bool = False):
+    def __init__(self, path: str | Path, output: str | tuple[str, ...] | None = None, trainable: bool = False):
         super().__init__()
         import onnx
         from onnx import numpy_helper
@@ -111,6 +125,11 @@ class OnnxModule(nn.Module):
         if len(inputs) != 1:
             raise ValueError(f"{path}: expected one graph input, found {inputs}")
         self.input_name = inputs[0]
+        produced = {o for n in graph.node for o in n.output}
+        missing = [o for o in (output if isinstance(output, tuple) else (output,)) if o and o not in produced]
+        if missing:
+            raise ValueError(f"{path}: no output named {missing} (the graph's outputs: "
+                             f"{[o.name for o in graph.output]})")
         self.output_name = output or graph.output[0].name
 
     def save(self, out: str | Path) -> None:
@@ -136,4 +155,6 @@ class OnnxModule(nn.Module):
         for op, ins, outs, attrs in self._nodes:
             args = [env[name] if name else None for name in ins]
             env[outs[0]] = _OPS[op](*args, **attrs)
+        if isinstance(self.output_name, tuple):
+            return tuple(env[name] for name in self.output_name)
         return env[self.output_name]

@@ -2,6 +2,7 @@
 trapezoid is training's 2-point IG; the ONNX evaluator runs as differentiable torch code."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -82,3 +83,34 @@ def test_onnx_module_names_unsupported_ops(tmp_path):
     onnx.save(helper.make_model(graph), tmp_path / "s.onnx")
     with pytest.raises(ValueError, match=r"ONNX ops \['Softmax'\] are not supported"):
         OnnxModule(tmp_path / "s.onnx")
+
+
+def test_onnx_module_runs_a_shipped_device_part_with_both_outputs():
+    """device.onnx (extractor, the split into local and remote channels by Slice, local predictor) as
+    torch code gives onnxruntime's two outputs; a bundle's device part can then be trained on."""
+    import onnxruntime as ort
+
+    from agilenn.models import load_bundle
+    from agilenn.training.onnx_torch import OnnxModule
+
+    bundle = load_bundle("models/repository/agilenn-cifar10/4")
+    x = np.random.default_rng(0).normal(size=(3, 3, 32, 32)).astype(np.float32)
+    want = ort.InferenceSession(str(bundle.onnx_path("device")), providers=["CPUExecutionProvider"]).run(
+        ["local_logits", "remote_features"], {"image": x})
+    got = OnnxModule(bundle.onnx_path("device"), output=("local_logits", "remote_features"), trainable=True)(
+        torch.from_numpy(x))
+    assert [g.shape for g in got] == [(3, 10), (3, 24, 8, 8)]
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g.detach(), torch.from_numpy(w), rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match=r"no output named \['logits'\].*'local_logits', 'remote_features'"):
+        OnnxModule(bundle.onnx_path("device"), output="logits")
+
+
+def test_onnx_slice_with_steps_is_refused_by_name():
+    from agilenn.training.onnx_torch import _slice
+
+    x = torch.arange(24.0).reshape(2, 3, 4)
+    assert torch.equal(_slice(x, torch.tensor([1]), torch.tensor([2**62]), torch.tensor([1])), x[:, 1:])
+    assert torch.equal(_slice(x, torch.tensor([0, -2]), torch.tensor([1, 4])), x[0:1, -2:4])
+    with pytest.raises(ValueError, match=r"Slice with steps \[2\] is not supported"):
+        _slice(x, torch.tensor([0]), torch.tensor([3]), torch.tensor([1]), torch.tensor([2]))
