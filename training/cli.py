@@ -97,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--ref-swa-epochs", type=non_negative_int, default=d.ref_swa_epochs,
                    help="stage 1: after the one-cycle schedule, this many epochs at a constant rate whose weights "
                         "are averaged (stochastic weight averaging; 0: none)")
-    g.add_argument("--ref-swa-lr", type=float, default=d.ref_swa_lr,
+    g.add_argument("--ref-swa-lr", type=non_negative_float, default=d.ref_swa_lr,
                    help="the averaging epochs' learning rate (0: --ref-lr / 10)")
     g.add_argument("--merge-holdout", type=non_negative_int, default=d.merge_holdout,
                    help="training images set aside (a fixed random subset) that no stage trains on; the "
@@ -173,6 +173,16 @@ def non_negative_int(value: str) -> int:
     v = _whole_number(value)
     if v < 0:
         raise argparse.ArgumentTypeError(f"{v} is negative")
+    return v
+
+
+def non_negative_float(value: str) -> float:
+    try:
+        v = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+    if not v >= 0.0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"{value} is not a number >= 0")
     return v
 
 

@@ -110,5 +110,6 @@ def test_the_cli_flags_reach_the_config():
     cfg = config_from_args(build_parser().parse_args(["--ref-swa-epochs", "20", "--ref-swa-lr", "0.02"]))
     assert (cfg.ref_swa_epochs, cfg.ref_swa_lr) == (20, 0.02)
     assert cfg.to_dict()["ref_swa_epochs"] == 20  # recorded in the bundle's training config
-    with pytest.raises(SystemExit):
-        build_parser().parse_args(["--ref-swa-epochs", "-1"])
+    for bad in (["--ref-swa-epochs", "-1"], ["--ref-swa-lr", "-0.1"], ["--ref-swa-lr", "nan"]):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(bad)
