@@ -13,9 +13,9 @@ without its XAI terms: 0.8 x [(1 - w) CE + w KD (to reference.onnx, T = 4) on th
 run without the rate term: history-no-rate-term.json, +50 B in five epochs). Constant AdamW rate after a 200-step
 warm-up, shift/flip augmentation, the weights at the end of epochs 2..EPOCHS averaged; every epoch
 scored on the full 10k test split (float device part, quantized remote channels, all of them).
-Resumable per epoch. Run from the repository root.
+Resumable per epoch. Run from the repository root. (The run of 2026-11-27 kept the same running mean
+in a loop of its own; torch's AveragedModel, which the trainer uses, computes it identically.)
 """
-import copy
 import json
 import logging
 import sys
@@ -26,6 +26,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 import torch.nn.functional as F
+from torch.optim.swa_utils import AveragedModel
 
 from agilenn.datasets import load_for_model
 from agilenn.models import load_bundle
@@ -92,16 +93,15 @@ def score(m):
 
 
 opt = torch.optim.AdamW(net.parameters(), lr=LR, weight_decay=0.0)
-swa, n_avg, start, history = None, 0, 0, []
+swa = AveragedModel(net)  # the running mean of the averaged epochs' weights, as the trainer's
+start, history = 0, []
 ckpt = WORK / "ckpt.pt"
 if ckpt.is_file():
     st = torch.load(ckpt, weights_only=False)
     net.load_state_dict(st["net"])
     opt.load_state_dict(st["opt"])
-    start, history, n_avg = st["epoch"], st["history"], st["n_avg"]
-    if st["swa"] is not None:
-        swa = copy.deepcopy(net)
-        swa.load_state_dict(st["swa"])
+    swa.load_state_dict(st["swa"])
+    start, history = st["epoch"], st["history"]
 else:
     history.append({"epoch": 0, **score(net)})
     log.info("start: %s", history[-1])
@@ -129,16 +129,11 @@ for epoch in range(start, EPOCHS):
         opt.step()
         total += float(loss.detach())
     if epoch >= 1:
-        if swa is None:
-            swa, n_avg = copy.deepcopy(net), 1
-        else:
-            n_avg += 1
-            with torch.no_grad():
-                for p_avg, p in zip(swa.parameters(), net.parameters()):
-                    p_avg += (p - p_avg) / n_avg
+        swa.update_parameters(net)
     history.append({"epoch": epoch + 1, "loss": total / steps, "running": score(net),
-                    "average": score(swa) if swa is not None else None, "n_avg": n_avg, "s": time.time() - t0})
+                    "average": score(swa) if swa.n_averaged else None, "n_avg": int(swa.n_averaged),
+                    "s": time.time() - t0})
     log.info("%s", history[-1])
     torch.save({"net": net.state_dict(), "opt": opt.state_dict(), "epoch": epoch + 1, "history": history,
-                "n_avg": n_avg, "swa": swa.state_dict() if swa is not None else None}, ckpt)
+                "swa": swa.state_dict()}, ckpt)
     (WORK / "history.json").write_text(json.dumps(history, indent=1))

@@ -24,8 +24,8 @@ def pred(d, r):
 before = pred(dev, rem)
 st = torch.load(sys.argv[1] if len(sys.argv) > 1 else "runs/joint-swa-lr0.0002/ckpt.pt", weights_only=False)["swa"]
 d2, r2 = copy.deepcopy(dev), copy.deepcopy(rem)
-d2.load_state_dict({k[len("device."):]: v for k, v in st.items() if k.startswith("device.")})
-r2.load_state_dict({k[len("remote."):]: v for k, v in st.items() if k.startswith("remote.")})
+d2.load_state_dict({k[len("module.device."):]: v for k, v in st.items() if k.startswith("module.device.")})
+r2.load_state_dict({k[len("module.remote."):]: v for k, v in st.items() if k.startswith("module.remote.")})
 after = pred(d2, r2)
 ob, oa = int((before & ~after).sum()), int((~before & after).sum())
 print(json.dumps({"shipped_combined": float(before.float().mean()), "averaged_combined": float(after.float().mean()),
