@@ -270,13 +270,15 @@ def train_reference(run: Run) -> ReferenceNN:
             log.info("reference: resumed finished stage (test acc %.4f)", st["test_acc"])
             return model
         start, swa_state = st["epoch"], st.get("swa")
-        if _load_optimizer(st, opt, "reference") and start < cfg.ref_epochs:
-            sched.load_state_dict(st["sched"])
-        elif start < cfg.ref_epochs:  # the one-cycle schedule is a function of the step: replay it to where the run stopped
-            with warnings.catch_warnings():  # stepping a schedule with no optimizer step is the point here
-                warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)` before")
-                for _ in range(start * run.steps_per_epoch()):
-                    sched.step()
+        optimizer_restored = _load_optimizer(st, opt, "reference")
+        if start < cfg.ref_epochs:  # (past them, the averaging epochs run at a constant rate: no schedule)
+            if optimizer_restored:
+                sched.load_state_dict(st["sched"])
+            else:  # the one-cycle schedule is a function of the step: replay it to where the run stopped
+                with warnings.catch_warnings():  # stepping a schedule with no optimizer step is the point here
+                    warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)` before")
+                    for _ in range(start * run.steps_per_epoch()):
+                        sched.step()
         log.info("reference: resuming at epoch %d", start + 1)
     acc = st["test_acc"] if st is not None else run.accuracy(model.eval()) if cfg.ref_epochs == 0 else 0.0
     net = distributed.wrap(model, run.dist, run.dev)  # what training steps call (DDP when sharded)

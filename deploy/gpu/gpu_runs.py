@@ -1,14 +1,14 @@
 """Helpers for train_cifar10.sh on a rented GPU: size the stages to a wall-clock budget from a
 probe, and pack the run directories so that they fit what the machine may send back.
 
-    python deploy/gpu/gpu_runs.py plan SECONDS_LEFT PROBE_DIR N_PROBE N_FULL STARTUP_S [SWA_EPOCHS]
+    python deploy/gpu/gpu_runs.py plan SECONDS_LEFT PROBE_DIR N_PROBE N_FULL STARTUP_S [EXTRA_REF_EPOCHS]
     python deploy/gpu/gpu_runs.py collect OUT_DIR RUN_DIR...
 
 plan prints shell assignments (REF_EPOCHS=..., JOINT_EPOCHS=..., ...). Epoch seconds come from the
 probe's train.log lines (`... (12.3s)`), scaled from N_PROBE to N_FULL training images; the joint
 stage's were measured with all four joint runs sharing the GPU, as they will in the real run.
-SWA_EPOCHS: the reference's weight-averaging epochs (--ref-swa-epochs), which run after REF_EPOCHS and
-come out of the reference's half of the budget (one more epoch's time for the BatchNorm pass).
+EXTRA_REF_EPOCHS: epoch-times the reference spends after REF_EPOCHS (its weight averaging and the
+BatchNorm pass after it: train_cifar10.sh's SWA_EXTRA), which come out of the reference's half.
 """
 from __future__ import annotations
 
@@ -31,16 +31,16 @@ def epoch_seconds(log: Path, stage: str) -> float:
     return float(found[-1])
 
 
-def plan(seconds_left: float, probe: Path, n_probe: int, n_full: int, startup_s: float, swa_epochs: int = 0) -> dict:
+def plan(seconds_left: float, probe: Path, n_probe: int, n_full: int, startup_s: float,
+         extra_ref_epochs: int = 0) -> dict:
     scale = n_full / n_probe
     t_ref = epoch_seconds(probe / "stages" / "train.log", "reference") * scale
     t_ext = epoch_seconds(probe / "stages" / "train.log", "extractor") * scale
     t_joint = {r: epoch_seconds(probe / r / "train.log", "joint") * scale for r in JOINT_RUNS}
     usable = seconds_left - 2 * startup_s - t_ext - 15  # two process starts, the extractor epoch, preselection
     # half for the reference (the accuracy every other number leans on), half for the four joint runs
-    extra = swa_epochs + 1 if swa_epochs else 0  # averaging epochs and the BatchNorm pass after them
-    ref_epochs = max(8, min(150, math.floor(0.5 * usable / t_ref) - extra))
-    joint_budget = usable - (ref_epochs + extra) * t_ref
+    ref_epochs = max(8, min(150, math.floor(0.5 * usable / t_ref) - extra_ref_epochs))
+    joint_budget = usable - (ref_epochs + extra_ref_epochs) * t_ref
     # main and plain get the same epochs (the ablation compares them); saliency and m-step IG as many as fit
     joint_epochs = max(2, min(60, math.floor(joint_budget / max(t_joint["main"], t_joint["plain"]))))
     out = {"REF_EPOCHS": ref_epochs, "JOINT_EPOCHS": joint_epochs,
@@ -90,8 +90,8 @@ def collect(out: Path, runs: list[Path]) -> None:
 
 def main(argv: list[str]) -> int:
     if argv[:1] == ["plan"] and len(argv) in (6, 7):
-        swa = int(argv[6]) if len(argv) == 7 else 0
-        for key, v in plan(float(argv[1]), Path(argv[2]), int(argv[3]), int(argv[4]), float(argv[5]), swa).items():
+        extra = int(argv[6]) if len(argv) == 7 else 0
+        for key, v in plan(float(argv[1]), Path(argv[2]), int(argv[3]), int(argv[4]), float(argv[5]), extra).items():
             print(f"{key}={v}")
         return 0
     if argv[:1] == ["collect"] and len(argv) >= 3:

@@ -104,7 +104,7 @@ elif [ -z "${REF_EPOCHS:-}" ]; then
       --resume $(variant_args $v) > $P.$v.log 2>&1 &
   done
   wait
-  eval "$(python3 deploy/gpu/gpu_runs.py plan "$(( $(left) - 40 ))" $P $N_PROBE $N_FULL "$STARTUP" $SWA_EPOCHS)" || exit 6
+  eval "$(python3 deploy/gpu/gpu_runs.py plan "$(( $(left) - 40 ))" $P $N_PROBE $N_FULL "$STARTUP" $SWA_EXTRA)" || exit 6
   echo "plan after $(( $(date +%s) - T0 ))s: reference $REF_EPOCHS, joint $JOINT_EPOCHS (saliency $SAL_EPOCHS, ig8 $IG8_EPOCHS), startup ${STARTUP}s"
 else
   JOINT_EPOCHS=${JOINT_EPOCHS:?}; SAL_EPOCHS=${SAL_EPOCHS:-$JOINT_EPOCHS}; IG8_EPOCHS=${IG8_EPOCHS:-$JOINT_EPOCHS}

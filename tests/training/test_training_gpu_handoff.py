@@ -115,7 +115,7 @@ def test_plan_scales_probe_epochs_to_the_budget(tmp_path):
     assert plan["JOINT_EPOCHS"] == int(joint_budget // 20)
     assert plan["IG8_EPOCHS"] == int(joint_budget // 50) < plan["JOINT_EPOCHS"]
     # weight averaging after the one-cycle schedule comes out of the reference's half
-    swa = runs.plan(1000.0, tmp_path, 10_000, 50_000, startup_s=10.0, swa_epochs=5)
+    swa = runs.plan(1000.0, tmp_path, 10_000, 50_000, startup_s=10.0, extra_ref_epochs=6)  # 5 averaged + BN pass
     assert swa["REF_EPOCHS"] == plan["REF_EPOCHS"] - 6 and swa["JOINT_EPOCHS"] == plan["JOINT_EPOCHS"]
     with pytest.raises(SystemExit, match="no 'joint epoch' line"):
         (tmp_path / "ig8" / "train.log").write_text("nothing\n")
